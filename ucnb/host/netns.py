@@ -1,0 +1,89 @@
+"""The lab's network namespace: libvirtd, its bridges and every guest address live inside it.
+
+Outside this namespace a connection to a lab address does not fail: it leaves the machine through
+the default route. So every guest connection calls `require_inside()` first.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import subprocess
+from pathlib import Path
+
+from ..errors import InfrastructureError, LabNamespaceError
+
+NAME = os.environ.get("UCNB_NETNS", "ucnb")
+CLONE_NEWNET = 0x40000000
+
+
+def path() -> Path:
+    return Path("/run/netns") / NAME
+
+
+def exists() -> bool:
+    return path().exists()
+
+
+def _ns_id(p: str | Path) -> tuple[int, int]:
+    st = os.stat(p)
+    return (st.st_dev, st.st_ino)
+
+
+def inside() -> bool:
+    """True when the calling thread's network namespace is the lab's."""
+    return exists() and _ns_id("/proc/thread-self/ns/net") == _ns_id(path())
+
+
+def process_inside(pid: int) -> bool:
+    try:
+        return exists() and _ns_id(f"/proc/{pid}/ns/net") == _ns_id(path())
+    except OSError:
+        return False
+
+
+def create() -> None:
+    """Create the namespace (idempotent) with its loopback up."""
+    if not exists():
+        _ip("netns", "add", NAME)
+    _ip("-n", NAME, "link", "set", "lo", "up")
+
+
+def delete() -> None:
+    if exists():
+        _ip("netns", "delete", NAME)
+
+
+def enter() -> None:
+    """Move the calling thread (and threads it starts later) into the lab namespace.
+
+    Needs root; libvirt keeps working because its socket is a filesystem path.
+    """
+    if inside():
+        return
+    if not exists():
+        raise InfrastructureError(
+            f"lab network namespace {NAME!r} does not exist: run `ucnb host up` (or `make setup`)")
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path(), os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise InfrastructureError(f"cannot join network namespace {NAME!r}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def require_inside(address: str) -> None:
+    """Refuse a connection to a lab address unless this thread is inside the lab namespace."""
+    if not inside():
+        raise LabNamespaceError(
+            f"refusing to connect to lab address {address}: this thread is not in the lab network "
+            f"namespace {NAME!r}, where such a connection would leave the machine. Call "
+            f"ucnb.host.netns.enter() first, or run under `ip netns exec {NAME} …`.")
+
+
+def _ip(*args: str) -> None:
+    result = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise InfrastructureError(f"`ip {' '.join(args)}` failed: {result.stderr.strip()}")

@@ -1,0 +1,47 @@
+"""Debian packages fetched and unpacked into the cache, never installed on the host."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .. import paths
+from ..errors import InfrastructureError
+
+
+def _run(cmd: list[str], cwd: Path | None = None) -> str:
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd)
+    if result.returncode != 0:
+        raise InfrastructureError(f"`{' '.join(cmd)}` failed: {result.stderr.strip()[-500:]}")
+    return result.stdout
+
+
+def resolve_dependency(metapackage: str, prefix: str) -> str:
+    """The concrete package a metapackage points at today (kernel ABI numbers move: never pin)."""
+    out = _run(["apt-cache", "depends", metapackage])
+    for match in re.finditer(r"Depends:\s+(\S+)", out):
+        if match.group(1).startswith(prefix):
+            return match.group(1)
+    raise InfrastructureError(
+        f"apt-cache knows no {prefix}* dependency of {metapackage}: run `apt-get update`")
+
+
+def unpacked(package: str) -> Path:
+    """`apt-get download` a package and `dpkg -x` it into the cache; returns the unpacked root."""
+    root = paths.cache_dir("debs") / package
+    if (root / ".unpacked").exists():
+        return root
+    with tempfile.TemporaryDirectory(dir=paths.cache_dir("debs")) as tmp:
+        _run(["apt-get", "download", "-q", package], cwd=Path(tmp))
+        debs = list(Path(tmp).glob("*.deb"))
+        if len(debs) != 1:
+            raise InfrastructureError(f"apt-get download {package} produced {debs}")
+        staging = Path(tmp) / "root"
+        _run(["dpkg-deb", "-x", str(debs[0]), str(staging)])
+        (staging / ".unpacked").write_text(debs[0].name + "\n")
+        shutil.rmtree(root, ignore_errors=True)
+        staging.rename(root)
+    return root

@@ -1,0 +1,89 @@
+"""Profiles: what each UltraCloud component is on a given platform (lab stand-in or the product).
+
+Lanes speak of components and roles; the profile says which concrete service and commands they
+are, or why the profile does not provide them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+from ..errors import ParameterError
+
+PROFILE_DIR = Path(__file__).resolve().parent
+
+# The product's canonical profiles (seed: "Canonical Profiles").
+CANONICAL_PROFILES: dict[str, dict[str, list[str]]] = {
+    "single-node dev": {
+        "required": ["chainfire", "flaredb", "iam", "plasmavmc", "prismnet"],
+        "optional": ["lightningstor", "coronafs", "flashdns", "fiberlb", "apigateway", "nightlight",
+                     "creditservice", "k8shost"],
+    },
+}
+
+
+class Component(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    service: str | None = None
+    stands_in: str | None = None
+    health: str | None = None
+    missing: str | None = None
+
+    @property
+    def provided(self) -> bool:
+        return self.service is not None
+
+
+class ServiceManager(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start: str
+    stop: str
+    restart: str
+    status: str
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str
+    surface_profile: str
+    components: dict[str, Component]
+    service_manager: ServiceManager
+
+    def component(self, name: str) -> Component:
+        try:
+            return self.components[name]
+        except KeyError:
+            return Component(missing=f"the {self.name} profile does not declare component {name!r}")
+
+    def manifest(self) -> dict[str, object]:
+        """The machine-readable product-surface manifest this profile's image ships."""
+        canonical = CANONICAL_PROFILES[self.surface_profile]
+        return {
+            "schema": "ucnb.product-surface/v1",
+            "profile": self.surface_profile,
+            "platform": self.name,
+            "required": canonical["required"],
+            "optional": canonical["optional"],
+            "components": {
+                name: {"provided": c.provided, "service": c.service, "stands_in": c.stands_in,
+                       "missing": c.missing}
+                for name, c in sorted(self.components.items())
+            },
+        }
+
+
+PROFILES = ("lab", "ultracloud")
+
+
+@cache
+def load(name: str) -> Profile:
+    """Load a profile by name; an unknown name is a parameter error listing the known ones."""
+    if name not in PROFILES:
+        raise ParameterError(f"unknown profile {name!r}; known profiles: {', '.join(PROFILES)}")
+    data = yaml.safe_load((PROFILE_DIR / f"{name}.yaml").read_text())
+    return Profile.model_validate(data)
