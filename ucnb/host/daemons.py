@@ -53,6 +53,8 @@ def up() -> None:
         if shutil.which(tool) is None:
             raise InfrastructureError(f"{tool} is not installed: run `make setup`")
     netns.create()
+    # libvirt's network driver writes MAC lists here even for DHCP-less networks.
+    Path("/var/lib/libvirt/dnsmasq").mkdir(parents=True, exist_ok=True)
     if pid_of("virtlogd") is None:
         _run(["virtlogd", "-d"])
     pid = pid_of("libvirtd")

@@ -1,0 +1,425 @@
+"""hardware-smoke: the bring-up pack for a physical node (seed: "Hardware Bring-Up Pack").
+
+- `preflight` writes what an operator needs under `<work>/hardware-smoke/<run-id>` (kernel
+  parameters, expected and failure markers, a handoff note, `status.env`) and refreshes `latest`;
+  without a usable transport (USB media or BMC/Redfish access) the run is `blocked` and
+  `missing-requirements.txt` names exactly the inputs that are missing.
+- `capture` checks a supplied serial log for the same marker sequence as baremetal-iso and
+  records `passed` or `failed` with the first missing or failed marker.
+- `run` (writing USB media, Redfish virtual media) is a separate step, not in this module.
+
+The bootstrap token is never written: `kernel-params.txt` carries a reference to where it comes
+from (`${ULTRACLOUD_BOOTSTRAP_TOKEN}` or `${file:/path}`), substituted only when the ISO is booted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import secrets
+import shlex
+import stat
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from . import paths
+from .errors import LaneFailure, ParameterError
+from .markers import Marker, SequenceCheck, check_sequence, is_failure, parse_text
+from .redact import MASK, Redactor
+from .reference.cluster import NAME_PATTERN, describe_validation_error
+from .reference.deployer import BOOTSTRAP_TOKEN_ENV, atomic_write_text, read_secret
+
+# The proven sequence from verify-baremetal-iso.sh; hardware expects the same (seed).
+EXPECTED_MARKERS: tuple[str, ...] = (
+    "pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",
+    "install.disko.complete", "install.nixos-install.complete", "reboot", "post-install.boot",
+    "desired-system-active",
+)
+# Any marker with a `failed` segment ends the run (`ucnb.markers.is_failure`); these are the
+# stage failures an operator should expect to see named.
+FAILURE_MARKERS: tuple[str, ...] = (
+    "pre-install.phone-home.failed", "install.bundle-download.failed", "install.disko.failed",
+    "install.nixos-install.failed", "post-install.failed", "desired-system.failed",
+)
+REDFISH_PASSWORD_ENV = "ULTRACLOUD_REDFISH_PASSWORD"
+LANE_DIR = "hardware-smoke"
+# A kernel command line echoed on the console (the kernel prints it at boot) carries the token.
+TOKEN_PARAM_RE = re.compile(r"(ultracloud\.bootstrap_token=)\S+")
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Status = Literal["blocked", "ready", "passed", "failed"]
+
+
+class HardwareSmokeParams(BaseModel):
+    """Inputs of a hardware bring-up; secrets are named (env var, file), never given as values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    deployer_url: str                                   # routable from the machine's live ISO
+    bootstrap_token_env: str = Field(BOOTSTRAP_TOKEN_ENV, pattern=ENV_NAME_PATTERN)
+    bootstrap_token_file: Path | None = None            # wins over the env var when set
+    deployer_allows_unauthenticated: bool = False       # lab-only deployer: no token parameter
+    ca_cert_url: str | None = None                      # deployer TLS with a private CA
+    binary_cache_url: str | None = None                 # fetch host-built closures
+    node_id: str | None = Field(None, pattern=NAME_PATTERN)    # override DMI-derived identity
+    hostname: str | None = Field(None, pattern=NAME_PATTERN)
+    transport: Literal["auto", "usb", "redfish"] = "auto"
+    usb_device: Path | None = None                      # block device, or an image file in the lab
+    redfish_url: str | None = None                      # BMC Redfish service root
+    redfish_username: str | None = None
+    redfish_password_env: str = Field(REDFISH_PASSWORD_ENV, pattern=ENV_NAME_PATTERN)
+
+    @field_validator("deployer_url", "ca_cert_url", "binary_cache_url", "redfish_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        # Kernel parameters are space-separated, so a URL with whitespace would split in two.
+        if parts.scheme not in ("http", "https") or not parts.netloc or re.search(r"\s", value):
+            raise ValueError("must be an http(s)://host[:port][/path] URL without spaces")
+        return value.rstrip("/")
+
+
+def load_params(values: Mapping[str, Any]) -> HardwareSmokeParams:
+    """Validate parameters (a parameter file's mapping); problems raise ParameterError."""
+    try:
+        return HardwareSmokeParams.model_validate(values)
+    except ValidationError as exc:
+        raise ParameterError(f"hardware-smoke parameters: {describe_validation_error(exc)}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Kernel parameters and requirements
+
+
+def token_reference(params: HardwareSmokeParams) -> str:
+    """Where the bootstrap token comes from, as written into kernel-params.txt."""
+    if params.bootstrap_token_file is not None:
+        return f"${{file:{params.bootstrap_token_file}}}"
+    return f"${{{params.bootstrap_token_env}}}"
+
+
+def kernel_params(params: HardwareSmokeParams, *, reveal: bool = False,
+                  environ: Mapping[str, str] | None = None) -> list[str]:
+    """The installer's `ultracloud.*` kernel parameters, in the seed's order.
+
+    With `reveal` the token reference is replaced by the secret itself: only for the moment the
+    ISO is booted (never write that result to disk).
+    """
+    result = [f"ultracloud.deployer_url={params.deployer_url}"]
+    if not params.deployer_allows_unauthenticated:
+        token = token_reference(params)
+        if reveal:
+            token = read_secret(params.bootstrap_token_env, params.bootstrap_token_file, environ) or ""
+            if not token:
+                raise ParameterError(f"no bootstrap token: {token_reference(params)} is empty or unset")
+        result.append(f"ultracloud.bootstrap_token={token}")
+    optional = {"ca_cert_url": params.ca_cert_url, "binary_cache_url": params.binary_cache_url,
+                "node_id": params.node_id, "hostname": params.hostname}
+    result += [f"ultracloud.{key}={value}" for key, value in optional.items() if value]
+    return result
+
+
+def _usb_problems(params: HardwareSmokeParams) -> list[str]:
+    device = params.usb_device
+    if device is None:
+        return ["usb_device: no USB device given (e.g. /dev/disk/by-id/usb-<vendor>_<model>_<serial>-0:0)"]
+    try:
+        mode = device.stat().st_mode
+    except OSError:
+        return [f"usb_device: {device} does not exist"]
+    if not (stat.S_ISBLK(mode) or stat.S_ISREG(mode)):
+        return [f"usb_device: {device} is neither a block device nor an image file"]
+    if not os.access(device, os.W_OK):
+        return [f"usb_device: {device} is not writable by this user"]
+    return []
+
+
+def _redfish_problems(params: HardwareSmokeParams, environ: Mapping[str, str]) -> list[str]:
+    problems = []
+    if not params.redfish_url:
+        problems.append("redfish_url: no BMC Redfish endpoint given (e.g. https://bmc.example/redfish/v1)")
+    if not params.redfish_username:
+        problems.append("redfish_username: no BMC user given")
+    if not environ.get(params.redfish_password_env):
+        problems.append(f"redfish password: environment variable {params.redfish_password_env} is not set")
+    return problems
+
+
+def _token_problems(params: HardwareSmokeParams, environ: Mapping[str, str]) -> list[str]:
+    if params.deployer_allows_unauthenticated:
+        return []
+    if params.bootstrap_token_file is not None:
+        try:
+            present = bool(params.bootstrap_token_file.read_text().strip())
+        except OSError:
+            return [f"bootstrap token: file {params.bootstrap_token_file} is not readable"]
+        return [] if present else [f"bootstrap token: file {params.bootstrap_token_file} is empty"]
+    if environ.get(params.bootstrap_token_env):
+        return []
+    return [f"bootstrap token: environment variable {params.bootstrap_token_env} is not set "
+            "(or give bootstrap_token_file)"]
+
+
+def requirements(params: HardwareSmokeParams,
+                 environ: Mapping[str, str] | None = None) -> tuple[str | None, list[str]]:
+    """The transport a run would use (`usb`/`redfish`, None when neither works) and what is missing."""
+    env = os.environ if environ is None else environ
+    usb = _usb_problems(params) if params.transport in ("auto", "usb") else None
+    redfish = _redfish_problems(params, env) if params.transport in ("auto", "redfish") else None
+    transport = "usb" if usb == [] else "redfish" if redfish == [] else None
+    missing = [] if transport else [*(usb or []), *(redfish or [])]
+    return transport, missing + _token_problems(params, env)
+
+
+# --------------------------------------------------------------------------------------------
+# Run directory, status.env, latest
+
+
+def new_run_id() -> str:
+    """`<UTC stamp>-<6 hex>`: sortable, and unique when two runs start in the same second."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+def read_status(run_dir: Path) -> dict[str, str]:
+    """The key=value pairs of `<run_dir>/status.env` (empty when there is none)."""
+    path = run_dir / "status.env"
+    if not path.exists():
+        return {}
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        key, sep, raw = line.partition("=")
+        if sep and not key.startswith("#"):
+            words = shlex.split(raw)
+            values[key] = words[0] if words else ""
+    return values
+
+
+def write_status(run_dir: Path, **updates: object) -> dict[str, str]:
+    """Merge `updates` into status.env (shell-sourceable; a None value removes the key)."""
+    values = read_status(run_dir)
+    for key, value in updates.items():
+        if value is None:
+            values.pop(key, None)
+        else:
+            values[key] = str(value)
+    values["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    atomic_write_text(run_dir / "status.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
+    return values
+
+
+def refresh_latest(lane_dir: Path, run_id: str) -> Path:
+    """Point `<lane_dir>/latest` at `run_id` atomically (a new link renamed over the old one)."""
+    link = lane_dir / "latest"
+    temp = lane_dir / f".latest.{os.getpid()}.{secrets.token_hex(4)}"
+    os.symlink(run_id, temp)   # relative, so the tree can be moved or archived whole
+    os.replace(temp, link)
+    return link
+
+
+# --------------------------------------------------------------------------------------------
+# Preflight
+
+
+def preflight(work_root: Path | None, params: HardwareSmokeParams, *, run_id: str | None = None,
+              environ: Mapping[str, str] | None = None) -> Path:
+    """Write the bring-up pack for one run and return its directory.
+
+    `status.env` says `status=ready` with the chosen transport, or `status=blocked` with
+    `missing-requirements.txt` listing each missing input. `work_root` defaults to ucnb's.
+    """
+    run_id = run_id or new_run_id()
+    if not re.match(NAME_PATTERN, run_id):
+        raise ParameterError(f"run id {run_id!r} must be a plain name (letters, digits, . _ -)")
+    lane_dir = (work_root or paths.work_root()) / LANE_DIR
+    run_dir = lane_dir / run_id
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except FileExistsError:
+        raise ParameterError(f"run {run_id!r} already exists under {lane_dir}") from None
+    transport, missing = requirements(params, environ)
+    status: Status = "blocked" if missing else "ready"
+
+    atomic_write_text(run_dir / "parameters.json", params.model_dump_json(indent=2) + "\n")
+    atomic_write_text(run_dir / "kernel-params.txt", " ".join(kernel_params(params)) + "\n")
+    atomic_write_text(run_dir / "expected-markers.txt", "".join(f"{m}\n" for m in EXPECTED_MARKERS))
+    atomic_write_text(run_dir / "failure-markers.txt", _failure_markers_text())
+    if missing:
+        atomic_write_text(run_dir / "missing-requirements.txt", "".join(f"{m}\n" for m in missing))
+    atomic_write_text(run_dir / "operator-handoff.md", _handoff(run_id, params, status, transport, missing))
+    write_status(run_dir, status=status, stage="preflight", run_id=run_id, transport=transport or "none",
+                 missing_count=len(missing))
+    refresh_latest(lane_dir, run_id)
+    return run_dir
+
+
+def _failure_markers_text() -> str:
+    return ("# Any ULTRACLOUD_MARKER whose name has a `failed` segment ends the run at once\n"
+            "# (e.g. `install.disko.failed.node01`). Stage failures:\n"
+            + "".join(f"{m}\n" for m in FAILURE_MARKERS))
+
+
+def _handoff(run_id: str, params: HardwareSmokeParams, status: Status, transport: str | None,
+             missing: Sequence[str]) -> str:
+    cmdline = " ".join(kernel_params(params))
+    if params.deployer_allows_unauthenticated:
+        token_text = ("The deployer accepts unauthenticated phone-home (lab only), so no "
+                      "`ultracloud.bootstrap_token=` parameter is set.")
+    else:
+        token_text = (
+            f"`ultracloud.bootstrap_token={token_reference(params)}` is a reference, not the token: "
+            "the secret is never written into this pack. "
+            + (f"It is read from the file `{params.bootstrap_token_file}`"
+               if params.bootstrap_token_file else
+               f"It is read from the environment variable `{params.bootstrap_token_env}`")
+            + " when the ISO is booted (the `run` step substitutes it into the kernel command line "
+            "for USB or virtual media). Booting by hand, type the value in place of the reference at "
+            "the boot loader; the kernel echoes its command line on the console, and `capture` "
+            "redacts it from the saved serial log.")
+    blocked = ""
+    if missing:
+        blocked = ("\n## Blocked: missing inputs\n\nThis run cannot present the ISO to the machine "
+                   "until these are supplied (also in `missing-requirements.txt`):\n\n"
+                   + "".join(f"- {m}\n" for m in missing))
+    markers = "".join(f"{i}. `ULTRACLOUD_MARKER {m}.*`\n" for i, m in enumerate(EXPECTED_MARKERS, 1))
+    return f"""# hardware-smoke handoff: {run_id}
+
+Status: **{status}**; transport: **{transport or "none"}**.
+{blocked}
+## 1. Prepare
+
+- Build `nixosConfigurations.ultracloud-iso` and the install profiles the node class names.
+- Publish cluster state whose node class owns `install_plan.nixos_configuration`,
+  `install_plan.disko_config_path` and a stable `install_plan.target_disk_by_id` selector
+  (server, NVMe or RAID-controller `/dev/disk/by-id/...`), plus `desired_system.target_system`
+  when the installer can reach a binary cache.
+- Make the deployer (`{params.deployer_url}`) and the optional binary cache reachable from the
+  live ISO (DHCP or equivalent before Disko starts).
+
+## 2. Boot the ISO (USB or BMC virtual media) with
+
+```
+{cmdline}
+```
+
+{token_text}
+
+## 3. Watch the console (serial-over-LAN, BMC console or physical console)
+
+Expected, in order:
+
+{markers}
+Any marker with a `failed` segment (see `failure-markers.txt`) ends the run at once.
+
+## 4. Capture
+
+Save the console log and run `ucnb.hardware_smoke.capture(<this directory>, serial_log=<file>)`.
+It checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to
+`passed` or `failed` with the first missing or failed marker.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Capture
+
+
+class CaptureResult(BaseModel):
+    """The verdict of one capture: the marker checks and, when failed, the first culprit."""
+
+    status: Literal["passed", "failed"]
+    checks: list[dict[str, Any]]
+    first_missing: str | None = None
+    failure_marker: str | None = None
+    failure_line: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def raise_for_failure(self) -> None:
+        """Raise LaneFailure naming the failure marker or the first missing marker."""
+        if self.failure_marker:
+            raise LaneFailure(f"hardware-smoke: failure marker {self.failure_marker!r}: {self.failure_line}")
+        if self.first_missing:
+            raise LaneFailure(f"hardware-smoke: marker {self.first_missing!r} was not seen in order")
+
+
+def capture(run_dir: Path, serial_log: Path | None = None, *,
+            expected: Sequence[str] = EXPECTED_MARKERS, node: str | None = None,
+            environ: Mapping[str, str] | None = None) -> CaptureResult:
+    """Check the marker sequence in a supplied serial log and record the verdict in `run_dir`.
+
+    Writes a redacted copy `serial.log`, `capture.json`, `markers.csv` and updates `status.env`.
+    """
+    if serial_log is None:
+        raise ParameterError("capture needs serial_log=<console log file> (SSH capture is not implemented)")
+    try:
+        raw = Path(serial_log).read_bytes()
+    except OSError as exc:
+        raise ParameterError(f"cannot read serial log {serial_log}: {exc.strerror}") from None
+    text = _redact_console(raw.decode("utf-8", "replace"), _redactor(run_dir, environ))
+    seen = parse_text(text)
+    failure = next((m for m in seen if is_failure(m.name)), None)
+    # A failure marker ends the run: later markers (a retry, a reboot loop) do not count.
+    checks = check_sequence(expected, seen[:seen.index(failure)] if failure else seen)
+    first_missing = next((c.expected for c in checks if not c.ok), None)
+    result = CaptureResult(
+        status="failed" if failure or first_missing else "passed", checks=[_check_row(c) for c in checks],
+        first_missing=first_missing, failure_marker=failure.name if failure else None,
+        failure_line=failure.line if failure else None)
+    _write_capture(run_dir, text, result, node or _node_name(run_dir))
+    return result
+
+
+def _redactor(run_dir: Path, environ: Mapping[str, str] | None) -> Redactor:
+    """Knows the run's token value when this host has it, so it is removed wherever it appears."""
+    redactor = Redactor()
+    saved = run_dir / "parameters.json"
+    if saved.exists():
+        params = HardwareSmokeParams.model_validate_json(saved.read_text())
+        env = os.environ if environ is None else environ
+        if not _token_problems(params, env):
+            redactor.add(read_secret(params.bootstrap_token_env, params.bootstrap_token_file, env))
+    return redactor
+
+
+def _redact_console(text: str, redactor: Redactor) -> str:
+    return TOKEN_PARAM_RE.sub(lambda m: m.group(1) + MASK, redactor.text(text))
+
+
+def _node_name(run_dir: Path) -> str:
+    saved = run_dir / "parameters.json"
+    if not saved.exists():
+        return ""
+    params = json.loads(saved.read_text())
+    return str(params.get("hostname") or params.get("node_id") or "")
+
+
+def _check_row(check: SequenceCheck) -> dict[str, Any]:
+    marker: Marker | None = check.seen
+    return {"expected": check.expected, "seen": marker.name if marker else None,
+            "offset": marker.offset if marker else None, "in_order": check.in_order, "ok": check.ok}
+
+
+def _write_capture(run_dir: Path, serial_text: str, result: CaptureResult, node: str) -> None:
+    previous = read_status(run_dir).get("status")
+    atomic_write_text(run_dir / "serial.log", serial_text)
+    document = {"node": node, "preflight_status": previous, **result.model_dump()}
+    atomic_write_text(run_dir / "capture.json", json.dumps(document, indent=2) + "\n")
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["node", "expected", "seen", "offset", "in_order", "ok"],
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({"node": node, **row} for row in result.checks)
+    atomic_write_text(run_dir / "markers.csv", buffer.getvalue())
+    write_status(run_dir, status=result.status, stage="capture", first_missing=result.first_missing,
+                 failure_marker=result.failure_marker)

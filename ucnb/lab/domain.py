@@ -1,0 +1,115 @@
+"""Node specs and the libvirt XML they become (pure: no libvirt connection here)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+DOMAIN_PREFIX = "ucnb-"
+METADATA_NS = "https://ultracloud.dev/ucnb/lab/1"
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    path: Path
+    serial: str                  # appears in the guest as /dev/disk/by-id/virtio-<serial>
+    format: str = "qcow2"
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class NicSpec:
+    network: str                 # libvirt network name
+    mac: str
+    address: str                 # ADDR/PREFIX configured by the guest's init
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    name: str
+    memory_mib: int
+    vcpus: int
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    disks: tuple[DiskSpec, ...]
+    nics: tuple[NicSpec, ...]
+    serial_log: Path
+    accelerator: str = "tcg"     # "kvm" or "tcg"
+    tb_cache_mib: int = 64       # caps qemu RSS under TCG (LAB-NOTES: 0.8-1.4 GiB otherwise)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def domain_name(lab_id: str, node: str) -> str:
+    return f"{DOMAIN_PREFIX}{lab_id}-{node}"
+
+
+def mac_for(lab_index: int, node_index: int, nic_index: int) -> str:
+    """Deterministic locally administered MACs (52:54:00 is QEMU's prefix)."""
+    return f"52:54:00:{lab_index % 256:02x}:{nic_index:02x}:{node_index:02x}"
+
+
+def domain_xml(lab_id: str, spec: NodeSpec) -> str:
+    """libvirt domain XML: direct kernel boot, virtio disks with serials, logged serial console."""
+    kvm = spec.accelerator == "kvm"
+    disks = "\n".join(
+        f"""    <disk type='file' device='disk'>
+      <driver name='qemu' type='{d.format}' cache='writeback'/>
+      <source file={quoteattr(str(d.path))}/>
+      <target dev='vd{chr(ord("a") + i)}' bus='virtio'/>
+      <serial>{escape(d.serial)}</serial>{"<readonly/>" if d.readonly else ""}
+    </disk>"""
+        for i, d in enumerate(spec.disks))
+    nics = "\n".join(
+        f"""    <interface type='network'>
+      <source network={quoteattr(n.network)}/>
+      <mac address='{n.mac}'/>
+      <model type='virtio'/>
+      <link state='up'/>
+    </interface>"""
+        for n in spec.nics)
+    metadata = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(spec.metadata.items()))
+    tcg = "" if kvm else f"<tcg><tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache></tcg>"
+    return f"""<domain type='{"kvm" if kvm else "qemu"}'>
+  <name>{escape(domain_name(lab_id, spec.name))}</name>
+  <metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{metadata}</ucnb:lab></metadata>
+  <memory unit='MiB'>{spec.memory_mib}</memory>
+  <vcpu>{spec.vcpus}</vcpu>
+  <os>
+    <type arch='x86_64' machine='pc'>hvm</type>
+    <kernel>{escape(str(spec.kernel))}</kernel>
+    <initrd>{escape(str(spec.initrd))}</initrd>
+    <cmdline>{escape(spec.cmdline)}</cmdline>
+  </os>
+  <features><acpi/>{tcg}</features>
+  {"<cpu mode='host-passthrough'/>" if kvm else ""}
+  <on_poweroff>destroy</on_poweroff>
+  <on_reboot>restart</on_reboot>
+  <on_crash>destroy</on_crash>
+  <devices>
+    <emulator>/usr/bin/qemu-system-x86_64</emulator>
+{disks}
+{nics}
+    <serial type='pty'>
+      <log file={quoteattr(str(spec.serial_log))} append='on'/>
+      <target port='0'/>
+    </serial>
+    <console type='pty'><target type='serial' port='0'/></console>
+    <rng model='virtio'><backend model='random'>/dev/urandom</backend></rng>
+    <memballoon model='none'/>
+  </devices>
+  <seclabel type='static' model='dac' relabel='no'><label>+0:+0</label></seclabel>
+</domain>
+"""
+
+
+def network_xml(name: str, bridge: str, gateway: str, prefix: int = 24) -> str:
+    """An isolated network (no forward, no DHCP, no DNS): nothing leaves the lab namespace."""
+    return f"""<network>
+  <name>{escape(name)}</name>
+  <bridge name='{bridge}' stp='off' delay='0'/>
+  <dns enable='no'/>
+  <ip address='{gateway}' prefix='{prefix}'/>
+</network>
+"""

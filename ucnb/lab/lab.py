@@ -1,0 +1,386 @@
+"""A Lab: nodes (libvirt domains) on a private network inside the lab namespace.
+
+Everything a lab creates is named and recorded so that it can always be found and removed:
+domains `ucnb-<lab>-<node>`, network `ucnb-<lab>`, files under `<work>/labs/<lab>/`, and a
+`state.json` naming the owning process and run. Domains are transient: libvirt forgets them
+once destroyed, and `ucnb lab clean` removes whatever a killed runner left behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import libvirt
+
+from .. import paths
+from ..errors import InfrastructureError, LaneFailure
+from ..host import netns
+from ..host.accel import Accelerator
+from ..image import GuestImage
+from ..image.keys import lab_keys
+from ..record import Recorder
+from ..wait import wait_until
+from . import domain as domain_mod
+from .serial import MarkerCursor, SeenMarker, SerialWatcher
+from .ssh import CommandResult, GuestShell
+
+LIBVIRT_URI = os.environ.get("UCNB_LIBVIRT_URI", "qemu:///system")
+NETWORK_PREFIX = "10.77"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What a lane asks for; the lab turns it into a NodeSpec."""
+
+    name: str
+    services: tuple[str, ...] = ()
+    memory_mib: int = 256
+    vcpus: int = 1
+
+
+def connect() -> libvirt.virConnect:
+    """Open libvirt, or explain how to start it."""
+    try:
+        libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors arrive as exceptions
+        return libvirt.open(LIBVIRT_URI)
+    except libvirt.libvirtError as exc:
+        raise InfrastructureError(f"cannot reach libvirtd at {LIBVIRT_URI} ({exc}): run `ucnb host up`"
+                                  ) from exc
+
+
+class Node:
+    """One guest: power, console markers and a shell."""
+
+    def __init__(self, lab: Lab, spec: domain_mod.NodeSpec, address: str) -> None:
+        self.lab, self.spec, self.name, self.address = lab, spec, spec.name, address
+        self.domain_name = domain_mod.domain_name(lab.lab_id, spec.name)
+        self.started_at: float | None = None
+        self.watcher = SerialWatcher(spec.serial_log, self.name, self._on_marker)
+        self.cursor: MarkerCursor = self.watcher.cursor()
+        keys = lab_keys()
+        self.shell = GuestShell(self.name, address, keys.client_private, keys.host_public,
+                                log=lab.log_command)
+
+    def _on_marker(self, seen: SeenMarker) -> None:
+        since = seen.seen - (self.started_at or seen.seen)
+        self.lab.recorder.marker(self.name, seen.marker.name, seen.seen, round(since, 3))
+
+    # -- power -----------------------------------------------------------------------------
+    def _domain(self) -> libvirt.virDomain:
+        return self.lab.conn.lookupByName(self.domain_name)
+
+    def start(self) -> None:
+        """Create (boot) the domain; the marker cursor moves to the end of the console log."""
+        self.watcher.start()
+        self.watcher.read_once()
+        self.cursor = self.watcher.cursor()
+        self.started_at = time.time()
+        xml = domain_mod.domain_xml(self.lab.lab_id, self.spec)
+        try:
+            self.lab.conn.createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise InfrastructureError(f"{self.name}: libvirt refused to start the domain: {exc}") from exc
+
+    def running(self) -> bool:
+        try:
+            return bool(self._domain().isActive())
+        except libvirt.libvirtError:
+            return False
+
+    def power_loss(self) -> None:
+        """Pull the plug (virDomainDestroy): no shutdown, the guest's page cache is lost."""
+        self.shell.close()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._domain().destroy()
+
+    def reset(self) -> None:
+        self.shell.close()
+        self.cursor = self.watcher.cursor()
+        self.started_at = time.time()
+        self._domain().reset(0)
+
+    def pause(self) -> None:
+        self._domain().suspend()
+
+    def resume(self) -> None:
+        self._domain().resume()
+
+    def set_link(self, up: bool, nic: int = 0) -> None:
+        """NIC carrier up/down through updateDeviceFlags (virsh domif-setlink is buggy on libvirt 9)."""
+        n = self.spec.nics[nic]
+        xml = (f"<interface type='network'><source network='{n.network}'/><mac address='{n.mac}'/>"
+               f"<model type='virtio'/><link state='{'up' if up else 'down'}'/></interface>")
+        self._domain().updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
+    # -- console and shell -----------------------------------------------------------------
+    def wait_marker(self, expected: str, timeout: float = 60.0) -> SeenMarker:
+        """Wait for the next console marker matching `expected` (a failure marker fails at once)."""
+        with self.lab.recorder.step(f"marker: {expected}", self.name, kind="wait") as row:
+            seen = self.cursor.wait_for(expected, timeout)
+            row.detail = seen.marker.name
+            return seen
+
+    def run(self, command: str, timeout: float = 30.0, check: bool = False) -> CommandResult:
+        """Run a shell command in the guest over SSH."""
+        return self.shell.run(command, timeout=timeout, check=check)
+
+    def wait_ssh(self, timeout: float = 60.0) -> None:
+        """Wait until the guest answers a command over SSH."""
+        def probe() -> CommandResult | bool:
+            if not self.running():
+                raise LaneFailure(f"{self.name}: domain is not running (it died or was destroyed)")
+            return self.shell.run("true", timeout=5)
+        wait_until(probe, timeout=timeout, what="SSH", node=self.name, interval=0.3,
+                   recorder=self.lab.recorder)
+
+
+@dataclass
+class LabState:
+    lab_id: str
+    run_id: str
+    owner_pid: int
+    subnet: int
+    network: str
+    domains: list[str]
+    keep: bool = False
+    created: float = field(default_factory=time.time)
+
+    def save(self, directory: Path) -> None:
+        (directory / "state.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> LabState:
+        return cls(**json.loads((directory / "state.json").read_text()))
+
+
+class Lab:
+    """A set of nodes on one isolated network; use as a context manager or call teardown()."""
+
+    def __init__(self, nodes: list[NodeConfig], image: GuestImage, accelerator: Accelerator,
+                 recorder: Recorder | None = None, run_id: str = "", lab_id: str | None = None,
+                 log_dir: Path | None = None) -> None:
+        netns.enter()  # guest addresses exist only inside the lab namespace
+        self.conn = connect()
+        self.image, self.accelerator = image, accelerator
+        self.recorder = recorder or Recorder()
+        self.lab_id = lab_id or uuid.uuid4().hex[:8]
+        self.run_id = run_id or self.lab_id
+        self.directory = paths.labs_dir() / self.lab_id
+        self.directory.mkdir(parents=True, exist_ok=False)
+        self.log_dir = log_dir or self.directory
+        self.keep = False
+        self._torn_down = False
+        self.subnet = self._allocate_network()
+        self.network = f"ucnb-{self.lab_id}"
+        self.nodes: dict[str, Node] = {}
+        for index, config in enumerate(nodes, start=1):
+            self.nodes[config.name] = self._make_node(index, config)
+        self._save_state()
+        atexit.register(self._atexit)
+
+    # -- construction ----------------------------------------------------------------------
+    def _allocate_network(self) -> int:
+        """Pick a free /24 and create the transient network, under a lock shared by all labs."""
+        with open(paths.labs_dir() / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
+                    if (d / "state.json").exists()}
+            subnet = next(n for n in range(1, 250) if n not in used)
+            gateway = f"{NETWORK_PREFIX}.{subnet}.1"
+            xml = domain_mod.network_xml(f"ucnb-{self.lab_id}", f"ucnb{subnet}", gateway)
+            try:
+                self.conn.networkCreateXML(xml)
+            except libvirt.libvirtError as exc:
+                raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
+            LabState(self.lab_id, self.run_id, os.getpid(), subnet, f"ucnb-{self.lab_id}", []
+                     ).save(self.directory)
+            return subnet
+
+    def _make_node(self, index: int, config: NodeConfig) -> Node:
+        disk = self.directory / f"{config.name}-system.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                        str(self.image.system_disk), str(disk)], check=True)
+        address = f"{NETWORK_PREFIX}.{self.subnet}.{10 + index}"
+        cmdline = (f"console=ttyS0 loglevel=4 panic=-1 ucnb.node={config.name} ucnb.ip={address}/24 "
+                   f"ucnb.services={','.join(config.services)}")
+        spec = domain_mod.NodeSpec(
+            name=config.name, memory_mib=config.memory_mib, vcpus=config.vcpus,
+            kernel=self.image.kernel, initrd=self.image.initrd, cmdline=cmdline,
+            disks=(domain_mod.DiskSpec(disk, "ucnb-system"),),
+            nics=(domain_mod.NicSpec(self.network, domain_mod.mac_for(self.subnet, index, 0),
+                                     f"{address}/24"),),
+            serial_log=self.log_dir / f"{config.name}-serial.log",
+            accelerator=self.accelerator.mode,
+            metadata={"lab": self.lab_id, "run": self.run_id, "node": config.name})
+        return Node(self, spec, address)
+
+    def _save_state(self) -> None:
+        LabState(self.lab_id, self.run_id, os.getpid(), self.subnet, self.network,
+                 [n.domain_name for n in self.nodes.values()], self.keep).save(self.directory)
+
+    # -- use -------------------------------------------------------------------------------
+    def __getitem__(self, name: str) -> Node:
+        return self.nodes[name]
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+    def log_command(self, result: CommandResult) -> None:
+        """Every guest command goes to logs/<node>-commands.log (redacted)."""
+        line = (f"{time.strftime('%H:%M:%S')} [{result.exit_status}] {result.duration:.2f}s "
+                f"$ {result.command}\n")
+        if result.stderr.strip():
+            line += "  stderr: " + result.stderr.strip()[-500:].replace("\n", "\n  stderr: ") + "\n"
+        with (self.log_dir / f"{result.node}-commands.log").open("a") as f:
+            f.write(self.recorder.redactor.text(line))
+
+    def boot(self, names: list[str] | None = None, ready_marker: str = "lab.init.done",
+             timeout: float = 90.0) -> None:
+        """Boot nodes in parallel and wait until each reaches its marker and answers over SSH."""
+        targets = [self.nodes[n] for n in (names or list(self.nodes))]
+
+        def boot_one(node: Node) -> None:
+            with self.recorder.step("boot", node.name):
+                node.start()
+                node.wait_marker(ready_marker, timeout)
+                node.wait_ssh(timeout)
+
+        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
+            for future in [pool.submit(boot_one, n) for n in targets]:
+                future.result()
+
+    def keep_alive(self) -> None:
+        """Leave the lab running after this process ends (`ucnb lab clean` removes it)."""
+        self.keep = True
+        self._save_state()
+
+    def reach_commands(self) -> list[str]:
+        """The exact commands that reach a kept lab."""
+        keys = lab_keys()
+        cmds = [f"ucnb lab ssh {self.lab_id} {name}" for name in self.nodes]
+        cmds += [f"ip netns exec {netns.NAME} ssh -i {keys.client_private} -o StrictHostKeyChecking=no "
+                 f"root@{n.address}" for n in self.nodes.values()]
+        cmds.append(f"ucnb lab clean {self.lab_id}")
+        return cmds
+
+    def teardown(self) -> None:
+        """Destroy every domain, the network and the lab's files (unless kept)."""
+        if self._torn_down or self.keep:
+            return
+        self._torn_down = True
+        for node in self.nodes.values():
+            node.shell.close()
+            node.watcher.stop()
+        destroy(self.lab_id, self.conn)
+
+    def _atexit(self) -> None:
+        with contextlib.suppress(Exception):
+            self.teardown()
+
+
+# -- finding and cleaning labs ---------------------------------------------------------------
+def list_labs() -> list[LabState]:
+    return [LabState.load(d) for d in sorted(paths.labs_dir().iterdir()) if (d / "state.json").exists()]
+
+
+def destroy(lab_id: str, conn: libvirt.virConnect | None = None) -> list[str]:
+    """Remove one lab's domains, network and files; returns what was removed."""
+    conn = conn or connect()
+    removed = []
+    for dom in conn.listAllDomains():
+        if dom.name().startswith(domain_mod.domain_name(lab_id, "")):
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.destroy()
+            with contextlib.suppress(libvirt.libvirtError):
+                dom.undefine()
+            removed.append(f"domain {dom.name()}")
+    for net in conn.listAllNetworks():
+        if net.name() == f"ucnb-{lab_id}":
+            with contextlib.suppress(libvirt.libvirtError):
+                net.destroy()
+            removed.append(f"network {net.name()}")
+    directory = paths.labs_dir() / lab_id
+    if directory.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(f"files {directory}")
+    return removed
+
+
+def clean(lab_id: str | None = None, run_id: str | None = None, include_kept: bool = True,
+          kill_owner: bool = True, log: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Remove labs (all, one lab, or one run's) and any ucnb domain/network without a lab.
+
+    An owning process that is still alive (a kernel orphaned by a killed runner) is stopped
+    first, so nothing recreates what is being removed.
+    """
+    conn = connect()
+    removed: list[str] = []
+    for state in list_labs():
+        if (lab_id and state.lab_id != lab_id) or (run_id and state.run_id != run_id):
+            continue
+        if state.keep and not include_kept:
+            continue
+        if kill_owner and state.owner_pid != os.getpid():
+            removed += _stop_process(state.owner_pid)
+        removed += destroy(state.lab_id, conn)
+    if lab_id is None and run_id is None:  # orphans: ucnb objects with no lab folder
+        for item in _orphans(conn):
+            removed += destroy(item, conn)
+    for line in removed:
+        log(line)
+    return removed
+
+
+def _orphans(conn: libvirt.virConnect) -> Iterator[str]:
+    known = {s.lab_id for s in list_labs()}
+    for dom in conn.listAllDomains():
+        if dom.name().startswith(domain_mod.DOMAIN_PREFIX):
+            lab = dom.name()[len(domain_mod.DOMAIN_PREFIX):].split("-")[0]
+            if lab not in known:
+                yield lab
+    for net in conn.listAllNetworks():
+        if net.name().startswith("ucnb-") and net.name()[5:] not in known:
+            yield net.name()[5:]
+
+
+def _stop_process(pid: int) -> list[str]:
+    """Stop a leftover owner (a python process: a kernel or runner); never anything else."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+    if not any(b"python" in part for part in cmdline[:2]):
+        return []
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    return [f"process {pid} ({b' '.join(cmdline).decode(errors='replace')[:80]})"]
+
+
+def status_rows() -> list[dict[str, Any]]:
+    """One row per node of every lab, for `ucnb lab status`."""
+    conn = connect()
+    active = {d.name(): d.isActive() for d in conn.listAllDomains()}
+    rows = []
+    for state in list_labs():
+        for dom in state.domains:
+            rows.append({"lab": state.lab_id, "run": state.run_id, "domain": dom,
+                         "state": "running" if active.get(dom) else "stopped",
+                         "kept": state.keep, "owner_pid": state.owner_pid})
+    return rows

@@ -1,0 +1,45 @@
+"""The one wait primitive (the NixOS test driver's `retry`): poll, record, and explain a timeout."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from .errors import LaneFailure, UcnbError
+from .record import Recorder
+
+T = TypeVar("T")
+
+
+def wait_until(probe: Callable[[], T], *, timeout: float, what: str, node: str = "",
+               interval: float = 0.25, recorder: Recorder | None = None) -> T:
+    """Call `probe` until it returns something truthy and return that.
+
+    A falsy result or an ordinary exception is the latest observation; a ucnb error (a failure
+    marker, a lab namespace violation) ends the wait at once. On timeout, LaneFailure names the
+    node, the condition and the last observation. Every wait is a timeline row.
+    """
+    recorder = recorder or Recorder()
+    with recorder.step(f"wait: {what}", node, kind="wait") as row:
+        deadline = time.monotonic() + timeout
+        observation = "nothing observed yet"
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                result = probe()
+                if result:
+                    row.detail = f"after {tries} tries"
+                    return result
+                observation = str(result) or repr(result)
+            except UcnbError:
+                raise
+            except Exception as exc:  # a probe failing is an observation, not the end of the wait
+                observation = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                where = f"{node}: " if node else ""
+                row.detail = f"timeout after {tries} tries; last: {observation}"
+                raise LaneFailure(f"{where}timed out after {timeout:g}s waiting for {what}; "
+                                  f"last observation: {observation}")
+            time.sleep(min(interval, max(0.0, deadline - time.monotonic())))
