@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grp
 import os
 import shutil
 import signal
@@ -53,6 +54,7 @@ def up() -> None:
         if shutil.which(tool) is None:
             raise InfrastructureError(f"{tool} is not installed: run `make setup`")
     netns.create()
+    _kvm_device_permissions()
     # libvirt's network driver writes MAC lists here even for DHCP-less networks.
     Path("/var/lib/libvirt/dnsmasq").mkdir(parents=True, exist_ok=True)
     if pid_of("virtlogd") is None:
@@ -70,6 +72,25 @@ def up() -> None:
         if time.monotonic() > deadline:
             raise InfrastructureError(f"libvirtd started but {LIBVIRT_SOCKET} never appeared")
         time.sleep(0.1)
+
+
+def _kvm_device_permissions() -> None:
+    """Give /dev/kvm the owner udev gives it on Debian (root:kvm 0660); there is no udev here.
+
+    Otherwise libvirt sees KVM as unavailable to its QEMU user, declares its capability cache
+    stale and re-probes QEMU (about 2 s a probe, dozens per domain start).
+    """
+    kvm = Path("/dev/kvm")
+    if not kvm.exists():
+        return
+    try:
+        gid = grp.getgrnam("kvm").gr_gid
+    except KeyError:
+        return
+    st = kvm.stat()
+    if st.st_gid != gid or (st.st_mode & 0o660) != 0o660:
+        os.chown(kvm, 0, gid)
+        kvm.chmod(0o660)
 
 
 def down() -> None:

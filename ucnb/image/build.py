@@ -167,6 +167,7 @@ def _build_initramfs(root: Path, out: Path, kernel_root: Path, kver: str, runit_
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (root / "etc/group").write_text("root:x:0:\n")
     (root / "etc/shells").write_text("/bin/sh\n")
+    (root / "etc/hosts").write_text("127.0.0.1 localhost\n::1 localhost\n")
     (root / "root/.ssh/authorized_keys").write_text(authorized_key + "\n")
     (root / "root/.ssh").chmod(0o700)
     (root / "root").chmod(0o700)
