@@ -4,4 +4,20 @@ A lane notebook starts a run with `ucnb.start_run(...)`, drives a lab through it
 with `run.finish()`; everything it records becomes the run's evidence.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 __version__ = "0.1.0"
+__all__ = ["NodeConfig", "start_run"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: the CLI imports ucnb without paying for libvirt, pandas and matplotlib.
+    if name == "start_run":
+        from .run import start_run
+        return start_run
+    if name == "NodeConfig":
+        from .lab.lab import NodeConfig
+        return NodeConfig
+    raise AttributeError(name)

@@ -27,7 +27,7 @@ from typing import Any
 import libvirt
 
 from .. import paths
-from ..errors import InfrastructureError, LaneFailure
+from ..errors import InfrastructureError, LaneFailure, ParameterError
 from ..host import netns
 from ..host.accel import Accelerator
 from ..image import GuestImage
@@ -134,9 +134,10 @@ class Node:
             row.detail = seen.marker.name
             return seen
 
-    def run(self, command: str, timeout: float = 30.0, check: bool = False) -> CommandResult:
-        """Run a shell command in the guest over SSH."""
-        return self.shell.run(command, timeout=timeout, check=check)
+    def run(self, command: str, timeout: float = 30.0, check: bool = False,
+            stdin: str | None = None) -> CommandResult:
+        """Run a shell command in the guest over SSH (`check` raises LaneFailure on non-zero exit)."""
+        return self.shell.run(command, timeout=timeout, check=check, stdin=stdin)
 
     def wait_ssh(self, timeout: float = 60.0) -> None:
         """Wait until the guest answers a command over SSH."""
@@ -157,6 +158,7 @@ class LabState:
     network: str
     domains: list[str]
     keep: bool = False
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> address, serial_log
     created: float = field(default_factory=time.time)
 
     def save(self, directory: Path) -> None:
@@ -230,7 +232,9 @@ class Lab:
 
     def _save_state(self) -> None:
         LabState(self.lab_id, self.run_id, os.getpid(), self.subnet, self.network,
-                 [n.domain_name for n in self.nodes.values()], self.keep).save(self.directory)
+                 [n.domain_name for n in self.nodes.values()], self.keep,
+                 {n.name: {"address": n.address, "serial_log": str(n.spec.serial_log)}
+                  for n in self.nodes.values()}).save(self.directory)
 
     # -- use -------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Node:
@@ -373,14 +377,38 @@ def _stop_process(pid: int) -> list[str]:
     return [f"process {pid} ({b' '.join(cmdline).decode(errors='replace')[:80]})"]
 
 
+def find_node(node: str, lab_id: str | None = None) -> tuple[LabState, dict[str, str]]:
+    """The newest lab (or the named one) that has this node."""
+    for state in sorted(list_labs(), key=lambda s: s.created, reverse=True):
+        if (lab_id is None or state.lab_id == lab_id) and node in state.nodes:
+            return state, state.nodes[node]
+    raise ParameterError(f"no lab{' ' + lab_id if lab_id else ''} has a node {node!r}; "
+                         f"`ucnb lab status` lists them")
+
+
+def stop(log: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Power off every lab's domains, keeping their files (clean removes them)."""
+    conn = connect()
+    stopped = []
+    for state in list_labs():
+        for name in state.domains:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.lookupByName(name).destroy()
+                stopped.append(f"domain {name}")
+                log(f"stopped {name}")
+    return stopped
+
+
 def status_rows() -> list[dict[str, Any]]:
     """One row per node of every lab, for `ucnb lab status`."""
     conn = connect()
     active = {d.name(): d.isActive() for d in conn.listAllDomains()}
     rows = []
     for state in list_labs():
-        for dom in state.domains:
-            rows.append({"lab": state.lab_id, "run": state.run_id, "domain": dom,
+        for name, info in state.nodes.items():
+            dom = domain_mod.domain_name(state.lab_id, name)
+            rows.append({"lab": state.lab_id, "run": state.run_id, "node": name,
+                         "address": info["address"],
                          "state": "running" if active.get(dom) else "stopped",
                          "kept": state.keep, "owner_pid": state.owner_pid})
     return rows

@@ -1,0 +1,233 @@
+"""The `ucnb` command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .budget import budget_app
+from .errors import ParameterError, UcnbError
+from .guards import guard_app
+
+app = typer.Typer(help="UltraCloud proof notebooks: run release-validation lanes, keep the evidence.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+lab_app = typer.Typer(help="Inspect and clean labs (running or kept VMs).", no_args_is_help=True)
+host_app = typer.Typer(help="The lab host: network namespace, virtlogd, libvirtd.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+app.add_typer(host_app, name="host")
+app.add_typer(guard_app, name="guard")
+app.add_typer(budget_app, name="budget")
+console = Console(stderr=True)
+out = Console()
+
+
+def _fail(exc: UcnbError) -> None:
+    console.print(f"[bold red]{exc.kind}:[/] {exc}", markup=True, highlight=False)
+    raise typer.Exit(exc.exit_code)
+
+
+@app.command()
+def run(
+    lane: Annotated[str, typer.Argument(help="lane name or alias (see `ucnb list`)")],
+    profile: Annotated[str, typer.Option("--profile", "-P", help="lab or ultracloud")] = "lab",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="NAME=VALUE (YAML value)")] = None,
+    file: Annotated[list[Path] | None, typer.Option("--file", "-f", help="YAML parameter file")] = None,
+    plan: Annotated[bool, typer.Option(help="print what would run, run nothing")] = False,
+    progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
+) -> None:
+    """Run a lane: validate parameters, execute its notebook, write the dated proof root."""
+    from . import runner
+
+    try:
+        lane_obj, params = runner.prepare(lane, profile, file or [], param or [])
+        if plan:
+            _print_plan(lane_obj, params)
+            return
+        outcome = runner.run_lane(lane, profile, file, param,
+                                  progress=sys.stderr.isatty() if progress is None else progress,
+                                  console=console)
+    except UcnbError as exc:
+        _fail(exc)
+    out.print(str(outcome.proof_root), highlight=False)
+    raise typer.Exit(outcome.exit_code)
+
+
+def _print_plan(lane: object, params: object) -> None:
+    from .lanes import single_node_quickstart
+
+    if getattr(params, "profile", "lab") == "ultracloud" and getattr(lane, "name", "") == \
+            single_node_quickstart.LANE.name:
+        for command in single_node_quickstart.ultracloud_plan(params):  # type: ignore[arg-type]
+            typer.echo(command)
+        return
+    out.print(f"papermill notebooks/{getattr(lane, 'name', '')}.ipynb <proof root> -k ucnb "
+              f"with parameters: {params.model_dump(mode='json')}",  # type: ignore[attr-defined]
+              highlight=False)
+
+
+@app.command("list")
+def list_lanes() -> None:
+    """The lanes, their aliases and profiles."""
+    from . import lanes
+
+    table = Table("lane", "aliases", "profiles", "notebook")
+    for lane in lanes.all_lanes().values():
+        table.add_row(lane.name, ", ".join(lane.aliases), ", ".join(lane.profiles),
+                      str(lane.notebook.relative_to(lane.notebook.parents[1])))
+    out.print(table)
+
+
+@app.command()
+def preflight() -> None:
+    """Check this host can run the lab: tools, daemons, namespace, accelerator, guest image."""
+    from . import profiles
+    from .host import daemons
+    from .host.accel import choose
+    from .image import build_image
+    from .lab.lab import connect
+
+    table = Table("check", "result")
+    try:
+        daemons.up()
+        for key, value in daemons.status().items():
+            table.add_row(key, value)
+        image = build_image(profiles.load("lab"), log=lambda m: console.print(m))
+        table.add_row("guest image", f"{image.key} (kernel {image.kernel_version})")
+        accel = choose(image, connect())
+        table.add_row("accelerator", f"{accel.mode}: {accel.reason}")
+    except UcnbError as exc:
+        out.print(table)
+        _fail(exc)
+    out.print(table)
+
+
+@app.command()
+def verify(proof_root: Path) -> None:
+    """Re-check a proof root for a reviewer: checksums and notebook validity."""
+    import nbformat
+
+    from .evidence import verify_checksums
+
+    if not (proof_root / "SHA256SUMS").exists():
+        _fail(ParameterError(f"{proof_root} has no SHA256SUMS: not a sealed proof root"))
+    bad = verify_checksums(proof_root)
+    for nb in proof_root.glob("*.ipynb"):
+        nbformat.validate(nbformat.read(nb, as_version=4))
+    if bad:
+        out.print(f"[red]modified or missing:[/] {', '.join(bad)}")
+        raise typer.Exit(1)
+    out.print(f"[green]intact[/]: {proof_root}")
+
+
+# -- host -----------------------------------------------------------------------------------
+@host_app.command("up")
+def host_up() -> None:
+    """Create the lab namespace and start virtlogd and libvirtd (idempotent)."""
+    from .host import daemons
+
+    try:
+        daemons.up()
+    except UcnbError as exc:
+        _fail(exc)
+    for key, value in daemons.status().items():
+        out.print(f"{key}: {value}")
+
+
+@host_app.command("down")
+def host_down() -> None:
+    """Clean every lab, stop libvirtd and virtlogd, delete the namespace."""
+    from .host import daemons
+    from .lab import lab
+
+    if daemons.pid_of("libvirtd") is not None:
+        lab.clean(log=out.print)
+    daemons.down()
+
+
+@host_app.command("status")
+def host_status() -> None:
+    from .host import daemons
+
+    for key, value in daemons.status().items():
+        out.print(f"{key}: {value}")
+
+
+# -- lab ------------------------------------------------------------------------------------
+@lab_app.command("status")
+def lab_status() -> None:
+    """Every lab's nodes, their state and address."""
+    from .lab import lab
+
+    try:
+        rows = lab.status_rows()
+    except UcnbError as exc:
+        _fail(exc)
+    table = Table("lab", "run", "node", "address", "domain", "state", "kept", "owner_pid")
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in ("lab", "run", "node", "address", "domain", "state",
+                                              "kept", "owner_pid")))
+    out.print(table if rows else "no labs")
+
+
+@lab_app.command("ssh")
+def lab_ssh(node: str, lab_id: Annotated[str | None, typer.Option("--lab")] = None,
+            command: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """SSH into a node of the newest lab (or --lab ID), inside the lab namespace."""
+    from .host import netns
+    from .image.keys import lab_keys
+    from .lab import lab
+
+    try:
+        _, info = lab.find_node(node, lab_id)
+    except UcnbError as exc:
+        _fail(exc)
+    keys = lab_keys()
+    known = keys.client_private.parent / "known_hosts"
+    known.write_text(f"{info['address']} {keys.host_public}\n")
+    argv = ["ip", "netns", "exec", netns.NAME, "ssh", "-i", str(keys.client_private),
+            "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
+            f"root@{info['address']}", *(command or [])]
+    os.execvp(argv[0], argv)
+
+
+@lab_app.command("logs")
+def lab_logs(node: str, lab_id: Annotated[str | None, typer.Option("--lab")] = None) -> None:
+    """A node's serial console log."""
+    from .lab import lab
+
+    try:
+        _, info = lab.find_node(node, lab_id)
+    except UcnbError as exc:
+        _fail(exc)
+    out.print(Path(info["serial_log"]).read_text(errors="replace"), markup=False, highlight=False)
+
+
+@lab_app.command("stop")
+def lab_stop() -> None:
+    """Power off every lab's VMs (files are kept until `ucnb lab clean`)."""
+    from .lab import lab
+
+    lab.stop(log=out.print)
+
+
+@lab_app.command("clean")
+def lab_clean(lab_id: Annotated[str | None, typer.Argument(help="one lab; default all")] = None) -> None:
+    """Remove labs: domains, networks, overlay disks, and any process still owning them."""
+    from .lab import lab
+
+    try:
+        removed = lab.clean(lab_id=lab_id, log=out.print)
+    except UcnbError as exc:
+        _fail(exc)
+    if not removed:
+        out.print("nothing to clean")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,156 @@
+"""single-node-quickstart (alias single-node-trial): one VM, its core services healthy from inside.
+
+The steps are functions a notebook calls one per cell; each records what it did and raises
+LaneFailure when the product misbehaves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import TYPE_CHECKING, Literal
+
+import pandas as pd
+from pydantic import Field
+
+from ..errors import LaneFailure
+from ..lab.lab import Node, NodeConfig
+from ..profiles import CANONICAL_PROFILES
+from ..wait import wait_until
+from . import Lane, LaneParameters
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+NODE = "node01"
+MANIFEST_PATH = "/etc/ultracloud/product-surface.json"
+
+
+class Parameters(LaneParameters):
+    profile: Literal["lab", "ultracloud"] = "lab"
+    keep_vm: bool = False
+    memory_mib: int = Field(256, ge=128, le=8192)
+    boot_timeout_s: float = Field(90.0, gt=0)
+    health_timeout_s: float = Field(60.0, gt=0)
+    required_components: list[str] = Field(
+        default_factory=lambda: list(CANONICAL_PROFILES["single-node dev"]["required"]))
+    bootstrap_token_env: str = "ULTRACLOUD_BOOTSTRAP_TOKEN"
+    flake: str = "."
+
+
+LANE = Lane(
+    name="single-node-quickstart",
+    title="Single-node quickstart",
+    parameters=Parameters,
+    aliases=("single-node-trial",),
+    secret_env_parameters=("bootstrap_token_env",),
+    cell_timeout_s=600,
+)
+
+
+def _covered_by_launcher(run: Run, what: str) -> pd.DataFrame:
+    reason = "ultracloud profile: the product's launcher checked this itself (logs/launcher.log)"
+    run.skip(what, reason)
+    return pd.DataFrame([{"step": what, "skipped": reason}])
+
+
+def ultracloud_plan(params: Parameters) -> list[str]:
+    """The product commands this lane runs on the ultracloud profile (seed: Quickstart Smoke)."""
+    flake = params.flake
+    launcher = f"nix run {flake}#single-node-quickstart"
+    return [
+        f"nix build {flake}#single-node-trial-vm",
+        f"nix eval --no-eval-cache {flake}#nixosConfigurations.single-node-quickstart.config.system"
+        f".build.toplevel.drvPath --raw",
+        f"ULTRACLOUD_QUICKSTART_KEEP_VM=1 {launcher}" if params.keep_vm else launcher,
+    ]
+
+
+def node_config(run: Run, params: Parameters) -> NodeConfig:
+    """The one node, running every required component the profile provides."""
+    services = tuple(c.service for name in params.required_components
+                     if (c := run.profile.component(name)).provided and c.service)
+    return NodeConfig(NODE, services=services, memory_mib=params.memory_mib)
+
+
+def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFrame:
+    """Wait for each required component to be healthy, probed from inside the guest."""
+    if node is None:
+        return _covered_by_launcher(run, "service health")
+    rows = []
+    for name in params.required_components:
+        component = run.profile.component(name)
+        if not component.provided or not component.health:
+            run.recorder.skip(f"health: {name}", component.missing or "no health probe declared", NODE)
+            rows.append({"component": name, "stands_in": "—", "healthy": "skipped",
+                         "time_to_healthy_s": None, "detail": component.missing})
+            continue
+        with run.step(f"health: {name}", NODE) as row:
+            health = component.health
+            wait_until(lambda h=health: node.run(h, timeout=10), timeout=params.health_timeout_s,
+                       what=f"{name} healthy", node=NODE, recorder=run.recorder)
+            since_boot = time.time() - (node.started_at or time.time())
+            row.detail = f"healthy {since_boot:.1f}s after boot"
+        rows.append({"component": name, "stands_in": component.stands_in, "healthy": "yes",
+                     "time_to_healthy_s": round(since_boot, 2), "detail": health})
+    return pd.DataFrame(rows)
+
+
+def check_manifest(run: Run, node: Node | None, params: Parameters) -> pd.DataFrame:
+    """Read the product-surface manifest shipped in the VM and check it against the profile."""
+    if node is None:
+        return _covered_by_launcher(run, "manifest")
+    with run.step("manifest", NODE):
+        raw = node.run(f"cat {MANIFEST_PATH}", timeout=10, check=True).stdout
+        try:
+            manifest = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise LaneFailure(f"{NODE}: {MANIFEST_PATH} is not JSON: {exc}") from None
+        expected = run.profile.manifest()
+        rows = []
+        for key in ("schema", "profile", "platform"):
+            ok = run.recorder.check(f"manifest {key}", expected[key], manifest.get(key), node=NODE)
+            rows.append({"check": key, "expected": expected[key], "observed": manifest.get(key), "ok": ok})
+        listed = manifest.get("components", {})
+        for name in params.required_components:
+            want = expected["components"].get(name, {}).get("provided", False)  # type: ignore[union-attr]
+            seen = listed.get(name, {}).get("provided") if name in listed else "absent"
+            ok = run.recorder.check(f"manifest component {name}", f"provided={want}",
+                                    f"provided={seen}", ok=(seen == want), node=NODE)
+            rows.append({"check": f"component {name}", "expected": f"provided={want}",
+                         "observed": f"provided={seen}", "ok": ok})
+        table = pd.DataFrame(rows)
+        if not table["ok"].all():
+            bad = ", ".join(table.loc[~table["ok"], "check"])
+            raise LaneFailure(f"{NODE}: manifest does not match the {run.profile.name} profile: {bad}")
+        return table
+
+
+def deliver_bootstrap_token(run: Run, node: Node | None, params: Parameters) -> str:
+    """Hand the bootstrap token to the guest as the product's IAM bootstrap file (if one is set)."""
+    if node is None:
+        _covered_by_launcher(run, "bootstrap token")
+        return "skipped"
+    token = run.secret(params.bootstrap_token_env)
+    if token is None:
+        run.recorder.skip("bootstrap token", f"{params.bootstrap_token_env} is not set", NODE)
+        return "skipped"
+    with run.step("bootstrap token", NODE):
+        node.run("mkdir -p /lab/etc && umask 077 && cat > /lab/etc/iam-bootstrap-token", timeout=10,
+                 check=True, stdin=token)
+        observed = node.run("wc -c < /lab/etc/iam-bootstrap-token", timeout=10, check=True).stdout.strip()
+        if not run.recorder.check("bootstrap token delivered (bytes)", len(token), int(observed or 0),
+                                  node=NODE):
+            raise LaneFailure(f"{NODE}: bootstrap token file holds {observed} bytes, "
+                              f"expected {len(token)}")
+    return "delivered"
+
+
+def boot(run: Run, params: Parameters) -> Node | None:
+    """Lab: boot the one VM to SSH. ultracloud: run the product's own launcher instead."""
+    if run.profile.name == "ultracloud":
+        run.run_commands(ultracloud_plan(params), cwd=params.flake, log_name="launcher.log")
+        return None
+    lab = run.lab([node_config(run, params)])
+    lab.boot(timeout=params.boot_timeout_s)
+    return lab[NODE]

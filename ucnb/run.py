@@ -1,0 +1,180 @@
+"""A Run: one execution of one lane, from its parameters to its evidence.
+
+Notebooks start one with `start_run`; everything the lane does goes through its recorder, and
+`finish()` shows the verdict and writes the records into the proof root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import evidence, lanes, profiles
+from .errors import LaneFailure
+from .lab.lab import Lab, NodeConfig, connect
+from .record import Recorder, StepRow
+from .redact import from_environment
+
+RESULT_MIME = "application/vnd.ucnb.result+json"
+
+
+def _display(obj: Any) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - ipykernel is a dependency
+        print(obj)
+        return
+    display(obj)
+
+
+class Run:
+    """One lane run: parameters, recorder, proof root, and the lab it drives."""
+
+    def __init__(self, lane: lanes.Lane, params: lanes.LaneParameters, run_id: str, proof_root: Path):
+        self.lane, self.params, self.run_id, self.proof_root = lane, params, run_id, proof_root
+        self.profile = profiles.load(str(getattr(params, "profile", "lab")))
+        self.redactor = from_environment()
+        for name in lane.secret_env_parameters:
+            self.redactor.add_env(str(getattr(params, name)))
+        (proof_root / "logs").mkdir(parents=True, exist_ok=True)
+        (proof_root / "plots").mkdir(parents=True, exist_ok=True)
+        self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
+        self.labs: list[Lab] = []
+        self.started = time.time()
+        evidence.write_environment(proof_root, {**evidence.host_environment(),
+                                                "lane": lane.name, "profile": self.profile.name,
+                                                "run_id": run_id})
+
+    # -- recording -------------------------------------------------------------------------
+    @contextmanager
+    def step(self, name: str, node: str = "") -> Iterator[StepRow]:
+        """A numbered, timed step of the lane (failed if its body raises)."""
+        with self.recorder.step(name, node) as row:
+            yield row
+
+    def skip(self, name: str, reason: str, node: str = "") -> None:
+        """Record a step this profile cannot run, with why; shown in the notebook, never a pass."""
+        self.recorder.skip(name, reason, node)
+        _display(pd.DataFrame([{"skipped step": name, "reason": reason}]))
+
+    def secret(self, env_name: str) -> str | None:
+        """A secret's value from the environment, registered for redaction of every artifact."""
+        return self.redactor.add_env(env_name)
+
+    def run_commands(self, commands: list[str], cwd: str, log_name: str, tool: str = "nix") -> None:
+        """Run host commands (the product's own tools) as steps, output to logs/<log_name>."""
+        import shutil
+        import subprocess
+
+        from .errors import InfrastructureError
+
+        if shutil.which(tool) is None:
+            raise InfrastructureError(f"`{tool}` is not installed on this host; "
+                                      f"`ucnb run {self.lane.name} --profile {self.profile.name} --plan` "
+                                      f"prints the commands instead")
+        log = self.proof_root / "logs" / log_name
+        for command in commands:
+            with self.step(command) as row, log.open("a") as out:
+                out.write(f"$ {command}\n")
+                out.flush()
+                proc = subprocess.run(command, shell=True, cwd=cwd, stdout=out,
+                                      stderr=subprocess.STDOUT)
+                row.detail = f"exit {proc.returncode}"
+                if proc.returncode != 0:
+                    raise LaneFailure(f"`{command}` exited {proc.returncode} (see logs/{log_name})")
+
+    # -- the lab ---------------------------------------------------------------------------
+    def lab(self, nodes: list[NodeConfig]) -> Lab:
+        """Build (or reuse) the guest image, pick the accelerator, and create the lab's nodes."""
+        from .host.accel import choose
+        from .image import build_image
+
+        with self.step("build guest image"):
+            image = build_image(self.profile, log=lambda m: print(m, flush=True))
+        with self.step("choose accelerator") as row:
+            accelerator = choose(image, connect())
+            row.detail = f"{accelerator.mode}: {accelerator.reason}"
+        evidence.write_environment(self.proof_root, {
+            "vm_accelerator_mode": accelerator.mode, "vm_accelerator_reason": accelerator.reason,
+            "guest_image": image.key, "guest_kernel": image.kernel_version,
+            "system_under_test": f"ucnb lab image {image.key} ({self.profile.description})"})
+        lab = Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
+                  log_dir=self.proof_root / "logs")
+        self.labs.append(lab)
+        _display(pd.DataFrame([{"accelerator": accelerator.mode, "why": accelerator.reason,
+                                "guest image": image.key, "guest kernel": image.kernel_version}]))
+        return lab
+
+    def stand_ins(self) -> pd.DataFrame:
+        """What real software stands in for which product component on this profile."""
+        return pd.DataFrame([{"component": name, "provided": c.provided,
+                              "stands in": c.stands_in or "—", "why not": c.missing or ""}
+                             for name, c in self.profile.components.items()])
+
+    # -- the end ---------------------------------------------------------------------------
+    def timeline(self, save_as: str = "timeline.png") -> Any:
+        """The run's timeline plot, also saved under plots/."""
+        from .plots import timeline
+
+        fig = timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
+        fig.savefig(self.proof_root / "plots" / save_as, dpi=110)
+        return fig
+
+    def finish(self, keep: bool = False) -> dict[str, Any]:
+        """Tear down (unless kept), write the records, show the verdict; raise if the lane failed."""
+        for lab in self.labs:
+            if keep:
+                lab.keep_alive()
+                _display(pd.DataFrame({"reach the kept lab with": lab.reach_commands()}))
+            else:
+                lab.teardown()
+        result = evidence.build_result(self.proof_root, self.lane.name, self.profile.name, self.run_id)
+        _display_result(result)
+        if result["verdict"] != "passed":
+            raise LaneFailure(f"lane {self.lane.name} {result['verdict']}: "
+                              f"{json.dumps(result['failing_step'] or result['failed_checks'])}")
+        return result
+
+
+def _verdict_markdown(result: dict[str, Any]) -> str:
+    steps = result["steps"]
+    lines = [f"## Verdict: **{result['verdict'].upper()}**", "",
+             f"{steps['passed']} steps passed, {steps['failed']} failed, {steps['skipped']} skipped; "
+             f"{result['checks']['total']} checks, {result['checks']['failed']} failed. "
+             f"Accelerator: {result['accelerator'] or 'n/a'}."]
+    for s in result["skipped"]:
+        lines.append(f"- skipped **{s['name']}**: {s['reason']}")
+    return "\n".join(lines)
+
+
+def _display_result(result: dict[str, Any]) -> None:
+    """The verdict as ucnb's own MIME type with a readable markdown fallback."""
+    bundle = {RESULT_MIME: result, "text/markdown": _verdict_markdown(result)}
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover
+        print(bundle["text/markdown"])
+        return
+    display(bundle, raw=True)
+
+
+def start_run(lane_name: str, namespace: dict[str, Any]) -> Run:
+    """Start a run of `lane_name` from the notebook's parameter variables.
+
+    Under `ucnb run` the runner passes the run id and proof root through the environment; run
+    plainly (papermill, JupyterLab) a new proof root is made under outputs/.
+    """
+    lane = lanes.get(lane_name)
+    values = {k: namespace[k] for k in lane.parameters.model_fields if k in namespace}
+    params = lane.validate(values)
+    run_id = os.environ.get("UCNB_RUN_ID") or evidence.new_run_id()
+    root_env = os.environ.get("UCNB_PROOF_ROOT")
+    proof_root = Path(root_env) if root_env else evidence.new_proof_root(lane.name, run_id)
+    return Run(lane, params, run_id, proof_root)
