@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Literal
 import pandas as pd
 from pydantic import Field
 
-from ..errors import LaneFailure
+from ..errors import LaneFailure, ParameterError
 from ..lab.lab import Node, NodeConfig
 from ..profiles import CANONICAL_PROFILES
 from ..wait import wait_until
@@ -36,6 +36,7 @@ class Parameters(LaneParameters):
         default_factory=lambda: list(CANONICAL_PROFILES["single-node dev"]["required"]))
     bootstrap_token_env: str = "ULTRACLOUD_BOOTSTRAP_TOKEN"
     flake: str = "."
+    stop_services: list[str] = Field(default_factory=list)
 
 
 LANE = Lane(
@@ -153,4 +154,11 @@ def boot(run: Run, params: Parameters) -> Node | None:
         return None
     lab = run.lab([node_config(run, params)])
     lab.boot(timeout=params.boot_timeout_s)
-    return lab[NODE]
+    node = lab[NODE]
+    for name in params.stop_services:  # negative control: the lane must notice
+        service = run.profile.component(name).service
+        if service is None:
+            raise ParameterError(f"stop_services: the {run.profile.name} profile runs no {name!r}")
+        with run.step(f"negative control: stop {name}", NODE):
+            node.run(run.profile.service_manager.stop.format(service=service), timeout=15, check=True)
+    return node

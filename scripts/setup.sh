@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Idempotent setup of a Debian 12 host (root, no systemd needed): Debian packages, the virtualenv
+# with pinned Python packages, the `ucnb` Jupyter kernel, and the lab host (namespace + libvirtd).
+# Quick when everything is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  qemu-system-x86 qemu-utils                       # the hypervisor (KVM or TCG)
+  libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
+  dnsmasq-base iproute2                            # libvirt networks, the lab namespace
+  busybox-static dropbear-bin cpio gzip kmod e2fsprogs  # the guest image
+  etcd-server etcd-client sqlite3                  # real software standing in for product services
+  openssh-client                                   # `ucnb lab ssh`
+  python3-venv make
+)
+
+if [ "$(id -u)" -ne 0 ]; then echo "setup: run as root (apt-get, libvirtd, network namespaces)" >&2; exit 3; fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  [[ "$pkg" == \#* ]] && continue
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+# The guest kernel is fetched with `apt-get download`: the package lists must know it.
+if [ ${#missing[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 >/dev/null 2>&1; then
+  echo "setup: apt-get install ${missing[*]:-(lists only)}"
+  apt-get update -qq
+  [ ${#missing[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PYTHON=${PYTHON:-python3}
+stamp=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
+if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.ucnb-setup 2>/dev/null)" != "$stamp" ]; then
+  echo "setup: virtualenv (.venv) with requirements.lock"
+  [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.lock
+  .venv/bin/pip install -q --disable-pip-version-check --no-deps -e .
+  .venv/bin/python -m ipykernel install --sys-prefix --name ucnb --display-name "Python (ucnb)" >/dev/null
+  echo "$stamp" > .venv/.ucnb-setup
+fi
+
+.venv/bin/ucnb host up >/dev/null
