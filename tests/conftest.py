@@ -1,0 +1,80 @@
+"""Shared fixtures. VM tests need root and the lab host (`make setup` / `ucnb host up`)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def lab_host() -> None:
+    """The lab namespace and libvirtd are up (started, idempotently, if needed)."""
+    from ucnb.host import daemons
+
+    daemons.up()
+
+
+@pytest.fixture(scope="session")
+def lab_image(lab_host: None):  # type: ignore[no-untyped-def]
+    from ucnb import profiles
+    from ucnb.image import build_image
+
+    return build_image(profiles.load("lab"))
+
+
+@pytest.fixture(scope="session")
+def accelerator(lab_image):  # type: ignore[no-untyped-def]
+    from ucnb.host.accel import choose
+    from ucnb.lab.lab import connect
+
+    return choose(lab_image, connect())
+
+
+@pytest.fixture()
+def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Evidence goes to a temporary outputs root (the image cache stays shared)."""
+    path = tmp_path / "outputs"
+    monkeypatch.setenv("UCNB_OUTPUTS", str(path))
+    return path
+
+
+def ucnb_objects() -> dict[str, list[str]]:
+    """Every ucnb domain, network and lab folder that exists now."""
+    from ucnb import paths
+    from ucnb.lab.lab import connect
+
+    conn = connect()
+    return {
+        "domains": sorted(d.name() for d in conn.listAllDomains() if d.name().startswith("ucnb-")),
+        "networks": sorted(n.name() for n in conn.listAllNetworks() if n.name().startswith("ucnb-")),
+        "labs": sorted(p.name for p in paths.labs_dir().iterdir() if p.is_dir()),
+    }
+
+
+def kernel_processes() -> list[int]:
+    """ipykernel processes running the ucnb kernel (left behind by a killed runner?)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"ipykernel_launcher" in cmd and int(entry.name) != os.getpid():
+                pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture()
+def no_leaks(lab_host: None) -> Iterator[None]:
+    """Fail the test if it leaves a domain, network, lab folder or kernel behind."""
+    before = ucnb_objects()
+    yield
+    after = ucnb_objects()
+    assert after == before, f"leaked lab objects: before {before}, after {after}"
+    assert kernel_processes() == [], "a ucnb kernel process was left running"
