@@ -23,8 +23,8 @@ app.add_typer(lab_app, name="lab")
 app.add_typer(host_app, name="host")
 app.add_typer(guard_app, name="guard")
 app.add_typer(budget_app, name="budget")
-console = Console(stderr=True)
-out = Console()
+console = Console(stderr=True, soft_wrap=True)
+out = Console(soft_wrap=True)
 
 
 def _fail(exc: UcnbError) -> None:
@@ -54,7 +54,7 @@ def run(
                                   console=console)
     except UcnbError as exc:
         _fail(exc)
-    out.print(str(outcome.proof_root), highlight=False)
+    typer.echo(str(outcome.proof_root))
     raise typer.Exit(outcome.exit_code)
 
 

@@ -408,7 +408,7 @@ def status_rows() -> list[dict[str, Any]]:
         for name, info in state.nodes.items():
             dom = domain_mod.domain_name(state.lab_id, name)
             rows.append({"lab": state.lab_id, "run": state.run_id, "node": name,
-                         "address": info["address"],
+                         "address": info["address"], "domain": dom,
                          "state": "running" if active.get(dom) else "stopped",
                          "kept": state.keep, "owner_pid": state.owner_pid})
     return rows
