@@ -90,7 +90,8 @@ def test_failure_marker_ends_the_wait_at_once(lab_image, accelerator, no_leaks) 
         node = bad["node01"]
         node.start()
         start = time.monotonic()
-        with pytest.raises(LaneFailure, match="failure marker 'lab.service.failed.no-such-service-unknown'"):
+        failure = r"failure marker 'lab\.service\.failed\.no-such-service-unknown'"
+        with pytest.raises(LaneFailure, match=failure):
             node.wait_marker("lab.sshd.started", timeout=120)
         assert time.monotonic() - start < 30
 

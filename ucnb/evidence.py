@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, paths
-from .record import TABLES, load_events
+from .record import field_names, load_events
 from .redact import Redactor
 
 CSV_NAMES = {"steps": "timeline.csv", "markers": "markers.csv", "checks": "checks.csv",
@@ -94,9 +94,8 @@ def write_tables(root: Path) -> dict[str, list[dict[str, Any]]]:
     """The CSV views of the run's rows (rebuilt from events.jsonl, so a crashed run has them too)."""
     tables = load_events(root / EVENTS)
     for name, filename in CSV_NAMES.items():
-        fields = list(TABLES[name].__dataclass_fields__)
         with (root / filename).open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
+            writer = csv.DictWriter(f, fieldnames=field_names(name), extrasaction="ignore")
             writer.writeheader()
             writer.writerows(tables[name])
     return tables

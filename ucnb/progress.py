@@ -51,7 +51,7 @@ class LaneProgress:
                 self._running[row["index"]] = row
                 continue
             self._running.pop(row["index"], None)
-            if row["index"] in self._done or row["kind"] == "wait" and row["outcome"] == "passed":
+            if row["index"] in self._done or (row["kind"] == "wait" and row["outcome"] == "passed"):
                 continue
             self._done.add(row["index"])
             node = f" [{row['node']}]" if row["node"] else ""

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,11 @@ class FaultRow:
 
 
 TABLES: dict[str, type] = {"steps": StepRow, "markers": MarkerRow, "checks": CheckRow, "faults": FaultRow}
+
+
+def field_names(table: str) -> list[str]:
+    """The columns of one table, in order."""
+    return [f.name for f in fields(TABLES[table])]
 
 
 class Recorder:
@@ -136,7 +141,7 @@ class Recorder:
     def table(self, name: str) -> pd.DataFrame:
         """One table as a DataFrame (times as seconds since the run started)."""
         rows = [asdict(r) for r in self.rows[name]]
-        frame = pd.DataFrame(rows, columns=[f for f in TABLES[name].__dataclass_fields__])
+        frame = pd.DataFrame(rows, columns=field_names(name))
         for column in ("start", "end", "first_seen", "t"):
             if column in frame:
                 frame[column] = (frame[column] - self.started).round(3)

@@ -7,6 +7,7 @@ The verdict is cached per host boot and QEMU build, and its reason goes into the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -94,7 +95,5 @@ def probe_kvm(image: GuestImage, conn: object) -> Accelerator:
                                           f"within {PROBE_TIMEOUT:g}s (nested KVM unusable)")
         finally:
             watcher.stop()
-            try:
+            with contextlib.suppress(libvirt.libvirtError):
                 dom.destroy()
-            except libvirt.libvirtError:
-                pass

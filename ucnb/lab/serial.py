@@ -111,9 +111,9 @@ class MarkerCursor:
                     seen = w.seen[self.index]
                     self.index += 1
                     if seen.marker.failed:
-                        raise LaneFailure(
-                            f"{w.node}: failure marker {seen.marker.name!r} while waiting for "
-                            f"{expected!r}; console:\n{w.context(seen.marker.offset + len(seen.marker.line) + 1)}")
+                        context = w.context(seen.marker.offset + len(seen.marker.line) + 1)
+                        raise LaneFailure(f"{w.node}: failure marker {seen.marker.name!r} while waiting "
+                                          f"for {expected!r}; console:\n{context}")
                     if seen.marker.matches(expected):
                         return seen
                 remaining = deadline - time.monotonic()

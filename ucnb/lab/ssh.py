@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,7 +106,7 @@ class GuestShell:
                     chunk = channel.recv(65536)
                     if chunk:
                         out += chunk
-                except (TimeoutError, socket.timeout):
+                except TimeoutError:
                     pass
         channel.close()
         result = CommandResult(self.node, command, status, out.decode("utf-8", "replace"),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
@@ -78,7 +79,7 @@ def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFr
     """Wait for each required component to be healthy, probed from inside the guest."""
     if node is None:
         return _covered_by_launcher(run, "service health")
-    rows = []
+    rows: list[dict[str, object]] = []
     for name in params.required_components:
         component = run.profile.component(name)
         if not component.provided or not component.health:
@@ -87,13 +88,12 @@ def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFr
                          "time_to_healthy_s": None, "detail": component.missing})
             continue
         with run.step(f"health: {name}", NODE) as row:
-            health = component.health
-            wait_until(lambda h=health: node.run(h, timeout=10), timeout=params.health_timeout_s,
+            wait_until(partial(node.run, component.health, timeout=10), timeout=params.health_timeout_s,
                        what=f"{name} healthy", node=NODE, recorder=run.recorder)
             since_boot = time.time() - (node.started_at or time.time())
             row.detail = f"healthy {since_boot:.1f}s after boot"
         rows.append({"component": name, "stands_in": component.stands_in, "healthy": "yes",
-                     "time_to_healthy_s": round(since_boot, 2), "detail": health})
+                     "time_to_healthy_s": round(since_boot, 2), "detail": component.health})
     return pd.DataFrame(rows)
 
 
@@ -114,7 +114,7 @@ def check_manifest(run: Run, node: Node | None, params: Parameters) -> pd.DataFr
             rows.append({"check": key, "expected": expected[key], "observed": manifest.get(key), "ok": ok})
         listed = manifest.get("components", {})
         for name in params.required_components:
-            want = expected["components"].get(name, {}).get("provided", False)  # type: ignore[union-attr]
+            want = run.profile.component(name).provided
             seen = listed.get(name, {}).get("provided") if name in listed else "absent"
             ok = run.recorder.check(f"manifest component {name}", f"provided={want}",
                                     f"provided={seen}", ok=(seen == want), node=NODE)
