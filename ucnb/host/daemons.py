@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,10 @@ def up() -> None:
             f"its own inside {netns.NAME!r} (its bridges must not touch the host's network)")
     if pid is None:
         LIBVIRT_SOCKET.unlink(missing_ok=True)
-        _run(["ip", "netns", "exec", netns.NAME, "libvirtd", "-d"])
+        # Detached, under a subreaper that outlives this process (see reaper.py for why).
+        subprocess.Popen([sys.executable, "-m", "ucnb.host.reaper", "ip", "netns", "exec", netns.NAME,
+                          "libvirtd", "-d"], start_new_session=True, stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, close_fds=True)
     deadline = time.monotonic() + 30
     while not LIBVIRT_SOCKET.exists():
         if time.monotonic() > deadline:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -19,11 +21,24 @@ def _run(cmd: list[str], cwd: Path | None = None) -> str:
     return result.stdout
 
 
+APT_LISTS = Path("/var/lib/apt/lists")
+
+
 def resolve_dependency(metapackage: str, prefix: str) -> str:
-    """The concrete package a metapackage points at today (kernel ABI numbers move: never pin)."""
+    """The concrete package a metapackage points at today (kernel ABI numbers move: never pin).
+
+    Remembered until the package lists change (`apt-get update`): apt-cache costs half a second.
+    """
+    memo = paths.cache_dir("debs") / f"{metapackage}.resolved.json"
+    lists = APT_LISTS.stat().st_mtime_ns if APT_LISTS.exists() else 0
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        saved = json.loads(memo.read_text())
+        if saved["lists"] == lists and saved["prefix"] == prefix:
+            return str(saved["package"])
     out = _run(["apt-cache", "depends", metapackage])
     for match in re.finditer(r"Depends:\s+(\S+)", out):
         if match.group(1).startswith(prefix):
+            memo.write_text(json.dumps({"lists": lists, "prefix": prefix, "package": match.group(1)}))
             return match.group(1)
     raise InfrastructureError(
         f"apt-cache knows no {prefix}* dependency of {metapackage}: run `apt-get update`")
