@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -141,16 +142,23 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
     return result
 
 
-def export_html(notebook: Path, html: Path) -> None:
-    """One self-contained HTML file: no code input, images inlined, no external scripts."""
-    import nbformat
+@functools.cache
+def html_exporter() -> Any:
+    """nbconvert's exporter, built once (its imports and templates cost most of an export)."""
     from nbconvert import HTMLExporter
 
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True, embed_images=True)
     exporter.mathjax_url = ""
     exporter.require_js_url = ""
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    return exporter
+
+
+def export_html(notebook: Path, html: Path) -> None:
+    """One self-contained HTML file: no code input, images inlined, no external scripts."""
+    import nbformat
+
+    body, _ = html_exporter().from_notebook_node(nbformat.read(notebook, as_version=4))
     html.write_text(_strip_remote_scripts(body))
 
 

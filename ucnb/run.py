@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -48,6 +49,8 @@ class Run:
         self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
         self.labs: list[Lab] = []
         self.started = time.time()
+        # The kernel mostly waits on guests: import the plotting stack meanwhile, not at the end.
+        threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
         evidence.write_environment(proof_root, {**evidence.host_environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
                                                 "run_id": run_id})
@@ -119,13 +122,22 @@ class Run:
                              for name, c in self.profile.components.items()])
 
     # -- the end ---------------------------------------------------------------------------
-    def timeline(self, save_as: str = "timeline.png") -> Any:
-        """The run's timeline plot, also saved under plots/."""
+    def timeline(self, save_as: str = "timeline.png") -> None:
+        """Show the run's timeline plot and save it under plots/ (rendered once, as PNG)."""
         from .plots import timeline
 
         fig = timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
-        fig.savefig(self.proof_root / "plots" / save_as, dpi=110)
-        return fig
+        self.show_figure(fig, save_as)
+
+    def show_figure(self, fig: Any, save_as: str) -> None:
+        """Save a matplotlib figure under plots/ and show that same PNG in the notebook."""
+        import matplotlib.pyplot as plt
+        from IPython.display import Image
+
+        path = self.proof_root / "plots" / save_as
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        _display(Image(data=path.read_bytes(), format="png"))
 
     def finish(self, keep: bool = False) -> dict[str, Any]:
         """Tear down (unless kept), write the records, show the verdict; raise if the lane failed."""
@@ -141,6 +153,10 @@ class Run:
             raise LaneFailure(f"lane {self.lane.name} {result['verdict']}: "
                               f"{json.dumps(result['failing_step'] or result['failed_checks'])}")
         return result
+
+
+def _preload_plotting() -> None:
+    from . import plots  # noqa: F401  (imports matplotlib.pyplot)
 
 
 def _verdict_markdown(result: dict[str, Any]) -> str:

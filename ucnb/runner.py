@@ -7,6 +7,7 @@ written and the run's labs are removed unless the lane kept them on purpose.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     os.environ.update({"UCNB_RUN_ID": run_id, "UCNB_PROOF_ROOT": str(root), "UCNB_RUNNER": "1",
                        SECRETS_ENV: ",".join(secret_vars)})
     console.print(f"[bold]{lane.name}[/] ({values.get('profile')}) run {run_id} → {root}")
+    # Build the HTML exporter while the lane runs: it is needed only at the end.
+    threading.Thread(target=evidence.html_exporter, name="prewarm-html", daemon=True).start()
     error: dict[str, str] | None = None
     exit_code = 0
     started = time.monotonic()
