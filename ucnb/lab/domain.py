@@ -27,17 +27,22 @@ class NicSpec:
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """A machine. With `kernel` set it boots that kernel directly; without, its firmware boots
+    the devices in `boot_order` (a disk, then the CD-ROM), as on bare metal."""
+
     name: str
     memory_mib: int
     vcpus: int
-    kernel: Path
-    initrd: Path
+    kernel: Path | None
+    initrd: Path | None
     cmdline: str
     disks: tuple[DiskSpec, ...]
     nics: tuple[NicSpec, ...]
     serial_log: Path
     accelerator: str = "tcg"     # "kvm" or "tcg"
     tb_cache_mib: int = 64       # caps qemu RSS under TCG (LAB-NOTES: 0.8-1.4 GiB otherwise)
+    cdrom: Path | None = None    # an ISO in an IDE CD-ROM drive
+    boot_order: tuple[str, ...] = ("hd", "cdrom")
     metadata: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,6 +74,20 @@ def domain_xml(lab_id: str, spec: NodeSpec) -> str:
       <link state='up'/>
     </interface>"""
         for n in spec.nics)
+    if spec.cdrom is not None:
+        disks += f"""
+    <disk type='file' device='cdrom'>
+      <driver name='qemu' type='raw'/>
+      <source file={quoteattr(str(spec.cdrom))}/>
+      <target dev='hdc' bus='ide'/>
+      <readonly/>
+    </disk>"""
+    if spec.kernel is not None:
+        boot = (f"<kernel>{escape(str(spec.kernel))}</kernel>\n"
+                f"    <initrd>{escape(str(spec.initrd))}</initrd>\n"
+                f"    <cmdline>{escape(spec.cmdline)}</cmdline>")
+    else:
+        boot = "\n    ".join(f"<boot dev='{dev}'/>" for dev in spec.boot_order)
     metadata = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(spec.metadata.items()))
     tcg = "" if kvm else f"<tcg><tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache></tcg>"
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
@@ -78,9 +97,7 @@ def domain_xml(lab_id: str, spec: NodeSpec) -> str:
   <vcpu>{spec.vcpus}</vcpu>
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>{escape(str(spec.kernel))}</kernel>
-    <initrd>{escape(str(spec.initrd))}</initrd>
-    <cmdline>{escape(spec.cmdline)}</cmdline>
+    {boot}
   </os>
   <features><acpi/>{tcg}</features>
   {"<cpu mode='host-passthrough'/>" if kvm else ""}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -39,17 +40,36 @@ from .serial import MarkerCursor, SeenMarker, SerialWatcher
 from .ssh import CommandResult, GuestShell
 
 LIBVIRT_URI = os.environ.get("UCNB_LIBVIRT_URI", "qemu:///system")
-NETWORK_PREFIX = "10.77"
+# Network i of lab subnet N is 10.(77+i).N.0/24: i=0 the lab network (SSH, clients), i=1 a
+# second one (e.g. Raft traffic, so a partition can cut it and leave SSH to the minority).
+NETWORK_PREFIXES = ("10.77", "10.78")
+
+
+@dataclass(frozen=True)
+class DiskConfig:
+    """A blank qcow2 disk, seen in the guest as /dev/disk/by-id/virtio-<serial>."""
+
+    serial: str
+    size: str = "2G"
 
 
 @dataclass(frozen=True)
 class NodeConfig:
-    """What a lane asks for; the lab turns it into a NodeSpec."""
+    """What a lane asks for; the lab turns it into a NodeSpec.
+
+    `boot="kernel"` boots the lab image directly (its system disk as a qcow2 overlay);
+    `boot="firmware"` is a bare machine: its blank disks, then `cdrom`, as firmware would.
+    """
 
     name: str
     services: tuple[str, ...] = ()
     memory_mib: int = 256
     vcpus: int = 1
+    networks: int = 1
+    boot: str = "kernel"
+    disks: tuple[DiskConfig, ...] = ()
+    cdrom: Path | None = None
+    kernel_args: str = ""
 
 
 def connect() -> libvirt.virConnect:
@@ -119,6 +139,15 @@ class Node:
     def resume(self) -> None:
         self._domain().resume()
 
+    def insert_cdrom(self, iso: Path | None) -> None:
+        """Put an ISO in the CD-ROM drive (or empty it) for the next power-on; live if running."""
+        self.spec = dataclasses.replace(self.spec, cdrom=iso)
+        if self.running():
+            source = f"<source file='{iso}'/>" if iso else ""
+            xml = (f"<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>{source}"
+                   f"<target dev='hdc' bus='ide'/><readonly/></disk>")
+            self._domain().updateDeviceFlags(xml, libvirt.VIR_DOMAIN_AFFECT_LIVE)
+
     def set_link(self, up: bool, nic: int = 0) -> None:
         """NIC carrier up/down through updateDeviceFlags (virsh domif-setlink is buggy on libvirt 9)."""
         n = self.spec.nics[nic]
@@ -186,8 +215,10 @@ class Lab:
         self.log_dir = log_dir or self.directory
         self.keep = False
         self._torn_down = False
+        self.network_count = max([1, *(n.networks for n in nodes)])
         self.subnet = self._allocate_network()
         self.network = f"ucnb-{self.lab_id}"
+        self.networks = [self.network] + [f"ucnb-{self.lab_id}-{i}" for i in range(1, self.network_count)]
         self.nodes: dict[str, Node] = {}
         for index, config in enumerate(nodes, start=1):
             self.nodes[config.name] = self._make_node(index, config)
@@ -202,33 +233,51 @@ class Lab:
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
                     if (d / "state.json").exists()}
             subnet = next(n for n in range(1, 250) if n not in used)
-            gateway = f"{NETWORK_PREFIX}.{subnet}.1"
-            xml = domain_mod.network_xml(f"ucnb-{self.lab_id}", f"ucnb{subnet}", gateway)
-            try:
-                self.conn.networkCreateXML(xml)
-            except libvirt.libvirtError as exc:
-                raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
+            for i in range(self.network_count):
+                name = f"ucnb-{self.lab_id}" + (f"-{i}" if i else "")
+                gateway = f"{NETWORK_PREFIXES[i]}.{subnet}.1"
+                xml = domain_mod.network_xml(name, f"ucnb{subnet}n{i}", gateway)
+                try:
+                    self.conn.networkCreateXML(xml)
+                except libvirt.libvirtError as exc:
+                    raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
             LabState(self.lab_id, self.run_id, os.getpid(), subnet, f"ucnb-{self.lab_id}", []
                      ).save(self.directory)
             return subnet
 
+    def address(self, index: int, network: int = 0) -> str:
+        """The address of the index-th node (from 1) on one of the lab's networks."""
+        return f"{NETWORK_PREFIXES[network]}.{self.subnet}.{10 + index}"
+
     def _make_node(self, index: int, config: NodeConfig) -> Node:
-        disk = self.directory / f"{config.name}-system.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                        str(self.image.system_disk), str(disk)], check=True)
-        address = f"{NETWORK_PREFIX}.{self.subnet}.{10 + index}"
-        cmdline = (f"console=ttyS0 loglevel=4 panic=-1 ucnb.node={config.name} ucnb.ip={address}/24 "
-                   f"ucnb.services={','.join(config.services)}")
+        if config.networks > len(NETWORK_PREFIXES) or config.boot not in ("kernel", "firmware"):
+            raise ParameterError(f"{config.name}: at most {len(NETWORK_PREFIXES)} networks and boot "
+                                 f"'kernel' or 'firmware' (got {config.networks}, {config.boot!r})")
+        disks = [domain_mod.DiskSpec(self._blank_disk(config.name, d), d.serial) for d in config.disks]
+        if config.boot == "kernel":
+            overlay = self.directory / f"{config.name}-system.qcow2"
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(self.image.system_disk), str(overlay)], check=True)
+            disks.insert(0, domain_mod.DiskSpec(overlay, "ucnb-system"))
+        nics = tuple(domain_mod.NicSpec(self.networks[i], domain_mod.mac_for(self.subnet, index, i),
+                                        f"{self.address(index, i)}/24") for i in range(config.networks))
+        ips = " ".join(f"ucnb.ip{i + 1 if i else ''}={n.address}" for i, n in enumerate(nics))
+        cmdline = (f"console=ttyS0 loglevel=4 panic=-1 ucnb.node={config.name} {ips} "
+                   f"ucnb.services={','.join(config.services)} {config.kernel_args}").strip()
+        kernel_boot = config.boot == "kernel"
         spec = domain_mod.NodeSpec(
             name=config.name, memory_mib=config.memory_mib, vcpus=config.vcpus,
-            kernel=self.image.kernel, initrd=self.image.initrd, cmdline=cmdline,
-            disks=(domain_mod.DiskSpec(disk, "ucnb-system"),),
-            nics=(domain_mod.NicSpec(self.network, domain_mod.mac_for(self.subnet, index, 0),
-                                     f"{address}/24"),),
-            serial_log=self.log_dir / f"{config.name}-serial.log",
-            accelerator=self.accelerator.mode,
-            metadata={"lab": self.lab_id, "run": self.run_id, "node": config.name})
-        return Node(self, spec, address)
+            kernel=self.image.kernel if kernel_boot else None,
+            initrd=self.image.initrd if kernel_boot else None,
+            cmdline=cmdline if kernel_boot else "", disks=tuple(disks), nics=nics,
+            serial_log=self.log_dir / f"{config.name}-serial.log", accelerator=self.accelerator.mode,
+            cdrom=config.cdrom, metadata={"lab": self.lab_id, "run": self.run_id, "node": config.name})
+        return Node(self, spec, self.address(index))
+
+    def _blank_disk(self, node: str, disk: DiskConfig) -> Path:
+        path = self.directory / f"{node}-{disk.serial}.qcow2"
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), disk.size], check=True)
+        return path
 
     def _save_state(self) -> None:
         LabState(self.lab_id, self.run_id, os.getpid(), self.subnet, self.network,
@@ -316,7 +365,7 @@ def destroy(lab_id: str, conn: libvirt.virConnect | None = None) -> list[str]:
                 dom.undefine()
             removed.append(f"domain {dom.name()}")
     for net in conn.listAllNetworks():
-        if net.name() == f"ucnb-{lab_id}":
+        if net.name() == f"ucnb-{lab_id}" or net.name().startswith(f"ucnb-{lab_id}-"):
             with contextlib.suppress(libvirt.libvirtError):
                 net.destroy()
             removed.append(f"network {net.name()}")
@@ -360,8 +409,9 @@ def _orphans(conn: libvirt.virConnect) -> Iterator[str]:
             if lab not in known:
                 yield lab
     for net in conn.listAllNetworks():
-        if net.name().startswith("ucnb-") and net.name()[5:] not in known:
-            yield net.name()[5:]
+        lab = net.name()[5:].split("-")[0]
+        if net.name().startswith("ucnb-") and lab not in known:
+            yield lab
 
 
 def _stop_process(pid: int) -> list[str]:

@@ -6,6 +6,9 @@ same names with the lab defaults (a test keeps the two in step).
 
 from __future__ import annotations
 
+import functools
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,10 +58,15 @@ class Lane:
                                  f"(known parameters: {known})") from None
 
 
+@functools.cache
 def _registry() -> dict[str, Lane]:
-    from .single_node_quickstart import LANE as quickstart
-
-    return {lane.name: lane for lane in (quickstart,)}
+    """Every module of this package that defines `LANE` is a lane."""
+    found: dict[str, Lane] = {}
+    for info in pkgutil.iter_modules(__path__):
+        lane = getattr(importlib.import_module(f"{__name__}.{info.name}"), "LANE", None)
+        if isinstance(lane, Lane):
+            found[lane.name] = lane
+    return dict(sorted(found.items()))
 
 
 def all_lanes() -> dict[str, Lane]:
