@@ -57,9 +57,9 @@ def test_alias_resolves() -> None:
 def test_notebook_parameters_cell_matches_schema(lane: lanes.Lane) -> None:
     declared = runner.notebook_parameters(lane.notebook)
     assert set(declared) == set(lane.parameters.model_fields)
-    defaults = lane.parameters()
+    defaults = lane.parameters().model_dump(mode="json")
     for name, info in declared.items():
-        assert ast.literal_eval(info["default"]) == getattr(defaults, name), name
+        assert ast.literal_eval(info["default"]) == defaults[name], name
 
 
 @pytest.mark.parametrize("profile_file", sorted((ROOT / "parameters").glob("*/*.yaml")),

@@ -34,9 +34,14 @@ def new_run_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def new_proof_root(lane: str, run_id: str) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    root = paths.outputs_root() / lane / f"{stamp}-{run_id}"
+def new_stamp() -> str:
+    """The UTC stamp a dated folder name starts with."""
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+
+
+def new_proof_root(lane: str, run_id: str, parent: Path | None = None) -> Path:
+    """`<parent>/<stamp>-<run id>` with logs/ and plots/; parent defaults to `outputs/<lane>`."""
+    root = (parent or paths.outputs_root() / lane) / f"{new_stamp()}-{run_id}"
     for sub in ("logs", "plots"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root

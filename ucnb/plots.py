@@ -36,3 +36,26 @@ def timeline(recorder: Recorder, title: str = "Timeline") -> Figure:
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def latency(recorder: Recorder, ops: list[tuple[float, float | None, str]],
+            title: str = "Workload latency") -> Figure:
+    """Each completed operation (time, latency, type) over the run, fault windows shaded."""
+    t0 = recorder.started
+    fig, ax = plt.subplots(figsize=(10, 3.2))
+    for kind, colour in (("ok", "#2e7d32"), ("info", "#f9a825"), ("fail", "#c62828")):
+        xs = [t - t0 for t, lat, k in ops if k == kind and lat is not None]
+        ys = [lat for _, lat, k in ops if k == kind and lat is not None]
+        if xs:
+            ax.scatter(xs, ys, s=10, color=colour, label=f"{kind} ({len(xs)})")
+    now = max([t for t, _, _ in ops] + [t0]) - t0
+    for f in recorder.rows["faults"]:
+        ax.axvspan(f.start - t0, (f.end - t0) if f.end else now, color="#ef9a9a", alpha=0.25)
+        ax.text(f.start - t0, ax.get_ylim()[1] * 0.95, f.kind, fontsize=7, va="top")
+    ax.set_xlabel("seconds since the run started")
+    ax.set_ylabel("latency (s)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

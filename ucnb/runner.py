@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from . import evidence, lanes, paths
+from . import evidence, index, lanes, paths
 from . import params as params_mod
 from .errors import HarnessError, InfrastructureError, Interrupted, classify
 from .redact import SECRETS_ENV, Redactor
@@ -53,8 +53,12 @@ def prepare(lane_name: str, profile: str, files: list[Path], assignments: list[s
 
 
 def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | None = None,
-            progress: bool = True) -> RunOutcome:
-    """Run the lane notebook under papermill into a new proof root and seal it."""
+            progress: bool = True, parent: Path | None = None) -> RunOutcome:
+    """Run the lane notebook under papermill into a new proof root, seal it and index it.
+
+    The proof root is `outputs/<lane>/<stamp>-<run id>`, or `<parent>/<stamp>-<run id>` when a
+    parent is given (a suite keeps its lanes' proof roots inside its own dated root).
+    """
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
@@ -62,7 +66,7 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
 
     console = console or Console(stderr=True)
     run_id = evidence.new_run_id()
-    root = evidence.new_proof_root(lane.name, run_id)
+    root = evidence.new_proof_root(lane.name, run_id, parent)
     output = root / f"{lane.name}.ipynb"
     values = params.model_dump(mode="json")
     (root / "parameters.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
@@ -78,6 +82,7 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     error: dict[str, str] | None = None
     exit_code = 0
     started = time.monotonic()
+    started_at = time.time()
     try:
         with LaneProgressOrNone(root, console, lane.name, progress):
             papermill.execute_notebook(
@@ -104,6 +109,7 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     evidence.write_environment(root, {"wall_time_s": f"{time.monotonic() - started:.2f}"})
     result = evidence.build_result(root, lane.name, str(values.get("profile")), run_id, error, exit_code)
     evidence.seal(root, output, redactor)
+    index.append(index.entry_for_result(result, root, started_at, time.monotonic() - started))
     colour = "green" if result["verdict"] == "passed" else "red"
     console.print(f"[bold {colour}]{result['verdict'].upper()}[/] {lane.name} in "
                   f"{time.monotonic() - started:.1f}s — evidence: {root}")
@@ -133,11 +139,11 @@ class LaneProgressOrNone:
 
 def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = None,
              assignments: list[str] | None = None, progress: bool = True,
-             console: Console | None = None) -> RunOutcome:
+             console: Console | None = None, parent: Path | None = None) -> RunOutcome:
     """Validate, bring the lab host up when the profile needs it, execute and seal."""
     lane, params = prepare(lane_name, profile, files or [], assignments or [])
     if profile == "lab":
         from .host import daemons
 
         daemons.up()
-    return execute(lane, params, console, progress)
+    return execute(lane, params, console, progress, parent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import typer
 
+from .profiles import ProfileCheck, check_profiles, profiles_command
 from .surface import Finding, Rule, RuleSet, load_rules, scan, surface_command
 
 guard_app = typer.Typer(no_args_is_help=True, help="Fail-first guards over the supported surface.")
@@ -19,5 +20,7 @@ def _guards() -> None:
 
 
 guard_app.command("surface")(surface_command)
+guard_app.command("profiles")(profiles_command)
 
-__all__ = ["Finding", "Rule", "RuleSet", "guard_app", "load_rules", "scan", "surface_command"]
+__all__ = ["Finding", "ProfileCheck", "Rule", "RuleSet", "check_profiles", "guard_app", "load_rules",
+           "profiles_command", "scan", "surface_command"]

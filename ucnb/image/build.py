@@ -179,6 +179,11 @@ def _build_initramfs(root: Path, out: Path, kernel_root: Path, kver: str, runit_
     (root / "root").chmod(0o700)
     shutil.copy2(host_key, root / "etc/dropbear/dropbear_ed25519_host_key")
     (root / "etc/ultracloud/product-surface.json").write_text(manifest + "\n")
+    pack_initramfs(root, out)
+
+
+def pack_initramfs(root: Path, out: Path) -> None:
+    """Pack the tree `root` as a reproducible gzip newc cpio (an initramfs) into `out`."""
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"], cwd=root,
                           input=("\n".join([".", *files]) + "\n").encode(), capture_output=True)

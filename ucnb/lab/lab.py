@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import libvirt
+import paramiko
 
 from .. import paths
 from ..errors import InfrastructureError, LaneFailure, ParameterError
@@ -63,6 +64,7 @@ class NodeConfig:
 
     name: str
     services: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()        # supervised, down until configured (see the guest's init)
     memory_mib: int = 256
     vcpus: int = 1
     networks: int = 1
@@ -165,8 +167,17 @@ class Node:
 
     def run(self, command: str, timeout: float = 30.0, check: bool = False,
             stdin: str | None = None) -> CommandResult:
-        """Run a shell command in the guest over SSH (`check` raises LaneFailure on non-zero exit)."""
-        return self.shell.run(command, timeout=timeout, check=check, stdin=stdin)
+        """Run a shell command in the guest over SSH (`check` raises LaneFailure on non-zero exit).
+
+        A guest that is not running fails at once, naming the node, instead of timing out.
+        """
+        try:
+            return self.shell.run(command, timeout=timeout, check=check, stdin=stdin)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            if not self.running():
+                raise LaneFailure(f"{self.name}: the domain is not running (powered off or crashed) "
+                                  f"while running `{command}`") from exc
+            raise
 
     def wait_ssh(self, timeout: float = 60.0) -> None:
         """Wait until the guest answers a command over SSH."""
@@ -263,7 +274,8 @@ class Lab:
                                         f"{self.address(index, i)}/24") for i in range(config.networks))
         ips = " ".join(f"ucnb.ip{i + 1 if i else ''}={n.address}" for i, n in enumerate(nics))
         cmdline = (f"console=ttyS0 loglevel=4 panic=-1 ucnb.node={config.name} {ips} "
-                   f"ucnb.services={','.join(config.services)} {config.kernel_args}").strip()
+                   f"ucnb.services={','.join(config.services)} ucnb.held={','.join(config.held)} "
+                   f"{config.kernel_args}").strip()
         kernel_boot = config.boot == "kernel"
         spec = domain_mod.NodeSpec(
             name=config.name, memory_mib=config.memory_mib, vcpus=config.vcpus,

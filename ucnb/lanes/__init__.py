@@ -36,6 +36,11 @@ class Lane:
     profiles: tuple[str, ...] = ("lab", "ultracloud")
     cell_timeout_s: int = 900
     notes: dict[str, str] = field(default_factory=dict)
+    # Runs without KVM (TCG-safe): the `portable` suite picks up every lane that says so.
+    portable: bool = False
+    # ultracloud profile: flake attributes (relative to the `flake` parameter) that must
+    # evaluate before any long run; `ucnb guard profiles` evaluates them with `nix eval`.
+    ultracloud_attrs: tuple[str, ...] = ()
 
     @property
     def notebook(self) -> Path:

@@ -47,6 +47,9 @@ LANE = Lane(
     aliases=("single-node-trial",),
     secret_env_parameters=("bootstrap_token_env",),
     cell_timeout_s=600,
+    portable=True,
+    ultracloud_attrs=("single-node-trial-vm.drvPath",
+                      "nixosConfigurations.single-node-quickstart.config.system.build.toplevel.drvPath"),
 )
 
 

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import ParameterError
+
+if TYPE_CHECKING:
+    from ..reference.cluster import Cluster
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -46,6 +50,28 @@ class ServiceManager(BaseModel):
     status: str
 
 
+class Role(BaseModel):
+    """A role a lane speaks of (the KV store, the scheduler…), or why the profile lacks it."""
+
+    model_config = ConfigDict(extra="forbid")
+    component: str | None = None
+    service: str | None = None
+    ctl: str | None = None           # client command template: {endpoints} {timeout}
+    config_file: str | None = None
+    missing: str | None = None
+
+    @property
+    def provided(self) -> bool:
+        return self.missing is None
+
+
+class NodeClassServices(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    services: list[str] = []
+    held: list[str] = []
+    memory_mib: int = 256
+
+
 class Profile(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
@@ -53,6 +79,22 @@ class Profile(BaseModel):
     surface_profile: str
     components: dict[str, Component]
     service_manager: ServiceManager
+    roles: dict[str, Role] = {}
+    cluster_file: str | None = None
+    node_classes: dict[str, NodeClassServices] = {}
+
+    def role(self, name: str) -> Role:
+        """A role, or a missing one naming why (so the lane skips its steps with that reason)."""
+        return self.roles.get(name) or Role(
+            missing=f"the {self.name} profile does not provide the {name!r} role")
+
+    def cluster(self) -> Cluster:
+        """The profile's cluster state, through the one loader of the product's cluster shape."""
+        from ..reference.cluster import load_cluster
+
+        if self.cluster_file is None:
+            raise ParameterError(f"the {self.name} profile has no cluster file")
+        return load_cluster(PROFILE_DIR / self.cluster_file)
 
     def component(self, name: str) -> Component:
         try:

@@ -1,0 +1,131 @@
+"""What the cluster lanes share: boot the cluster lab, form the control plane, run a workload,
+inject faults with health checked before and after each, and judge the history."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .controlplane import ControlPlane, cluster_node_configs
+from .errors import LaneFailure
+from .faults import Fault, Nemesis
+from .history import History, WriteWorkload, check_acknowledged
+from .lab.lab import Lab
+
+if TYPE_CHECKING:
+    from .run import Run
+
+DISCONNECTING = ("power_loss", "pause", "link_down")
+
+
+@dataclass
+class ClusterEnv:
+    lab: Lab
+    cp: ControlPlane
+    nemesis: Nemesis
+    client: str
+    history: History = field(default_factory=History)
+    workload: WriteWorkload | None = None
+
+
+def boot_cluster(run: Run, nodes: list[str], voters: list[str], client: str,
+                 boot_timeout_s: float) -> ClusterEnv:
+    """Boot the nodes in parallel and form the KV control plane on the voters."""
+    lab = run.lab(cluster_node_configs(run.profile, nodes))
+    lab.boot(timeout=boot_timeout_s)
+    cp = ControlPlane(lab, run.profile, run.recorder, voters, token=f"ucnb-{run.run_id}")
+    with run.step("form the control plane"):
+        cp.bootstrap()
+    return ClusterEnv(lab, cp, Nemesis(lab, run.recorder, run.profile.service_manager), client)
+
+
+def readiness(run: Run, env: ClusterEnv, started: float) -> pd.DataFrame:
+    """Every control-plane service healthy, from inside the guests, with time since boot."""
+    rows = []
+    for name in env.cp.members:
+        node = env.lab[name]
+        for component in ("chainfire", "flaredb"):
+            spec = run.profile.component(component)
+            if not spec.provided or spec.health is None:
+                continue
+            with run.step(f"ready: {component}", name):
+                result = node.run(spec.health, timeout=15)
+                if not run.recorder.check(f"{component} healthy on {name}", True, result.ok, node=name):
+                    raise LaneFailure(f"{name}: {component} is not healthy: {result}")
+            rows.append({"node": name, "component": component, "stands_in": spec.stands_in,
+                         "healthy": True, "ready_after_s": round(time.time() - started, 1)})
+    return pd.DataFrame(rows)
+
+
+def start_workload(env: ClusterEnv, interval: float) -> None:
+    """Writes through the client host to every member's endpoint (the client fails over)."""
+    client = env.lab[env.client]
+    members = list(env.cp.members)
+    env.workload = WriteWorkload(lambda k, v: env.cp.kv.put(client, members, k, v), "workload/",
+                                 env.client, env.history, interval).start()
+
+
+def run_fault(run: Run, env: ClusterEnv, fault: Fault, index: int) -> pd.DataFrame:
+    """One fault with its invariants: healthy before, majority serving during, healthy and
+    caught up after."""
+    cp, checks = env.cp, []
+    label = f"fault {index}: {fault.describe()}"
+
+    def check(name: str, expected: Any, observed: Any, ok: bool | None = None) -> None:
+        passed = run.recorder.check(f"{label}: {name}", expected, observed, ok)
+        checks.append({"fault": label, "check": name, "expected": str(expected),
+                       "observed": str(observed), "ok": passed})
+        if not passed:
+            raise LaneFailure(f"{label}: {name}: expected {expected}, observed {observed}")
+
+    env.nemesis.assert_expected_up(list(env.lab.nodes), seen_by=f"health before {label}")
+    for name in cp.members:
+        cp.wait_healthy(name, timeout=30)
+    check("members healthy before", len(cp.members), len(cp.members))
+    leader = cp.wait_leader()
+    with env.nemesis.inject(fault, cp.members, leader) as targets:
+        if fault.hold_s:
+            time.sleep(fault.hold_s)
+        if fault.kind in DISCONNECTING:
+            survivors = [m for m in cp.members if m not in targets]
+            new_leader = cp.wait_leader(exclude=tuple(targets), timeout=30)
+            check("majority has a leader", "a survivor", new_leader, ok=new_leader in survivors)
+            cp.write(f"during/{index}", fault.kind, via=survivors)
+            check("majority accepts writes", "ok", "ok")
+            if fault.kind == "link_down":
+                cut = env.cp.kv.put(env.lab[targets[0]], targets, f"cut/{index}", "x", timeout=3)
+                check("cut-off side cannot write", "not acknowledged",
+                      "acknowledged" if cut.ok else f"refused ({str(cut)[:60]})", ok=not cut.ok)
+    for name in cp.members:
+        cp.wait_healthy(name, timeout=60)
+    check("members healthy after", len(cp.members), len(cp.members))
+    cp.read_check(label, members=targets if set(targets) <= set(cp.members) else None, timeout=30)
+    check("faulted members caught up", "expected keys", "expected keys")
+    return pd.DataFrame(checks)
+
+
+def durability(run: Run, env: ClusterEnv) -> pd.DataFrame:
+    """Stop the workload, read the final state, and count acknowledged writes lost (must be 0)."""
+    assert env.workload is not None
+    history = env.workload.stop()
+    with run.step("check acknowledged writes"):
+        final = env.cp.kv.read_prefix(env.cp.operator(), env.cp.live_members()[0], "workload/")
+        result = check_acknowledged(history, final)
+        run.recorder.check("acknowledged writes lost", 0, len(result.lost))
+        if result.lost:
+            keys = ", ".join(o.key for o in result.lost[:10])
+            raise LaneFailure(f"{len(result.lost)} acknowledged writes lost: {keys}")
+    return pd.DataFrame([{"acknowledged": result.acknowledged, "lost": len(result.lost),
+                          "indeterminate (present)": result.indeterminate_present,
+                          "indeterminate (absent)": result.indeterminate_absent,
+                          "failed (not applied)": result.failed}])
+
+
+def latency_plot(run: Run, env: ClusterEnv) -> None:
+    from .plots import latency
+
+    ops = [(o.t, o.latency, o.type) for o in env.history.completions()]
+    run.show_figure(latency(run.recorder, ops, f"{run.lane.name}: workload writes"), "latency.png")

@@ -1,0 +1,143 @@
+"""The control plane of a cluster lab: the KV role's members, their bootstrap and their views.
+
+Lanes use it to form the cluster, find the leader, tabulate membership and check that local
+(serializable) reads on every member return the expected data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+
+from .errors import LaneFailure
+from .kv import KV, Member
+from .lab.lab import Lab, Node, NodeConfig
+from .profiles import Profile
+from .record import Recorder
+from .wait import wait_until
+
+
+def cluster_node_configs(profile: Profile, names: list[str] | None = None) -> list[NodeConfig]:
+    """Node configs from the profile's cluster file (product shape) and its per-class services."""
+    cluster = profile.cluster()
+    configs = []
+    for name in names or list(cluster.nodes):
+        if name not in cluster.nodes:
+            raise LaneFailure(f"node {name!r} is not in the {profile.name} cluster file")
+        services = profile.node_classes[cluster.resolved(name).node_class]
+        configs.append(NodeConfig(name, services=tuple(services.services), held=tuple(services.held),
+                                  memory_mib=services.memory_mib, networks=2))
+    return configs
+
+
+class ControlPlane:
+    """The KV members of a lab (initially `voters`), driven through the KV role."""
+
+    def __init__(self, lab: Lab, profile: Profile, recorder: Recorder, voters: list[str], token: str):
+        self.lab, self.profile, self.recorder, self.token = lab, profile, recorder, token
+        self.kv = KV(profile.role("kv"), lab)
+        self.members: list[str] = list(voters)   # names of current members (voters and learners)
+        self.expected: dict[str, str] = {}       # keys every member must serve
+
+    # -- bootstrap -------------------------------------------------------------------------
+    def bootstrap(self, timeout: float = 60.0) -> None:
+        """Write each voter's settings, start them together, wait until each is healthy."""
+        cluster = {n: self.kv.peer_url(n) for n in self.members}
+        for name in self.members:
+            self.kv.configure(self.lab[name], self.kv.config(name, cluster, "new", self.token))
+        start = self.profile.service_manager.start.format(service=self.kv.role.service)
+        for name in self.members:
+            self.lab[name].run(start, timeout=15, check=True)
+        for name in self.members:
+            self.wait_healthy(name, timeout)
+
+    def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
+        wait_until(lambda: self.kv.health(self.lab[name], name), timeout=timeout,
+                   what="KV member healthy", node=name, recorder=self.recorder)
+
+    # -- views -----------------------------------------------------------------------------
+    def live_members(self, exclude: tuple[str, ...] = ()) -> list[str]:
+        return [m for m in self.members if m not in exclude and self.lab[m].running()]
+
+    def operator(self, exclude: tuple[str, ...] = ()) -> Node:
+        """A live member to run client commands on."""
+        for name in self.live_members(exclude):
+            return self.lab[name]
+        raise LaneFailure("no live member left to operate the cluster from")
+
+    def member_list(self, exclude: tuple[str, ...] = ()) -> list[Member]:
+        return self.kv.members(self.operator(exclude), self.live_members(exclude))
+
+    def member(self, name: str) -> Member:
+        for m in self.member_list():
+            if m.name == name or self.kv.peer_url(name) in m.peer_urls:
+                return m
+        raise LaneFailure(f"{name} is not a member")
+
+    def leader(self, exclude: tuple[str, ...] = ()) -> str | None:
+        return self.kv.leader(self.operator(exclude), self.live_members(exclude))
+
+    def wait_leader(self, exclude: tuple[str, ...] = (), not_: str | None = None,
+                    timeout: float = 30.0) -> str:
+        """Wait until the live members agree on a leader (other than `not_`)."""
+        def probe() -> str | None:
+            leader = self.leader(exclude)
+            return leader if leader and leader != not_ else None
+        what = "an agreed leader" + (f" other than {not_}" if not_ else "")
+        leader = wait_until(probe, timeout=timeout, what=what, recorder=self.recorder)
+        assert leader is not None  # wait_until returns only a truthy probe result
+        return leader
+
+    def membership(self, transition: str) -> pd.DataFrame:
+        """id, name, voter/learner, leader, raft index of every member, after `transition`."""
+        op = self.operator()
+        statuses = {s.member_id: s for s in self.kv.status(op, self.live_members())}
+        leaders = {s.leader for s in statuses.values()}
+        rows: list[dict[str, Any]] = []
+        for m in self.kv.members(op, self.live_members()):
+            status = statuses.get(m.id)
+            rows.append({"transition": transition, "id": m.hex_id, "name": m.name or "(not started)",
+                         "role": "learner" if m.is_learner else "voter",
+                         "leader": m.id in leaders and len(leaders) == 1,
+                         "raft_index": status.raft_index if status else None})
+        return pd.DataFrame(rows)
+
+    # -- data checks -----------------------------------------------------------------------
+    def write(self, key: str, value: str, via: list[str] | None = None) -> None:
+        """An acknowledged write the members must serve from now on."""
+        endpoints = via or self.live_members()
+        result = self.kv.put(self.operator(), endpoints, key, value)
+        if not result.ok:
+            raise LaneFailure(f"write {key} through {','.join(endpoints)} failed: {result}")
+        self.expected[key] = value
+
+    def read_check(self, transition: str, members: list[str] | None = None,
+                   timeout: float = 20.0) -> pd.DataFrame:
+        """Local serializable reads on each member return every expected key (waiting for
+        a member to catch up, within `timeout`)."""
+        rows = []
+        for name in members or self.members:
+            node = self.lab[name]
+            start = time.monotonic()
+
+            def served(name: str = name, node: Node = node) -> dict[str, str | None] | None:
+                local = {k: self.kv.get(node, name, k) for k in self.expected}
+                return local if all(local[k] == v for k, v in self.expected.items()) else None
+
+            try:
+                wait_until(served, timeout=timeout, what=f"local reads of {len(self.expected)} keys",
+                           node=name, recorder=self.recorder)
+                ok, detail = True, f"{len(self.expected)} keys"
+            except LaneFailure as exc:
+                ok, detail = False, str(exc)
+            self.recorder.check(f"{transition}: serializable reads on {name}", "all expected keys",
+                                detail, ok=ok, node=name)
+            rows.append({"transition": transition, "member": name, "keys": len(self.expected),
+                         "ok": ok, "caught_up_s": round(time.monotonic() - start, 2)})
+        table = pd.DataFrame(rows)
+        if not table["ok"].all():
+            bad = ", ".join(table.loc[~table["ok"], "member"])
+            raise LaneFailure(f"after {transition}: local reads missing expected data on {bad}")
+        return table

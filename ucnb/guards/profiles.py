@@ -1,0 +1,152 @@
+"""Canonical profile eval guard: every profile's entry points evaluate before any long run.
+
+lab (and every profile): each lane's parameter file validates against the lane's schema and its
+notebook's `parameters` cell (`ucnb.runner.prepare`, the same check `ucnb run` does first), and a
+parameter file naming no lane is an error. ultracloud: each lane's flake attributes
+(`Lane.ultracloud_attrs`) evaluate with `nix eval`; without nix they are listed as not evaluated,
+which is never a pass.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from .. import paths
+from ..errors import ParameterError, UcnbError
+
+PASSED, FAILED, NOT_EVALUATED = "passed", "failed", "not-evaluated"
+NIX_MISSING = "not evaluated (nix not installed)"
+NIX_TIMEOUT_S = 600
+
+
+@dataclass(frozen=True)
+class ProfileCheck:
+    """One entry point of one profile, and whether it evaluated."""
+
+    profile: str
+    lane: str
+    what: str
+    status: str   # passed | failed | not-evaluated
+    detail: str = ""
+
+
+def _relative(path: Path) -> str:
+    try:
+        return path.relative_to(paths.project_root()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def parameter_checks() -> list[ProfileCheck]:
+    """Every (lane, profile) a lane declares, and every parameter file, validated as `ucnb run` would."""
+    from .. import lanes, profiles, runner
+
+    checks: list[ProfileCheck] = []
+    registry = lanes.all_lanes()
+    for profile in profiles.PROFILES:
+        for lane in registry.values():
+            if profile not in lane.profiles:
+                continue
+            source = lane.parameter_file(profile)
+            what = _relative(source) if source.exists() else f"{lane.name} defaults (no {_relative(source)})"
+            try:
+                runner.prepare(lane.name, profile, [], [])
+                checks.append(ProfileCheck(profile, lane.name, what, PASSED))
+            except UcnbError as exc:
+                checks.append(ProfileCheck(profile, lane.name, what, FAILED, str(exc)))
+        folder = paths.project_root() / "parameters" / profile
+        for file in sorted(folder.glob("*.yaml")):
+            lane_obj = registry.get(file.stem)
+            if lane_obj is None or profile not in lane_obj.profiles:
+                reason = (f"no lane {file.stem!r} in the registry" if lane_obj is None
+                          else f"lane {file.stem} has no {profile!r} profile")
+                checks.append(ProfileCheck(profile, file.stem, _relative(file), FAILED,
+                                           f"parameter file for nothing runnable: {reason}"))
+    return checks
+
+
+def attr_checks(flake: str | None = None) -> list[ProfileCheck]:
+    """`nix eval` of every lane's ultracloud flake attributes (flake: the lane's `flake` parameter)."""
+    from .. import lanes, runner
+
+    nix = shutil.which("nix")
+    checks: list[ProfileCheck] = []
+    for lane in lanes.all_lanes().values():
+        if "ultracloud" not in lane.profiles or not lane.ultracloud_attrs:
+            continue
+        try:
+            _, params = runner.prepare(lane.name, "ultracloud", [], [])
+            lane_flake = flake or str(getattr(params, "flake", "."))
+        except UcnbError as exc:  # already a failed parameter check; the attrs cannot be located
+            lane_flake = flake or "."
+            reason = f"flake path unknown: {exc}"
+            checks += [ProfileCheck("ultracloud", lane.name, f"{lane_flake}#{a}", FAILED, reason)
+                       for a in lane.ultracloud_attrs]
+            continue
+        for attr in lane.ultracloud_attrs:
+            what = f"nix eval {lane_flake}#{attr}"
+            if nix is None:
+                checks.append(ProfileCheck("ultracloud", lane.name, what, NOT_EVALUATED, NIX_MISSING))
+                continue
+            checks.append(_nix_eval(nix, lane.name, lane_flake, attr, what))
+    return checks
+
+
+def _nix_eval(nix: str, lane: str, flake: str, attr: str, what: str) -> ProfileCheck:
+    try:
+        done = subprocess.run([nix, "eval", "--raw", f"{flake}#{attr}"], capture_output=True, text=True,
+                              cwd=paths.project_root(), timeout=NIX_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return ProfileCheck("ultracloud", lane, what, FAILED, f"did not finish in {NIX_TIMEOUT_S}s")
+    if done.returncode != 0:
+        tail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
+        return ProfileCheck("ultracloud", lane, what, FAILED, tail[0])
+    return ProfileCheck("ultracloud", lane, what, PASSED, done.stdout.strip()[:200])
+
+
+def check_profiles(flake: str | None = None) -> list[ProfileCheck]:
+    """Every check of the guard: parameter files first, then the ultracloud attributes."""
+    return parameter_checks() + attr_checks(flake)
+
+
+def summary(checks: list[ProfileCheck]) -> str:
+    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASSED, FAILED, NOT_EVALUATED)}
+    return (f"{counts[PASSED]} evaluated, {counts[FAILED]} failed, "
+            f"{counts[NOT_EVALUATED]} not evaluated")
+
+
+def profiles_command(
+    flake: Annotated[str | None, typer.Option(
+        help="UltraCloud flake for the ultracloud attrs (default: each lane's `flake` parameter)")] = None,
+) -> None:
+    """Every profile's entry points evaluate: parameter files against their notebooks, flake attrs.
+
+    Exits 1 when a check fails, 0 otherwise; attrs not evaluated (no nix) are listed, not passed.
+    """
+    out = Console(soft_wrap=True)
+    try:
+        checks = check_profiles(flake)
+    except ParameterError as exc:
+        Console(stderr=True).print(f"profile guard: {exc}", markup=False)
+        raise typer.Exit(exc.exit_code) from exc
+    colours = {PASSED: "green", FAILED: "red", NOT_EVALUATED: "yellow"}
+    table = Table()
+    for column in ("profile", "lane", "entry point", "status", "detail"):
+        table.add_column(column, overflow="fold")
+    for c in checks:
+        table.add_row(escape(c.profile), escape(c.lane), escape(c.what),
+                      f"[{colours[c.status]}]{c.status}[/]", escape(c.detail))
+    out.print(table)
+    failed = any(c.status == FAILED for c in checks)
+    out.print(f"[{'red' if failed else 'green'}]profile guard: {summary(checks)}[/]")
+    if failed:
+        raise typer.Exit(1)

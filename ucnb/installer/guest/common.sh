@@ -1,0 +1,52 @@
+# Shared by the installer and the installed system (sourced; busybox sh).
+marker() { echo "ULTRACLOUD_MARKER $1" > /dev/ttyS0; }
+
+early_mounts() {
+  /bin/busybox --install -s /bin
+  mount -t proc proc /proc
+  mount -t sysfs sysfs /sys
+  mount -t devtmpfs devtmpfs /dev
+  mkdir -p /dev/pts /run /tmp
+  mount -t devpts devpts /dev/pts
+  mount -t tmpfs tmpfs /run
+  mount -t tmpfs tmpfs /tmp
+  for m in virtio_pci virtio_blk virtio_net virtio_rng; do modprobe "$m" 2>/dev/null; done
+}
+
+# No udev: stable selectors from the virtio serials, named as udev names them (disks and partitions).
+disk_links() {
+  mkdir -p /dev/disk/by-id
+  for tries in 1 2 3 4 5 6 7 8 9 10; do ls /sys/block/vd* >/dev/null 2>&1 && break; sleep 0.1; done
+  for dev in /sys/block/vd*; do
+    [ -r "$dev/serial" ] || continue
+    serial=$(cat "$dev/serial")
+    [ -n "$serial" ] || continue
+    ln -sf "../../${dev##*/}" "/dev/disk/by-id/virtio-$serial"
+    for part in "$dev"/"${dev##*/}"[0-9]*; do
+      [ -e "$part" ] || continue
+      n=${part##*/}; ln -sf "../../$n" "/dev/disk/by-id/virtio-$serial-part${n#${dev##*/}}"
+    done
+  done
+}
+
+# json_get KEY FILE: the value of KEY (string unquoted, number, or empty for null) in the deployer's
+# JSON, which puts one key per line (json.dumps with indent).
+json_get() {
+  line=$(grep -m 1 "^ *\"$1\": " "$2") || return 0
+  v=${line#*\": }; v=${v%,}
+  case "$v" in
+    null) v= ;;
+    \"*\") v=${v#\"}; v=${v%\"}; v=$(printf '%s' "$v" | sed 's/\\"/"/g; s/\\\\/\\/g') ;;
+  esac
+  printf '%s\n' "$v"
+}
+
+# http_reason STDERR_FILE: a marker-safe word for why busybox wget failed.
+http_reason() {
+  code=$(sed -n 's/.*HTTP\/1\.[01] \([0-9][0-9][0-9]\).*/\1/p' "$1" | tail -n 1)
+  case "$code" in
+    401) echo unauthorized ;; 403) echo forbidden ;; 404) echo not-found ;; 409) echo conflict ;;
+    "") if grep -qi refused "$1"; then echo connection-refused; else echo unreachable; fi ;;
+    *) echo "http-$code" ;;
+  esac
+}

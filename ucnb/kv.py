@@ -1,0 +1,168 @@
+"""The KV role (ChainFire; etcd on the lab) driven through its client in the guests.
+
+Commands come from the profile's `roles.kv.ctl` template; replies are the etcd v3 JSON shapes.
+Every call runs on a chosen node over SSH, so it travels the lab network like a real client.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import LaneFailure, ParameterError
+from .lab.lab import Lab, Node
+from .lab.ssh import CommandResult
+from .profiles import Role
+
+CLIENT_PORT, PEER_PORT = 2379, 2380
+
+
+@dataclass(frozen=True)
+class Member:
+    id: int                 # etcd prints decimal ids; commands want hex
+    name: str
+    peer_urls: tuple[str, ...]
+    client_urls: tuple[str, ...]
+    is_learner: bool
+
+    @property
+    def hex_id(self) -> str:
+        return f"{self.id:x}"
+
+
+@dataclass(frozen=True)
+class EndpointStatus:
+    endpoint: str
+    member_id: int
+    leader: int
+    raft_index: int
+    raft_term: int
+    is_learner: bool
+
+
+class KV:
+    """A client of the KV role for one lab; `peers` maps member names to their nodes."""
+
+    def __init__(self, role: Role, lab: Lab, raft_network: int = 1) -> None:
+        if not role.provided or role.ctl is None:
+            raise ParameterError(f"the KV role is not provided: {role.missing}")
+        self.role, self.lab, self.raft_network = role, lab, raft_network
+        self._index = {name: i for i, name in enumerate(lab.nodes, start=1)}
+
+    # -- addresses -------------------------------------------------------------------------
+    def client_url(self, name: str) -> str:
+        return f"http://{self.lab.address(self._index[name])}:{CLIENT_PORT}"
+
+    def peer_url(self, name: str) -> str:
+        return f"http://{self.lab.address(self._index[name], self.raft_network)}:{PEER_PORT}"
+
+    def ctl(self, via: Node, endpoints: list[str], args: str, timeout: float = 5.0) -> CommandResult:
+        """Run the role's client on `via` against the named members' client URLs."""
+        urls = ",".join(self.client_url(e) for e in endpoints)
+        command = self.role.ctl.format(endpoints=urls, timeout=int(timeout))  # type: ignore[union-attr]
+        return via.run(f"{command} {args}", timeout=timeout + 5)
+
+    # -- configuration ---------------------------------------------------------------------
+    def config(self, name: str, cluster: dict[str, str], state: str, token: str) -> str:
+        """The member's settings file: read by its service at every start (so a power-cycled
+        member rejoins by itself). Pre-vote keeps a cut-off member from deposing the leader."""
+        initial = ",".join(f"{n}={url}" for n, url in cluster.items())
+        return "\n".join([
+            f"ETCD_NAME={name}",
+            f"ETCD_INITIAL_CLUSTER={initial}",
+            f"ETCD_INITIAL_CLUSTER_STATE={state}",
+            f"ETCD_INITIAL_CLUSTER_TOKEN={token}",
+            f"ETCD_LISTEN_PEER_URLS={self.peer_url(name)}",
+            f"ETCD_INITIAL_ADVERTISE_PEER_URLS={self.peer_url(name)}",
+            f"ETCD_ADVERTISE_CLIENT_URLS={self.client_url(name)}",
+            "ETCD_PRE_VOTE=true",
+        ]) + "\n"
+
+    def configure(self, node: Node, config: str, wipe: bool = False) -> None:
+        """Write a member's settings (optionally wiping its data first, as a re-add needs)."""
+        path = self.role.config_file
+        wipe_cmd = "rm -rf /lab/var/chainfire && " if wipe else ""
+        node.run(f"{wipe_cmd}mkdir -p $(dirname {path}) && cat > {path} && sync", stdin=config,
+                 timeout=15, check=True)
+
+    # -- operations ------------------------------------------------------------------------
+    def put(self, via: Node, endpoints: list[str], key: str, value: str,
+            timeout: float = 5.0) -> CommandResult:
+        return self.ctl(via, endpoints, f"put {shlex.quote(key)} {shlex.quote(value)}", timeout)
+
+    def get(self, via: Node, endpoint: str, key: str, serializable: bool = True) -> str | None:
+        """A single read; serializable reads are answered locally by that member."""
+        consistency = "s" if serializable else "l"
+        result = self.ctl(via, [endpoint], f"get {shlex.quote(key)} --consistency={consistency} -w json")
+        if not result.ok:
+            raise LaneFailure(f"{endpoint}: get {key} failed: {result}")
+        kvs = json.loads(result.stdout).get("kvs") or []
+        return _b64(kvs[0]["value"]) if kvs else None
+
+    def read_prefix(self, via: Node, endpoint: str, prefix: str, serializable: bool = False
+                    ) -> dict[str, str]:
+        consistency = "s" if serializable else "l"
+        result = self.ctl(via, [endpoint], f"get {shlex.quote(prefix)} --prefix "
+                                           f"--consistency={consistency} -w json", timeout=15)
+        if not result.ok:
+            raise LaneFailure(f"{endpoint}: reading prefix {prefix} failed: {result}")
+        return {_b64(kv["key"]): _b64(kv["value"]) for kv in json.loads(result.stdout).get("kvs") or []}
+
+    def members(self, via: Node, endpoints: list[str]) -> list[Member]:
+        result = self.ctl(via, endpoints, "member list -w json")
+        if not result.ok:
+            raise LaneFailure(f"{via.name}: member list failed: {result}")
+        return [Member(int(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", [])),
+                       tuple(m.get("clientURLs", [])), bool(m.get("isLearner", False)))
+                for m in json.loads(result.stdout)["members"]]
+
+    def status(self, via: Node, endpoints: list[str]) -> list[EndpointStatus]:
+        """Status of every reachable endpoint (unreachable ones are left out)."""
+        result = self.ctl(via, endpoints, "endpoint status -w json")
+        try:
+            rows: list[dict[str, Any]] = json.loads(result.stdout or "[]")
+        except json.JSONDecodeError:
+            rows = []
+        return [EndpointStatus(r["Endpoint"], int(r["Status"]["header"]["member_id"]),
+                               int(r["Status"]["leader"]), int(r["Status"]["raftIndex"]),
+                               int(r["Status"]["raftTerm"]), bool(r["Status"].get("isLearner", False)))
+                for r in rows]
+
+    def leader(self, via: Node, endpoints: list[str]) -> str | None:
+        """The leader's name as the reachable members agree on it (None: no agreed leader)."""
+        statuses = self.status(via, endpoints)
+        leaders = {s.leader for s in statuses}
+        if len(leaders) != 1 or 0 in leaders:
+            return None
+        names = {m.id: m.name for m in self.members(via, [self._name_of(s.endpoint) for s in statuses])}
+        return names.get(leaders.pop())
+
+    def _name_of(self, url: str) -> str:
+        return next(n for n in self.lab.nodes if self.client_url(n) == url)
+
+    def add_learner(self, via: Node, endpoints: list[str], name: str) -> CommandResult:
+        return self.ctl(via, endpoints, f"member add {name} --peer-urls={self.peer_url(name)} --learner")
+
+    def add_voter(self, via: Node, endpoints: list[str], name: str) -> CommandResult:
+        return self.ctl(via, endpoints, f"member add {name} --peer-urls={self.peer_url(name)}")
+
+    def promote(self, via: Node, endpoints: list[str], member: Member) -> CommandResult:
+        return self.ctl(via, endpoints, f"member promote {member.hex_id}")
+
+    def move_leader(self, via: Node, leader: str, member: Member) -> CommandResult:
+        """Leadership transfer must be asked of the current leader."""
+        return self.ctl(via, [leader], f"move-leader {member.hex_id}")
+
+    def remove(self, via: Node, endpoints: list[str], member: Member) -> CommandResult:
+        return self.ctl(via, endpoints, f"member remove {member.hex_id}")
+
+    def health(self, via: Node, endpoint: str) -> CommandResult:
+        return self.ctl(via, [endpoint], "endpoint health", timeout=5)
+
+
+def _b64(value: str) -> str:
+    import base64
+
+    return base64.b64decode(value).decode()
