@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 MARKS = {"passed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]-[/]"}
 
@@ -57,7 +58,8 @@ class LaneProgress:
             node = f" [{row['node']}]" if row["node"] else ""
             took = f" {row['end'] - row['start']:.1f}s" if row.get("end") else ""
             detail = f" — {row['detail']}" if row["detail"] and row["outcome"] != "passed" else ""
-            self.console.print(f"  {MARKS.get(row['outcome'], '?')} {row['name']}{node}{took}{detail}",
+            line = escape(f"{row['name']}{node}{took}{detail}")
+            self.console.print(f"  {MARKS.get(row['outcome'], '?')} {line}",
                                highlight=False, markup=True)
 
     def _loop(self) -> None:
