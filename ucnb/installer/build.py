@@ -30,9 +30,8 @@ from pathlib import Path
 
 from .. import paths
 from ..errors import InfrastructureError
-from ..image import GuestImage
+from ..image import GuestImage, debs
 from ..image import build as image_build
-from ..image import debs
 from ..image.keys import lab_keys
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -138,8 +137,8 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
         shutil.copy2(GUEST_DIR / "node-agent", root / "bin/ultracloud-node-agent")
         shutil.copytree(GUEST_DIR / "sv", root / "etc/sv")
         runit_root = debs.unpacked("runit")
-        for program in image_build.RUNIT_PROGRAMS:
-            image_build._copy(runit_root / program, root, "bin/" + Path(program).name)
+        for runit_program in image_build.RUNIT_PROGRAMS:
+            image_build._copy(runit_root / runit_program, root, "bin/" + Path(runit_program).name)
         programs = [Path("/usr/sbin/dropbear")]
         keys = lab_keys()
         (root / "root/.ssh").mkdir(parents=True)

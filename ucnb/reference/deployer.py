@@ -293,14 +293,14 @@ class DeployerApp:
 
     def __init__(self, state_dir: Path, cluster: Cluster, *, bootstrap_token: str | None,
                  admin_token: str | None, allow_unauthenticated: bool, bundle_dir: Path,
-                 public_url: str | None = None) -> None:
+                 public_url: str | None = None, bundle_cache_dir: Path | None = None) -> None:
         self.state_dir, self.cluster = state_dir, cluster
         self.bootstrap_token, self.admin_token = bootstrap_token, admin_token
         self.allow_unauthenticated = allow_unauthenticated
         self.public_url = public_url.rstrip("/") if public_url else None
         self.redactor = Redactor([t for t in (bootstrap_token, admin_token) if t])
         self.state = StateStore(state_dir / STATE_FILE)
-        self.bundles = BundleStore(bundle_dir, state_dir / "bundle-cache")
+        self.bundles = BundleStore(bundle_dir, bundle_cache_dir or state_dir / "bundle-cache")
         self._log_lock = threading.Lock()
 
     # -- dispatch ------------------------------------------------------------------------------
@@ -682,13 +682,16 @@ class Deployer:
     """A reference deployer serving one cluster from `state_dir`; start/stop or use as a context.
 
     `cluster` is a validated `Cluster` or a path to a cluster file; bundles are the directories
-    of `bundle_dir` (default: `bundles/` beside the cluster file, else `<state_dir>/bundles`).
+    of `bundle_dir` (default: `bundles/` beside the cluster file, else `<state_dir>/bundles`),
+    archived into `bundle_cache_dir` (default `<state_dir>/bundle-cache`; keep big archives out of
+    a state dir that is evidence).
     """
 
     def __init__(self, state_dir: Path, cluster: Cluster | Path, *,
                  bind: tuple[str, int] = ("127.0.0.1", 0), allow_unauthenticated: bool = False,
                  bootstrap_token: str | None = None, admin_token: str | None = None,
-                 bundle_dir: Path | None = None, public_url: str | None = None) -> None:
+                 bundle_dir: Path | None = None, public_url: str | None = None,
+                 bundle_cache_dir: Path | None = None) -> None:
         if not allow_unauthenticated and not bootstrap_token:
             raise ParameterError("the deployer needs a bootstrap token unless allow_unauthenticated is set "
                                  f"(lab only); supply it through {BOOTSTRAP_TOKEN_ENV} or a token file")
@@ -706,7 +709,8 @@ class Deployer:
         self.bind = bind
         self.app = DeployerApp(self.state_dir, cluster, bootstrap_token=bootstrap_token,
                                admin_token=admin_token, allow_unauthenticated=allow_unauthenticated,
-                               bundle_dir=bundle_dir or default_bundles, public_url=public_url)
+                               bundle_dir=bundle_dir or default_bundles, public_url=public_url,
+                               bundle_cache_dir=bundle_cache_dir)
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 

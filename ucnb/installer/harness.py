@@ -1,0 +1,334 @@
+"""The bare-metal harness shared by baremetal-iso and the deployer-vm lanes.
+
+Machines boot from firmware (blank disk first, then the CD-ROM) like real hardware; the reference
+deployer listens on the lab network's gateway address inside the lab namespace; each node gets its
+own installer ISO (its static address and the bootstrap token on the kernel command line). After
+the install the firmware finds the installed disk by itself: no harness-side kernel switch.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import secrets
+import threading
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from .. import evidence
+from ..errors import InfrastructureError, LaneFailure
+from ..lab.lab import DiskConfig, Lab, Node, NodeConfig, connect
+from ..reference.cluster import Cluster, load_cluster
+from ..reference.deployer import REQUEST_LOG, STATE_FILE, Deployer
+from .build import (
+    InstallerArtifacts,
+    build_installer,
+    build_iso,
+    installer_kernel_params,
+    write_install_bundle,
+    write_target_system,
+)
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+CLUSTER_FILE = Path(__file__).resolve().parent / "baremetal-cluster.yaml"
+INSTALL_MARKERS = ("pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",
+                   "install.disko.complete", "install.nixos-install.complete", "reboot")
+POST_INSTALL_MARKERS = ("post-install.boot", "desired-system-active")
+EXPECTED_MARKERS = INSTALL_MARKERS + POST_INSTALL_MARKERS
+TARGET_SYSTEMS = ("lab-system-1", "lab-system-2")
+
+
+@dataclass
+class BareMetalNode:
+    """One machine of the bare-metal lab: its lab node, cluster identity and marker times."""
+
+    node: Node
+    node_class: str
+    disk_serial: str
+    markers: dict[str, float] = field(default_factory=dict)   # marker prefix -> seconds since power-on
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+
+@dataclass
+class BareMetalLab:
+    """The lab, the deployer serving it, and the tokens (values only in memory, never on disk)."""
+
+    run: Run
+    lab: Lab
+    deployer: Deployer
+    cluster: Cluster
+    artifacts: InstallerArtifacts
+    nodes: dict[str, BareMetalNode]
+    admin_token: str
+    bootstrap_token: str
+    _stopped: bool = False
+
+    @property
+    def deployer_url(self) -> str:
+        return self.deployer.url
+
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Call the deployer's API with the admin token (as an operator's tool would)."""
+        request = urllib.request.Request(
+            self.deployer_url + path, method=method, data=json.dumps(body).encode() if body else None,
+            headers={"Authorization": f"Bearer {self.admin_token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer: dict[str, Any] = json.loads(response.read())
+        return answer
+
+    def stop(self) -> None:
+        """Stop the deployer and tear the lab down; idempotent (also runs at interpreter exit)."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.deployer.stop()
+        self.lab.teardown()
+
+
+def gateway_address(lab: Lab) -> str:
+    """The lab network's gateway (the bridge's own address, inside the lab namespace)."""
+    return lab.address(1).rsplit(".", 1)[0] + ".1"
+
+
+def refuse_tcg_unless_allowed(run: Run, allow_tcg: bool) -> None:
+    """Stop before any VM exists when the host would fall back to TCG and that was not allowed."""
+    from ..host.accel import choose
+    from ..image import build_image
+
+    with run.step("accelerator gate") as row:
+        accelerator = choose(build_image(run.profile), connect())
+        row.detail = f"{accelerator.mode}; allow_tcg={allow_tcg}"
+        evidence.write_environment(run.proof_root, {"allow_tcg": str(allow_tcg).lower()})
+        if accelerator.mode != "kvm" and not allow_tcg:
+            raise InfrastructureError(f"this host would run the guests under TCG ({accelerator.reason}); "
+                                      "the release-facing run requires KVM: pass allow_tcg "
+                                      "(--allow-tcg) to accept TCG")
+
+
+def prepare(run: Run, machines: Sequence[tuple[str, str, str]], *, memory_mib: int, disk_size: str,
+            bootstrap_token_env: str, installer_token_env: str = "",
+            execution_model: str = "papermill-notebook") -> BareMetalLab:
+    """Create the bare machines, the deployer on the lab network, the bundles and one ISO per node.
+
+    `machines` are (name, cluster node class, disk serial). The bootstrap token comes from
+    `bootstrap_token_env` (a per-run random token when it is unset); the installer is given the
+    token of `installer_token_env` when that is set (a wrong token proves refusal), else the same.
+    Every token value is registered with the run's redactor before anything could write it.
+    """
+    token = run.secret(bootstrap_token_env)
+    if token is None:  # no operator token: a random one for this run, redacted all the same
+        token = "uc-run-" + secrets.token_urlsafe(24)
+        run.redactor.add(token)
+        atexit.register(_redact_proof_root, run)   # the runner's redactor does not know this one
+    installer_token = (run.secret(installer_token_env) if installer_token_env else None) or token
+    admin_token = "uc-admin-" + secrets.token_urlsafe(24)
+    run.redactor.add(admin_token)
+    evidence.write_environment(run.proof_root, {"execution_model": execution_model})
+
+    cluster = load_cluster(CLUSTER_FILE)
+    configs = [NodeConfig(name, memory_mib=memory_mib, boot="firmware",
+                          disks=(DiskConfig(serial, disk_size),)) for name, _, serial in machines]
+    lab = run.lab(configs)
+    with run.step("build reference installer") as row:
+        artifacts = build_installer(lab.image, log=lambda m: print(m, flush=True))
+        row.detail = artifacts.key
+    with run.step("start reference deployer") as row:
+        bundles = lab.directory / "bundles"
+        for spec in cluster.node_classes.values():
+            write_install_bundle(artifacts, bundles, spec.install_plan.nixos_configuration)
+        for name in TARGET_SYSTEMS:
+            write_target_system(bundles, name)
+        # Bound to the bridge's address from this (namespace-joined) thread: the socket lives in
+        # the lab namespace, reachable from guests and from nothing outside it.
+        deployer = Deployer(run.proof_root / "deployer", cluster, bind=(gateway_address(lab), 0),
+                            bootstrap_token=token, admin_token=admin_token, bundle_dir=bundles,
+                            bundle_cache_dir=lab.directory / "bundle-cache").start()
+        row.detail = deployer.url
+    bare = BareMetalLab(run, lab, deployer, cluster, artifacts, {}, admin_token, token)
+    atexit.register(bare.stop)
+    with run.step("build installer ISOs") as row:
+        for index, (name, node_class, serial) in enumerate(machines, start=1):
+            node = lab[name]
+            params = installer_kernel_params(deployer.url, installer_token, address=f"{node.address}/24",
+                                             node_id=name, hostname=name)
+            # The ISO holds the token: it lives in the lab directory (removed with the lab), never
+            # in the proof root.
+            node.insert_cdrom(build_iso(artifacts, params, lab.directory / f"{name}-installer.iso"))
+            bare.nodes[name] = BareMetalNode(node, node_class, serial)
+            assert lab.address(index) == node.address
+        row.detail = f"{len(machines)} ISOs, kernel parameters: " + " ".join(
+            p.split("=")[0] + "=" for p in params)
+    return bare
+
+
+def _redact_proof_root(run: Run) -> None:
+    with contextlib.suppress(OSError):
+        run.redactor.tree(run.proof_root)
+
+
+def install_and_boot(bare: BareMetalLab, *, install_timeout_s: float, post_install_timeout_s: float,
+                     expected: Sequence[str] = EXPECTED_MARKERS) -> pd.DataFrame:
+    """Power every machine on and follow its console through install, reboot and first boot.
+
+    Nodes are followed in parallel; the first failure (a failure marker, a timeout) ends the wait
+    at once for all of them with that node's marker and console context.
+    """
+    errors: list[BaseException] = []
+    done = threading.Event()
+    remaining = [len(bare.nodes)]
+    lock = threading.Lock()
+
+    def follow(machine: BareMetalNode) -> None:
+        try:
+            with bare.run.step("install and first boot", machine.name):
+                machine.node.start()
+                for names, timeout in ((INSTALL_MARKERS, install_timeout_s),
+                                       (POST_INSTALL_MARKERS, post_install_timeout_s)):
+                    deadline = time.monotonic() + timeout
+                    for name in (n for n in names if n in expected):
+                        seen = machine.node.wait_marker(f"{name}.{machine.name}",
+                                                        max(0.1, deadline - time.monotonic()))
+                        machine.markers[name] = round(seen.seen - (machine.node.started_at or seen.seen), 3)
+        except BaseException as exc:  # handed to the caller's thread
+            with lock:
+                errors.append(exc)
+            done.set()
+        finally:
+            with lock:
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+    # Daemon threads, not a pool: a node still waiting when another failed must not hold the
+    # kernel's exit until its own timeout.
+    for machine in bare.nodes.values():
+        threading.Thread(target=follow, args=(machine,), name=f"install-{machine.name}", daemon=True).start()
+    done.wait()
+    if errors:
+        raise errors[0]
+    return marker_table(bare)
+
+
+def marker_table(bare: BareMetalLab) -> pd.DataFrame:
+    """Per node and marker: first seen (s since the run started), s since power-on, and its phase."""
+    rows = bare.run.recorder.table("markers")
+    if rows.empty:
+        return rows
+    rows = rows[rows["node"].isin(list(bare.nodes))].copy()
+    rows["phase"] = ["install" if any(m.startswith(p) for p in INSTALL_MARKERS) else "post-install"
+                     for m in rows["marker"]]
+    rows = rows.rename(columns={"first_seen": "first_seen_s", "since_boot": "since_power_on_s"})
+    return rows[["node", "marker", "phase", "first_seen_s", "since_power_on_s"]].reset_index(drop=True)
+
+
+def phase_times(bare: BareMetalLab) -> pd.DataFrame:
+    """Install (power-on -> reboot marker) and post-install (reboot -> desired system active) per node."""
+    rows = []
+    for machine in bare.nodes.values():
+        m = machine.markers
+        reboot, active = m.get("reboot"), m.get("desired-system-active")
+        rows.append({"node": machine.name, "install_s": reboot,
+                     "post_install_s": round(active - reboot, 3) if reboot is not None and active is not None
+                     else None, "total_s": active})
+    return pd.DataFrame(rows)
+
+
+def phone_home_requests(bare: BareMetalLab) -> pd.DataFrame:
+    """The deployer's request log (requests.jsonl) as a table: who asked what, and the answer."""
+    path = bare.deployer.state_dir / REQUEST_LOG
+    entries = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    table = pd.DataFrame(entries, columns=["time", "method", "path", "node_id", "status", "auth",
+                                           "client", "duration_ms", "error"])
+    return table
+
+
+def deployer_state(bare: BareMetalLab) -> pd.DataFrame:
+    """What the deployer recorded per node: phone-homes, desired generation, last observed status."""
+    state = json.loads((bare.deployer.state_dir / STATE_FILE).read_text())
+    rows = []
+    for node_id, record in sorted(state["nodes"].items()):
+        observed = record["observed"][-1] if record["observed"] else {}
+        rows.append({"node_id": node_id, "phone_homes": len(record["phone_homes"]),
+                     "desired_generation": (record["desired"] or {}).get("generation", 1),
+                     "observed_generation": observed.get("generation"),
+                     "observed_status": observed.get("status"), "detail": observed.get("detail")})
+    return pd.DataFrame(rows)
+
+
+def observed_status(bare: BareMetalLab, node_id: str) -> dict[str, Any] | None:
+    """The node's latest status report as the deployer holds it (admin API)."""
+    view = bare.admin("GET", f"/api/v1/nodes/{node_id}")
+    status: dict[str, Any] | None = view.get("observed_status")
+    return status
+
+
+def disk_layout(bare: BareMetalLab, boot_timeout_s: float) -> pd.DataFrame:
+    """Over SSH on each installed system: the selected disk's partition table, file system, boot files."""
+    rows = []
+    for machine in bare.nodes.values():
+        node = machine.node
+        node.wait_ssh(boot_timeout_s)
+        selector = bare.cluster.node_classes[machine.node_class].install_plan.target_disk_by_id
+        with bare.run.step("disk layout", machine.name) as row:
+            device = node.run(f"readlink -f {selector}", timeout=10, check=True).stdout.strip()
+            table = node.run(f"fdisk -l {device}", timeout=10, check=True).stdout
+            mounted = node.run("df -k /disk | tail -n 1", timeout=10, check=True).stdout.split()
+            boot = node.run("ls /disk/boot", timeout=10, check=True).stdout.split()
+            configuration = node.run("cat /disk/etc/ultracloud/configuration", timeout=10).stdout.strip()
+            part = next((line for line in table.splitlines() if line.startswith(device + "1")), "")
+            bootable = part.split()[1:2] == ["*"]
+            ok = bare.run.recorder.check(
+                f"installed disk layout {machine.name}", "bootable partition 1, ldlinux.sys, kernel",
+                f"partition={'bootable' if bootable else part or 'none'} boot={','.join(boot)}",
+                ok=bootable and {"ldlinux.sys", "vmlinuz", "initrd.img", "extlinux.conf"} <= set(boot),
+                node=machine.name)
+            row.detail = f"{device}1 {'ok' if ok else 'unexpected'}"
+        rows.append({"node": machine.name, "selector": selector, "device": device,
+                     "partition": " ".join(part.split()), "fs_kib": mounted[1] if len(mounted) > 1 else "",
+                     "used_kib": mounted[2] if len(mounted) > 2 else "", "boot_files": " ".join(boot),
+                     "configuration": configuration})
+        if not ok:
+            raise LaneFailure(f"{machine.name}: the installed disk does not look installed: {rows[-1]}")
+    return pd.DataFrame(rows)
+
+
+def timeline_plot(bare: BareMetalLab) -> Any:
+    """Markers per node against seconds since power-on, the reboot drawn as a line."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 1.1 * len(bare.nodes)))
+    for y, machine in enumerate(bare.nodes.values()):
+        times = machine.markers
+        xs = list(times.values())
+        ax.scatter(xs, [y] * len(xs), zorder=3)
+        for name, x in times.items():
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, 6), rotation=35, fontsize=7)
+        if "reboot" in times:
+            ax.axvline(times["reboot"], ymin=0, ymax=1, linestyle="--", linewidth=0.8, color="grey")
+        if xs:
+            ax.hlines(y, 0, max(xs), linewidth=0.6, color="lightgrey", zorder=1)
+    ax.set_yticks(range(len(bare.nodes)), list(bare.nodes))
+    ax.set_ylim(-0.5, len(bare.nodes) + 0.2)
+    ax.set_xlabel("seconds since power-on (dashed: reboot into the installed disk)")
+    fig.tight_layout()
+    return fig
+
+
+def finish(bare: BareMetalLab | None, run: Run) -> dict[str, Any]:
+    """Stop the deployer and the lab, redact the proof root of every token, then the verdict."""
+    if bare is not None:
+        bare.stop()
+    _redact_proof_root(run)
+    return run.finish()
