@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["NodeConfig", "start_run"]
+__all__ = ["NodeConfig", "attach", "start_run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -17,6 +17,9 @@ def __getattr__(name: str) -> Any:
     if name == "start_run":
         from .run import start_run
         return start_run
+    if name == "attach":  # ucnb.attach(lab_id=None) -> Lab: reattach a kept lab
+        from .lab.lab import Lab
+        return Lab.attach
     if name == "NodeConfig":
         from .lab.lab import NodeConfig
         return NodeConfig

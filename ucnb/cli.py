@@ -125,6 +125,60 @@ def verify(proof_root: Path) -> None:
     out.print(f"[green]intact[/]: {proof_root}")
 
 
+@app.command()
+def suite(
+    name: Annotated[str, typer.Argument(help="suite name (ucnb/suites.yaml): portable, publishable, …")],
+    profile: Annotated[str | None, typer.Option("--profile", "-P",
+                                                help="lab or ultracloud (default: the suite's)")] = None,
+    require_kvm: Annotated[bool, typer.Option(
+        "--require-kvm", help="refuse to start when guests would run under TCG")] = False,
+    junit: Annotated[Path | None, typer.Option(help="also write the JUnit XML here")] = None,
+    surface_path: Annotated[Path | None, typer.Option(help="tree the surface guard scans")] = None,
+    allow_incomplete: Annotated[bool, typer.Option(
+        help="exit 0 when nothing failed but some lanes were not run (not built, not runnable)")] = False,
+    progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
+    plan: Annotated[bool, typer.Option(help="list the steps and why some cannot run, run nothing")] = False,
+) -> None:
+    """Run a suite of guards and lanes into one dated root, with JUnit XML and a summary table.
+
+    Exit codes: 0 every step passed; the first failure's code (1 lane or guard failed, 2, 3, 4);
+    1 when nothing failed but a named lane was not run (unless --allow-incomplete); 3 when KVM is
+    required (--require-kvm, or the suite requires it) and this host would use TCG.
+    """
+    from . import suites
+
+    try:
+        suite_plan = suites.plan(name, profile, surface_path)
+        if plan:
+            table = Table(title=f"suite {name} ({suite_plan.profile})"
+                                f"{', requires KVM' if suite_plan.require_kvm or require_kvm else ''}")
+            for column in ("step", "status", "reason"):
+                table.add_column(column, overflow="fold")
+            for e in suite_plan.entries:
+                table.add_row(f"{e.kind} {e.name}" + (f" {e.path}" if e.path else ""), e.status, e.reason)
+            out.print(table)
+            return
+        outcome = suites.run(suite_plan, console=console, junit_file=junit, kvm=require_kvm,
+                             allow_incomplete=allow_incomplete, out=out,
+                             progress=sys.stderr.isatty() if progress is None else progress)
+    except UcnbError as exc:
+        _fail(exc)
+    typer.echo(str(outcome.root))
+    raise typer.Exit(outcome.exit_code)
+
+
+@app.command()
+def report(
+    output: Annotated[Path | None, typer.Option(help="HTML file (default: outputs/report.html)")] = None,
+) -> None:
+    """One static, self-contained HTML page of every indexed run, failed runs diffed against the
+    last good run of the same lane."""
+    from . import report as report_mod
+
+    path = report_mod.write_report(output)
+    typer.echo(str(path))
+
+
 # -- host -----------------------------------------------------------------------------------
 @host_app.command("up")
 def host_up() -> None:
@@ -214,6 +268,33 @@ def lab_stop() -> None:
     from .lab import lab
 
     lab.stop(log=out.print)
+
+
+@lab_app.command("attach")
+def lab_attach(
+    lab_id: Annotated[str | None, typer.Argument(help="lab id (default: the newest kept lab)")] = None,
+    probe: Annotated[bool, typer.Option(help="run `hostname` on every node over SSH")] = False,
+) -> None:
+    """Reattach to a kept lab: its nodes, and the Python that drives them from a new kernel."""
+    from .lab.lab import Lab
+
+    try:
+        lab = Lab.attach(lab_id)
+        table = Table("node", "address", "domain", "state", "hostname" if probe else "")
+        for node in lab.nodes.values():
+            answer = node.run("hostname", timeout=15).stdout.strip() if probe else ""
+            table.add_row(node.name, node.address, node.domain_name,
+                          "running" if node.running() else "stopped", answer)
+    except UcnbError as exc:
+        _fail(exc)
+    out.print(table)
+    first = next(iter(lab.nodes), "node01")
+    out.print(f"""# in a notebook with the `ucnb` kernel, or `.venv/bin/python`:
+import ucnb
+lab = ucnb.attach({lab.lab_id!r})
+node = lab[{first!r}]
+print(node.run("uptime").stdout)
+# done with it: `ucnb lab clean {lab.lab_id}`""", markup=False, highlight=False)
 
 
 @lab_app.command("clean")

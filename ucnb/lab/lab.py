@@ -359,6 +359,42 @@ class Lab:
         with contextlib.suppress(Exception):
             self.teardown()
 
+    # -- reattaching a kept lab (`ucnb lab attach`, `ucnb.attach()`) ------------------------
+    @classmethod
+    def attach(cls, lab_id: str | None = None) -> Lab:
+        """Reattach to a live lab from a new kernel or process: the newest kept lab by default.
+
+        Its nodes come back with their addresses, serial logs (new markers only) and shells. The
+        lab stays kept: this object going away, or the kernel exiting, never destroys it;
+        `ucnb lab clean <lab>` does. Guest commands are logged under the lab's folder.
+        """
+        labs = sorted(list_labs(), key=lambda s: s.created, reverse=True)
+        state = next((s for s in labs if (s.lab_id == lab_id if lab_id else s.keep)), None)
+        if state is None:
+            raise ParameterError(f"no {'lab ' + lab_id if lab_id else 'kept lab'} to attach to; "
+                                 f"`ucnb lab status` lists the labs (keep one with -p keep_vm=true)")
+        netns.enter()
+        lab = cls.__new__(cls)
+        lab.conn, lab.recorder, lab.keep, lab._torn_down = connect(), Recorder(), True, False
+        lab.lab_id, lab.run_id, lab.subnet, lab.network = (state.lab_id, state.run_id, state.subnet,
+                                                           state.network)
+        lab.directory = lab.log_dir = paths.labs_dir() / state.lab_id
+        lab.nodes = {}
+        for name, info in state.nodes.items():
+            try:
+                dom = lab.conn.lookupByName(domain_mod.domain_name(state.lab_id, name))
+            except libvirt.libvirtError as exc:
+                raise InfrastructureError(f"lab {state.lab_id}: node {name} has no domain "
+                                          f"(stopped by `ucnb lab stop`?): {exc}") from exc
+            spec = _spec_from_domain(dom.XMLDesc(0), name, Path(info["serial_log"]), info["address"])
+            lab.nodes[name] = node = Node(lab, spec, info["address"])
+            node.watcher.start()
+        lab.networks = sorted({n.network for node in lab.nodes.values() for n in node.spec.nics})
+        lab.network_count = len(lab.networks)
+        mode = next((n.spec.accelerator for n in lab.nodes.values()), "tcg")
+        lab.accelerator = Accelerator(mode, f"as lab {state.lab_id} was booted")
+        return lab
+
 
 # -- finding and cleaning labs ---------------------------------------------------------------
 def list_labs() -> list[LabState]:
@@ -474,3 +510,33 @@ def status_rows() -> list[dict[str, Any]]:
                          "state": "running" if active.get(dom) else "stopped",
                          "kept": state.keep, "owner_pid": state.owner_pid})
     return rows
+
+
+def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> domain_mod.NodeSpec:
+    """A running domain's NodeSpec, read back from its libvirt XML (for `Lab.attach`)."""
+    import xml.etree.ElementTree as ET
+
+    dom = ET.fromstring(xml)
+
+    def attr(element: ET.Element, child: str, key: str) -> str:
+        found = element.find(child)
+        return "" if found is None else found.get(key, "")
+
+    def os_text(tag: str) -> str:
+        return (dom.findtext(f"os/{tag}") or "").strip()
+
+    disks = tuple(domain_mod.DiskSpec(Path(attr(d, "source", "file")), d.findtext("serial") or "")
+                  for d in dom.iter("disk") if d.get("device") == "disk")
+    host = ".".join(address.split(".")[2:])  # nic i of a node is NETWORK_PREFIXES[i].<subnet>.<host>
+    nics = tuple(domain_mod.NicSpec(attr(n, "source", "network"), attr(n, "mac", "address"),
+                                    f"{NETWORK_PREFIXES[min(i, len(NETWORK_PREFIXES) - 1)]}.{host}/24")
+                 for i, n in enumerate(dom.iter("interface")))
+    memory = dom.find("memory")
+    scale = {"KiB": 1024, "MiB": 1, "GiB": 1 / 1024}.get(memory.get("unit", "KiB"), 1024) \
+        if memory is not None else 1
+    return domain_mod.NodeSpec(
+        name=name, memory_mib=int(int(memory.text or 0) / scale) if memory is not None else 0,
+        vcpus=int(dom.findtext("vcpu") or 1), kernel=Path(os_text("kernel")) if os_text("kernel") else None,
+        initrd=Path(os_text("initrd")) if os_text("initrd") else None, cmdline=os_text("cmdline"),
+        disks=disks, nics=nics, serial_log=serial_log,
+        accelerator="kvm" if dom.get("type") == "kvm" else "tcg")
