@@ -218,6 +218,7 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
     """Run a guard in-process; its report goes to guards/<name>.txt, its checks to entry.rows."""
     from .guards import check_profiles, scan
     from .guards.profiles import FAILED as CHECK_FAILED
+    from .guards.profiles import NOT_BUILT as CHECK_NOT_BUILT
     from .guards.profiles import NOT_EVALUATED, summary
 
     log = root / "guards" / f"{entry.name}.txt"
@@ -242,9 +243,10 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
         entry.status, entry.exit_code = (FAILED, 1) if findings else (PASSED, 0)
         return
     checks = check_profiles()
-    outcomes = {CHECK_FAILED: "failed", NOT_EVALUATED: "skipped"}
+    outcomes = {CHECK_FAILED: "failed", NOT_EVALUATED: "skipped", CHECK_NOT_BUILT: "skipped"}
     entry.rows = [{"index": i, "name": f"{c.profile} {c.lane}: {c.what}",
-                   "outcome": outcomes.get(c.status, "passed"), "detail": c.detail,
+                   "outcome": outcomes.get(c.status, "passed"),
+                   "detail": f"{c.status}: {c.detail}" if c.status == CHECK_NOT_BUILT else c.detail,
                    "start": now, "end": now, "kind": "check"} for i, c in enumerate(checks, start=1)]
     entry.reason = summary(checks)
     log.write_text("".join(f"{c.status}\t{c.profile}\t{c.lane}\t{c.what}\t{c.detail}\n" for c in checks)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -23,7 +24,7 @@ from rich.table import Table
 from .. import paths
 from ..errors import ParameterError, UcnbError
 
-PASSED, FAILED, NOT_EVALUATED = "passed", "failed", "not-evaluated"
+PASSED, FAILED, NOT_EVALUATED, NOT_BUILT = "passed", "failed", "not-evaluated", "not-built"
 NIX_MISSING = "not evaluated (nix not installed)"
 NIX_TIMEOUT_S = 600
 
@@ -35,7 +36,7 @@ class ProfileCheck:
     profile: str
     lane: str
     what: str
-    status: str   # passed | failed | not-evaluated
+    status: str   # passed | failed | not-evaluated | not-built (neither a pass nor a failure)
     detail: str = ""
 
 
@@ -58,6 +59,10 @@ def parameter_checks() -> list[ProfileCheck]:
                 continue
             source = lane.parameter_file(profile)
             what = _relative(source) if source.exists() else f"{lane.name} defaults (no {_relative(source)})"
+            if not source.exists() and not lane.notebook.exists():  # a lane still being written
+                checks.append(ProfileCheck(profile, lane.name, what, NOT_BUILT,
+                                           f"not built yet: no {_relative(lane.notebook)}"))
+                continue
             try:
                 runner.prepare(lane.name, profile, [], [])
                 checks.append(ProfileCheck(profile, lane.name, what, PASSED))
@@ -119,9 +124,10 @@ def check_profiles(flake: str | None = None) -> list[ProfileCheck]:
 
 
 def summary(checks: list[ProfileCheck]) -> str:
-    counts = {s: sum(1 for c in checks if c.status == s) for s in (PASSED, FAILED, NOT_EVALUATED)}
-    return (f"{counts[PASSED]} evaluated, {counts[FAILED]} failed, "
+    counts = Counter(c.status for c in checks)
+    text = (f"{counts[PASSED]} evaluated, {counts[FAILED]} failed, "
             f"{counts[NOT_EVALUATED]} not evaluated")
+    return text + (f", {counts[NOT_BUILT]} lanes not built" if counts[NOT_BUILT] else "")
 
 
 def profiles_command(
@@ -138,7 +144,7 @@ def profiles_command(
     except ParameterError as exc:
         Console(stderr=True).print(f"profile guard: {exc}", markup=False)
         raise typer.Exit(exc.exit_code) from exc
-    colours = {PASSED: "green", FAILED: "red", NOT_EVALUATED: "yellow"}
+    colours = {PASSED: "green", FAILED: "red", NOT_EVALUATED: "yellow", NOT_BUILT: "yellow"}
     table = Table()
     for column in ("profile", "lane", "entry point", "status", "detail"):
         table.add_column(column, overflow="fold")
