@@ -170,12 +170,19 @@ def suite(
 @app.command()
 def report(
     output: Annotated[Path | None, typer.Option(help="HTML file (default: outputs/report.html)")] = None,
+    screenshot: Annotated[Path | None, typer.Option(help="also a PNG of the page (headless chromium)")
+                          ] = None,
 ) -> None:
     """One static, self-contained HTML page of every indexed run, failed runs diffed against the
     last good run of the same lane."""
     from . import report as report_mod
 
     path = report_mod.write_report(output)
+    if screenshot is not None:
+        try:
+            report_mod.screenshot(path, screenshot)
+        except UcnbError as exc:
+            _fail(exc)
     typer.echo(str(path))
 
 

@@ -11,6 +11,9 @@ from __future__ import annotations
 import csv
 import html
 import os
+import shutil
+import subprocess
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from . import evidence, index, paths
+from .errors import InfrastructureError
 
 # Always differ between two runs, and say nothing about why one failed.
 ENVIRONMENT_NOISE = frozenset({"run_id"})
@@ -275,3 +279,24 @@ def write_report(output: Path | None = None, outputs: Path | None = None) -> Pat
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render(index.load(outputs), outputs, output.parent))
     return output
+
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
+
+
+def screenshot(page: Path, png: Path, width: int = 1280, height: int = 900, timeout_s: float = 120) -> Path:
+    """A PNG of a local HTML page rendered by headless Chromium (Debian's `chromium`), offline."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        raise InfrastructureError("chromium is not installed (`apt-get install chromium`, or `make setup`)")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    png.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="ucnb-chromium-") as profile:
+        done = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}",
+                               f"--screenshot={png}", f"--window-size={width},{height}",
+                               page.resolve().as_uri()], capture_output=True, text=True, timeout=timeout_s)
+    if done.returncode != 0 or not png.exists():
+        tail = (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]
+        raise InfrastructureError(f"chromium wrote no screenshot of {page}: {tail}")
+    return png
