@@ -127,7 +127,7 @@ def test_a_suite_of_unbuilt_lanes_reports_them_skipped_never_passed(
 def test_require_kvm_refuses_to_start_under_tcg(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suites, "host_accelerator",
                         lambda: Accelerator("tcg", "/dev/kvm is absent"))
-    with pytest.raises(InfrastructureError, match="requires KVM.*/dev/kvm is absent"):
+    with pytest.raises(InfrastructureError, match=r"requires KVM.*/dev/kvm is absent"):
         suites.run(suites.plan("portable"), kvm=True)
     for name in ("publishable", "final-proof"):  # these imply it
         result = CliRunner().invoke(app, ["suite", name])
@@ -197,3 +197,38 @@ def test_portable_suite_passes_for_real_with_parseable_junit(outputs: Path, tmp_
         ("lane", "single-node-quickstart", "passed"), ("suite", "portable", "passed")]
     assert all(e.path(outputs).is_dir() for e in entries)
     assert next(e for e in entries if e.kind == "lane").suite == f"portable/{root.name}"
+    # The report of this run, as a reviewer's browser shows it (the PNG stays with the suite root).
+    page = subprocess.run([UCNB, "report", "--output", str(root / "report.html"),
+                           "--screenshot", str(root / "report.png")], capture_output=True, text=True,
+                          env={**os.environ, "UCNB_OUTPUTS": str(outputs)}, timeout=180)
+    assert page.returncode == 0, page.stderr
+    html = (root / "report.html").read_text()
+    assert f'href="{lane["proof_root"]}/single-node-quickstart.html"' in html
+    png = (root / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+@pytest.mark.e2e
+def test_a_kept_lab_is_reattached_from_a_new_process(outputs: Path, no_leaks: None) -> None:
+    env = {**os.environ, "UCNB_OUTPUTS": str(outputs)}
+    done = subprocess.run([UCNB, "run", "single-node-quickstart", "--no-progress", "-p", "keep_vm=true"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads((Path(done.stdout.strip()) / "result.json").read_text())["run_id"]
+    from ucnb.lab.lab import list_labs
+
+    lab_id = next(s.lab_id for s in list_labs() if s.run_id == run_id)
+    try:
+        shown = subprocess.run([UCNB, "lab", "attach", lab_id, "--probe"], capture_output=True, text=True,
+                               timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert f"lab = ucnb.attach('{lab_id}')" in shown.stdout and "running" in shown.stdout
+        script = (f"import ucnb\nlab = ucnb.attach({lab_id!r})\nnode = lab['node01']\n"
+                  f"print(node.run('hostname', check=True).stdout.strip(), node.running(), "
+                  f"len(node.spec.nics), node.spec.memory_mib)\n")
+        attached = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", script], capture_output=True,
+                                  text=True, timeout=120)
+        assert attached.stdout.split() == ["node01", "True", "1", "256"], attached.stderr
+        assert lab_id in {s.lab_id for s in list_labs()}, "an attached lab outlives the process"
+    finally:
+        subprocess.run([UCNB, "lab", "clean", lab_id], capture_output=True, timeout=120)
