@@ -1,0 +1,77 @@
+"""End to end: baremetal-iso through `ucnb run` (papermill): pass, refused phone-home, missing disk."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.e2e
+UCNB = str(ROOT / ".venv/bin/ucnb")
+LANE = "baremetal-iso"
+CANARY = "canary-token-5e1f9a7c2b"
+WRONG = "wrong-token-0d9c8b7a6f"
+
+
+def _run(outputs: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    done = subprocess.run([UCNB, "run", LANE, "--no-progress", *args], capture_output=True, text=True,
+                          env={**os.environ, "UCNB_OUTPUTS": str(outputs), **env}, timeout=600)
+    return done, (outputs / LANE / "latest").resolve()
+
+
+def _assert_no_secret(root: Path, *secrets: str) -> None:
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            for secret in secrets:
+                assert secret.encode() not in data, f"a token leaked into {path}"
+
+
+def test_both_nodes_install_reboot_and_report_active(outputs: Path, no_leaks: None) -> None:
+    done, root = _run(outputs, ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((root / "result.json").read_text())
+    assert result["verdict"] == "passed"
+    markers = (root / "markers.csv").read_text()
+    for node in ("control-plane", "worker"):
+        for name in ("pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",
+                     "install.disko.complete", "install.nixos-install.complete", "reboot",
+                     "post-install.boot", "desired-system-active"):
+            assert f"{name}.{node}" in markers
+    requests = [json.loads(line) for line in (root / "deployer/requests.jsonl").read_text().splitlines()]
+    assert {r["node_id"] for r in requests if r["path"] == "/api/v1/phone-home" and r["status"] == 200} == {
+        "control-plane", "worker"}
+    env = (root / "environment.txt").read_text()
+    assert "vm_accelerator_mode=" in env and "execution_model=papermill-notebook" in env
+    assert (root / "plots/baremetal-timeline.png").exists()
+    _assert_no_secret(root, CANARY)
+
+
+def test_wrong_token_fails_at_phone_home_and_leaks_nothing(outputs: Path, no_leaks: None) -> None:
+    done, root = _run(outputs, "-p", "installer_token_env=UCNB_TEST_WRONG_TOKEN",
+                      ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY, UCNB_TEST_WRONG_TOKEN=WRONG)
+    assert done.returncode == 1, done.stderr[-3000:]
+    result = json.loads((root / "result.json").read_text())
+    assert "pre-install.phone-home.failed.unauthorized" in result["error"]["message"]
+    requests = [json.loads(line) for line in (root / "deployer/requests.jsonl").read_text().splitlines()]
+    assert any(r["path"] == "/api/v1/phone-home" and r["status"] == 401 and r["auth"] == "invalid"
+               for r in requests)
+    _assert_no_secret(root, CANARY, WRONG)
+
+
+def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, no_leaks: None) -> None:
+    done, root = _run(outputs, "-p", "worker_disk_serial=uc-other-disk")
+    assert done.returncode == 1, done.stderr[-3000:]
+    result = json.loads((root / "result.json").read_text())
+    message = result["error"]["message"]
+    assert "install.disko.failed.target-disk-missing" in message
+    assert "ULTRACLOUD_MARKER install.bundle-downloaded.worker" in message  # serial context
+    assert result["failing_step"]["node"] == "worker"
+    wall = float(dict(line.split("=", 1) for line in (root / "environment.txt").read_text().splitlines()
+                      if "=" in line)["wall_time_s"])
+    assert wall < 45, "a failure marker must end the lane at once, not at the install timeout"

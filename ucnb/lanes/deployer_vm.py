@@ -1,0 +1,149 @@
+"""deployer-vm-smoke: a node receives a prebuilt target system and activates it, nothing built in it.
+
+The shared steps also serve deployer-vm-rollback (`deployer_vm_rollback.py`). Lab profile: the
+node is provisioned through the reference installer (as in baremetal-iso), then the deployer
+publishes a new desired system and the reference node agent (standing in for nix-agent) converges:
+download the prebuilt system, activate, health-check, report `active` — or roll back and report
+`rolled-back` when the health check fails.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any, Literal
+
+import pandas as pd
+from pydantic import Field
+
+from ..errors import LaneFailure
+from ..installer import active_system_check, harness
+from ..wait import wait_until
+from . import Lane, LaneParameters
+
+if TYPE_CHECKING:
+    from ..run import Run
+
+NODE = "worker"
+INITIAL_SYSTEM = "lab-system-1"
+# What a node may not have if it is to activate without building: compilers and nix itself.
+BUILDERS = ("cc", "gcc", "clang", "make", "nix", "nix-build")
+
+
+class Parameters(LaneParameters):
+    profile: Literal["lab", "ultracloud"] = "lab"
+    memory_mib: int = Field(256, ge=192, le=8192)
+    disk_size: str = "512M"
+    install_timeout_s: float = Field(120.0, gt=0)
+    post_install_timeout_s: float = Field(90.0, gt=0)
+    rollout_timeout_s: float = Field(60.0, gt=0)
+    target_system: str = Field("lab-system-2", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    health_check_command: str = active_system_check("lab-system-2")
+    bootstrap_token_env: str = "ULTRACLOUD_BOOTSTRAP_TOKEN"
+    flake: str = "."
+
+
+LANE = Lane(
+    name="deployer-vm-smoke",
+    title="Deployer -> node agent: activate a prebuilt target system",
+    parameters=Parameters,
+    secret_env_parameters=("bootstrap_token_env",),
+    cell_timeout_s=600,
+)
+
+
+def ultracloud_plan(lane_name: str, params: Parameters) -> list[str]:
+    """The product's check for this lane (seed: portable regressions)."""
+    return [f"nix build {params.flake}#checks.x86_64-linux.{lane_name}"]
+
+
+def provision(run: Run, params: Parameters) -> harness.BareMetalLab | None:
+    """Lab: install one worker from the ISO and see it report the initial system active."""
+    if run.profile.name == "ultracloud":
+        run.run_commands(ultracloud_plan(run.lane.name, params), cwd=params.flake,
+                         log_name=f"{run.lane.name}.log")
+        return None
+    bare = harness.prepare(run, [(NODE, "worker", "uc-worker-root")], memory_mib=params.memory_mib,
+                           disk_size=params.disk_size, bootstrap_token_env=params.bootstrap_token_env)
+    harness.install_and_boot(bare, install_timeout_s=params.install_timeout_s,
+                             post_install_timeout_s=params.post_install_timeout_s)
+    return bare
+
+
+def _skipped(run: Run, what: str) -> pd.DataFrame:
+    reason = (f"ultracloud profile: the product's {run.lane.name} check covered this "
+              f"(logs/{run.lane.name}.log)")
+    run.skip(what, reason)
+    return pd.DataFrame([{"step": what, "skipped": reason}])
+
+
+def publish_and_converge(run: Run, bare: harness.BareMetalLab | None, params: Parameters,
+                         expect: Literal["active", "rolled-back"]) -> pd.DataFrame:
+    """Publish the target system as the node's next desired generation (admin API) and wait for
+    the node agent's verdict on the console; the deployer's status history is the table."""
+    if bare is None:
+        return _skipped(run, "publish and converge")
+    with run.step("publish desired system", NODE) as row:
+        desired = bare.admin("PUT", f"/api/v1/nodes/{NODE}/desired-system",
+                             {"target_system": params.target_system,
+                              "health_check_command": params.health_check_command})
+        generation = int(desired["generation"])
+        row.detail = f"generation {generation}: {params.target_system}"
+    node = bare.nodes[NODE].node
+    verdicts = {f"desired-system-active.{NODE}.generation-{generation}": "active",
+                f"desired-system-rolled-back.{NODE}.generation-{generation}": "rolled-back"}
+
+    def verdict() -> str | None:
+        # Either verdict ends the wait (the wrong one fails at once); so does a failure marker.
+        for seen in node.watcher.seen:
+            if seen.marker.failed:
+                raise LaneFailure(f"{NODE}: failure marker {seen.marker.name!r}; console:\n"
+                                  f"{node.watcher.context(seen.marker.offset + len(seen.marker.line) + 1)}")
+            if seen.marker.name in verdicts:
+                return verdicts[seen.marker.name]
+        return None
+
+    observed = wait_until(verdict, timeout=params.rollout_timeout_s, node=NODE, recorder=run.recorder,
+                          what=f"node agent verdict on generation {generation}")
+    if observed != expect:
+        raise LaneFailure(f"{NODE}: the node agent reported {observed} for generation {generation}, "
+                          f"expected {expect}; console:\n{node.watcher.tail()}")
+    status = harness.observed_status(bare, NODE) or {}
+    run.recorder.check(f"observed status generation {generation}", f"{expect} (generation {generation})",
+                       f"{status.get('status')} (generation {status.get('generation')})", node=NODE)
+    view = bare.admin("GET", f"/api/v1/nodes/{NODE}")
+    return pd.DataFrame(view["observed_history"])
+
+
+def node_system(run: Run, bare: harness.BareMetalLab | None, expected_system: str) -> pd.DataFrame:
+    """Over SSH: which system is live and current, the systems on disk, and no builder on the node."""
+    if bare is None:
+        return _skipped(run, "node system")
+    node = bare.nodes[NODE].node
+    node.wait_ssh(30)
+    with run.step("node system", NODE):
+        live = node.run("cat /run/ultracloud/active-system", timeout=10).stdout.strip()
+        current = node.run("readlink /disk/current", timeout=10).stdout.strip()
+        systems = node.run("ls /disk/systems", timeout=10).stdout.split()
+        builders = node.run(f"for b in {' '.join(BUILDERS)}; do command -v $b; done",
+                            timeout=10).stdout.split()
+    run.recorder.check("live system", expected_system, live, node=NODE)
+    run.recorder.check("current system link", expected_system,
+                       re.sub(r"^.*gen-\d+-", "", current), node=NODE)
+    run.recorder.check("no builder on the node", "none", ", ".join(builders) or "none", node=NODE)
+    return pd.DataFrame([{"live system": live, "current link": current,
+                          "systems on disk": " ".join(systems),
+                          "builders found": ", ".join(builders) or "none"}])
+
+
+def fetched_systems(run: Run, bare: harness.BareMetalLab | None) -> pd.DataFrame:
+    """The system downloads the deployer served: the node fetched prebuilt systems, nothing else."""
+    if bare is None:
+        return _skipped(run, "fetched systems")
+    table = harness.phone_home_requests(bare)
+    return table[table["path"].str.startswith("/api/v1/") & (table["node_id"].isna()
+                                                              | (table["node_id"] == NODE))]
+
+
+def finish(run: Run, bare: harness.BareMetalLab | None) -> dict[str, Any]:
+    """Stop the deployer and the lab, redact, and record the verdict."""
+    return harness.finish(bare, run)
