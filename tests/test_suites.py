@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,31 @@ from ucnb.cli import app
 from ucnb.errors import InfrastructureError, ParameterError
 from ucnb.host.accel import Accelerator
 
-from .conftest import ROOT
+from .conftest import ROOT, kernel_processes
 
 UCNB = str(ROOT / ".venv/bin/ucnb")
+
+
+@pytest.fixture()
+def own_no_leaks(outputs: Path, lab_host: None) -> Iterator[None]:
+    """No lab, domain or kernel of *this test's* runs is left (other runs may share the host)."""
+    yield
+    from ucnb.lab.lab import connect, list_labs
+
+    run_ids = {e.run_id for e in index.load(outputs)}
+    labs = {s.lab_id for s in list_labs() if s.run_id in run_ids}
+    domains = [d.name() for d in connect().listAllDomains()
+               if any(d.name().startswith(f"ucnb-{lab}-") for lab in labs)]
+    assert not labs and not domains, f"leaked labs {labs}, domains {domains}"
+    assert [pid for pid in kernel_processes()
+            if f"UCNB_OUTPUTS={outputs}".encode() in _environ(pid)] == [], "a kernel of this test lives on"
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
 
 
 def _suites(tmp_path: Path, data: dict[str, object]) -> dict[str, suites.SuiteSpec]:
@@ -171,7 +194,7 @@ def test_junit_writer_maps_failed_and_skipped_steps(tmp_path: Path) -> None:
 # -- for real --------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_portable_suite_passes_for_real_with_parseable_junit(outputs: Path, tmp_path: Path,
-                                                             no_leaks: None) -> None:
+                                                             own_no_leaks: None) -> None:
     junit_file = tmp_path / "ci" / "portable.xml"
     done = subprocess.run([UCNB, "suite", "portable", "--junit", str(junit_file), "--no-progress"],
                           capture_output=True, text=True, env={**os.environ, "UCNB_OUTPUTS": str(outputs)},
@@ -209,7 +232,7 @@ def test_portable_suite_passes_for_real_with_parseable_junit(outputs: Path, tmp_
 
 
 @pytest.mark.e2e
-def test_a_kept_lab_is_reattached_from_a_new_process(outputs: Path, no_leaks: None) -> None:
+def test_a_kept_lab_is_reattached_from_a_new_process(outputs: Path, own_no_leaks: None) -> None:
     env = {**os.environ, "UCNB_OUTPUTS": str(outputs)}
     done = subprocess.run([UCNB, "run", "single-node-quickstart", "--no-progress", "-p", "keep_vm=true"],
                           capture_output=True, text=True, env=env, timeout=600)
