@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, ucnb_objects
 
 pytestmark = pytest.mark.e2e
 UCNB = str(ROOT / ".venv/bin/ucnb")
@@ -24,6 +24,31 @@ def _run(outputs: Path, *args: str, **env: str) -> tuple[subprocess.CompletedPro
     return done, (outputs / LANE / "latest").resolve()
 
 
+def _environment(root: Path) -> dict[str, str]:
+    lines = (root / "environment.txt").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if "=" in line)
+
+
+def assert_run_left_nothing(root: Path) -> None:
+    """This run's lab (named in environment.txt) left no domain, network, lab folder or kernel.
+
+    Only this run's objects are checked: other labs may be running on the same host meanwhile.
+    """
+    env = _environment(root)
+    lab_id, run_id = env["lab_id"], env["run_id"]
+    objects = ucnb_objects()
+    assert not [d for d in objects["domains"] if d.startswith(f"ucnb-{lab_id}-")], objects
+    assert not [n for n in objects["networks"] if n == f"ucnb-{lab_id}" or n.startswith(f"ucnb-{lab_id}-")]
+    assert lab_id not in objects["labs"]
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                environ = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            assert f"UCNB_RUN_ID={run_id}".encode() not in environ.split(b"\0"), f"process {entry.name} left"
+
+
 def _assert_no_secret(root: Path, *secrets: str) -> None:
     for path in root.rglob("*"):
         if path.is_file():
@@ -32,9 +57,10 @@ def _assert_no_secret(root: Path, *secrets: str) -> None:
                 assert secret.encode() not in data, f"a token leaked into {path}"
 
 
-def test_both_nodes_install_reboot_and_report_active(outputs: Path, no_leaks: None) -> None:
+def test_both_nodes_install_reboot_and_report_active(outputs: Path, lab_host: None) -> None:
     done, root = _run(outputs, ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY)
     assert done.returncode == 0, done.stderr[-3000:]
+    assert_run_left_nothing(root)
     result = json.loads((root / "result.json").read_text())
     assert result["verdict"] == "passed"
     markers = (root / "markers.csv").read_text()
@@ -52,10 +78,11 @@ def test_both_nodes_install_reboot_and_report_active(outputs: Path, no_leaks: No
     _assert_no_secret(root, CANARY)
 
 
-def test_wrong_token_fails_at_phone_home_and_leaks_nothing(outputs: Path, no_leaks: None) -> None:
+def test_wrong_token_fails_at_phone_home_and_leaks_nothing(outputs: Path, lab_host: None) -> None:
     done, root = _run(outputs, "-p", "installer_token_env=UCNB_TEST_WRONG_TOKEN",
                       ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY, UCNB_TEST_WRONG_TOKEN=WRONG)
     assert done.returncode == 1, done.stderr[-3000:]
+    assert_run_left_nothing(root)
     result = json.loads((root / "result.json").read_text())
     assert "pre-install.phone-home.failed.unauthorized" in result["error"]["message"]
     requests = [json.loads(line) for line in (root / "deployer/requests.jsonl").read_text().splitlines()]
@@ -64,14 +91,14 @@ def test_wrong_token_fails_at_phone_home_and_leaks_nothing(outputs: Path, no_lea
     _assert_no_secret(root, CANARY, WRONG)
 
 
-def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, no_leaks: None) -> None:
+def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, lab_host: None) -> None:
     done, root = _run(outputs, "-p", "worker_disk_serial=uc-other-disk")
     assert done.returncode == 1, done.stderr[-3000:]
+    assert_run_left_nothing(root)
     result = json.loads((root / "result.json").read_text())
     message = result["error"]["message"]
     assert "install.disko.failed.target-disk-missing" in message
     assert "ULTRACLOUD_MARKER install.bundle-downloaded.worker" in message  # serial context
     assert result["failing_step"]["node"] == "worker"
-    wall = float(dict(line.split("=", 1) for line in (root / "environment.txt").read_text().splitlines()
-                      if "=" in line)["wall_time_s"])
+    wall = float(_environment(root)["wall_time_s"])
     assert wall < 45, "a failure marker must end the lane at once, not at the install timeout"

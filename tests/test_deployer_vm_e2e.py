@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import ROOT
+from .test_baremetal_e2e import assert_run_left_nothing
 
 pytestmark = pytest.mark.e2e
 UCNB = str(ROOT / ".venv/bin/ucnb")
@@ -19,7 +20,9 @@ UCNB = str(ROOT / ".venv/bin/ucnb")
 def _run(outputs: Path, lane: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
     done = subprocess.run([UCNB, "run", lane, "--no-progress", *args], capture_output=True, text=True,
                           env={**os.environ, "UCNB_OUTPUTS": str(outputs)}, timeout=600)
-    return done, (outputs / lane / "latest").resolve()
+    root = (outputs / lane / "latest").resolve()
+    assert_run_left_nothing(root)
+    return done, root
 
 
 def _observed(root: Path) -> list[dict[str, object]]:
@@ -33,7 +36,7 @@ def _checks(root: Path) -> dict[str, dict[str, str]]:
         return {row["name"]: row for row in csv.DictReader(f)}
 
 
-def test_smoke_activates_the_prebuilt_target_system(outputs: Path, no_leaks: None) -> None:
+def test_smoke_activates_the_prebuilt_target_system(outputs: Path, lab_host: None) -> None:
     done, root = _run(outputs, "deployer-vm-smoke")
     assert done.returncode == 0, done.stderr[-3000:]
     last = _observed(root)[-1]
@@ -43,7 +46,7 @@ def test_smoke_activates_the_prebuilt_target_system(outputs: Path, no_leaks: Non
     assert checks["no builder on the node"]["observed"] == "none"
 
 
-def test_rollback_reports_rolled_back_and_keeps_the_previous_system(outputs: Path, no_leaks: None) -> None:
+def test_rollback_reports_rolled_back_and_keeps_the_previous_system(outputs: Path, lab_host: None) -> None:
     done, root = _run(outputs, "deployer-vm-rollback")
     assert done.returncode == 0, done.stderr[-3000:]
     last = _observed(root)[-1]
@@ -53,8 +56,8 @@ def test_rollback_reports_rolled_back_and_keeps_the_previous_system(outputs: Pat
     assert checks["current system link"]["observed"] == "lab-system-1"
 
 
-def test_smoke_fails_when_the_agent_rolls_back(outputs: Path, no_leaks: None) -> None:
-    done, root = _run(outputs, "deployer-vm-smoke", "-p", "health_check_command=false")
+def test_smoke_fails_when_the_agent_rolls_back(outputs: Path, lab_host: None) -> None:
+    done, root = _run(outputs, "deployer-vm-smoke", "-p", "health_check_command=test -e /nonexistent")
     assert done.returncode == 1
     result = json.loads((root / "result.json").read_text())
     assert "reported rolled-back for generation 2, expected active" in result["error"]["message"]

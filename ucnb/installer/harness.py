@@ -141,6 +141,7 @@ def prepare(run: Run, machines: Sequence[tuple[str, str, str]], *, memory_mib: i
     configs = [NodeConfig(name, memory_mib=memory_mib, boot="firmware",
                           disks=(DiskConfig(serial, disk_size),)) for name, _, serial in machines]
     lab = run.lab(configs)
+    evidence.write_environment(run.proof_root, {"lab_id": lab.lab_id})
     with run.step("build reference installer") as row:
         artifacts = build_installer(lab.image, log=lambda m: print(m, flush=True))
         row.detail = artifacts.key
