@@ -86,6 +86,12 @@ def test_plain_papermill_runs_the_notebook_with_its_defaults(outputs: Path, tmp_
     assert json.loads((roots[0] / "result.json").read_text())["verdict"] == "passed"
 
 
+def _new_lab(before: dict[str, list[str]]) -> str:
+    """The one lab created since `before` (tests clean only their own: others may be running)."""
+    (lab,) = set(ucnb_objects()["labs"]) - set(before["labs"])
+    return lab
+
+
 def _start_and_wait_for_domain(outputs: Path) -> subprocess.Popen[bytes]:
     before = set(ucnb_objects()["domains"])
     proc = subprocess.Popen([UCNB, "run", LANE, "--no-progress"], env=_env(outputs),
@@ -108,29 +114,34 @@ def test_ctrl_c_cleans_up_and_keeps_the_notebook(outputs: Path, no_leaks: None) 
 
 
 def test_kill_9_of_the_runner_then_lab_clean_leaves_nothing(outputs: Path, no_leaks: None) -> None:
+    before = ucnb_objects()
     proc = _start_and_wait_for_domain(outputs)
     proc.kill()  # SIGKILL the runner alone: its kernel and VM are orphaned
     proc.wait(timeout=30)
-    assert ucnb_objects()["domains"], "the VM should outlive a killed runner until cleaned"
-    done = subprocess.run([UCNB, "lab", "clean"], capture_output=True, text=True, timeout=120)
+    lab = _new_lab(before)
+    assert any(d.startswith(f"ucnb-{lab}-") for d in ucnb_objects()["domains"]), \
+        "the VM should outlive a killed runner until cleaned"
+    done = subprocess.run([UCNB, "lab", "clean", lab], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     time.sleep(0.5)
     assert kernel_processes() == []
 
 
 def test_keep_vm_leaves_a_reachable_lab_until_clean(outputs: Path, no_leaks: None) -> None:
+    before = ucnb_objects()
     done = _run(outputs, "-p", "keep_vm=true")
     assert done.returncode == 0, done.stderr
+    lab = _new_lab(before)
     try:
         status = subprocess.run([UCNB, "lab", "status"], capture_output=True, text=True)
         assert "node01" in status.stdout and "running" in status.stdout
         nb = (_proof_root(outputs) / f"{LANE}.ipynb").read_text()
         assert "ucnb lab ssh" in nb and "ucnb lab clean" in nb
-        hostname = subprocess.run([UCNB, "lab", "ssh", "node01", "hostname"], capture_output=True,
-                                  text=True, timeout=60)
+        hostname = subprocess.run([UCNB, "lab", "ssh", "node01", "--lab", lab, "hostname"],
+                                  capture_output=True, text=True, timeout=60)
         assert hostname.stdout.strip() == "node01", hostname.stderr
     finally:
-        subprocess.run([UCNB, "lab", "clean"], capture_output=True, timeout=120)
+        subprocess.run([UCNB, "lab", "clean", lab], capture_output=True, timeout=120)
 
 
 def test_no_leftovers_after_the_suite() -> None:
