@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .controlplane import ControlPlane, cluster_node_configs
+from .controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
 from .errors import LaneFailure
 from .faults import Fault, Nemesis
 from .history import History, WriteWorkload, check_acknowledged, classify
 from .lab.lab import Lab
+from .wait import wait_until
 
 if TYPE_CHECKING:
     from .run import Run
@@ -95,9 +96,10 @@ def run_fault(run: Run, env: ClusterEnv, fault: Fault, index: int) -> pd.DataFra
             if leader in targets:
                 check("a new leader replaced the faulted one", f"not {leader}", new_leader,
                       ok=new_leader != leader)
-            write = cp.kv.put(cp.operator(tuple(targets)), survivors, f"during/{index}", fault.kind)
+            write = cp.kv.put(cp.operator(tuple(targets)), survivors, f"{CHECK_PREFIX}during/{index}",
+                              fault.kind, timeout=10)
             check("majority accepts writes", "acknowledged", classify(write)[0], ok=write.ok)
-            cp.expected[f"during/{index}"] = fault.kind
+            cp.expected[f"{CHECK_PREFIX}during/{index}"] = fault.kind
             if fault.kind == "link_down":
                 cut = cp.kv.put(env.lab[targets[0]], targets, f"cut/{index}", "x", timeout=3)
                 kind, error = classify(cut)
@@ -121,7 +123,10 @@ def durability(run: Run, env: ClusterEnv) -> pd.DataFrame:
     assert env.workload is not None
     history = env.workload.stop()
     with run.step("check acknowledged writes"):
-        final = env.cp.kv.read_prefix(env.cp.operator(), env.cp.live_members()[0], "workload/")
+        final = wait_until(lambda: [env.cp.kv.read_prefix(env.cp.operator(), env.cp.live_members()[0],
+                                                          "workload/")],
+                           timeout=30, what="a linearizable read of every workload key",
+                           recorder=run.recorder)[0]
         result = check_acknowledged(history, final)
         run.recorder.check("acknowledged writes lost", 0, len(result.lost))
         if result.lost:

@@ -12,11 +12,13 @@ from typing import Any
 import pandas as pd
 
 from .errors import LaneFailure
-from .kv import KV, Member
+from .kv import KV, KVUnavailable, Member
 from .lab.lab import Lab, Node, NodeConfig
 from .profiles import Profile
 from .record import Recorder
 from .wait import wait_until
+
+CHECK_PREFIX = "check/"  # keys the lanes write and expect on every member, read in one range
 
 
 def cluster_node_configs(profile: Profile, names: list[str] | None = None) -> list[NodeConfig]:
@@ -105,13 +107,18 @@ class ControlPlane:
         return pd.DataFrame(rows)
 
     # -- data checks -----------------------------------------------------------------------
-    def write(self, key: str, value: str, via: list[str] | None = None) -> None:
-        """An acknowledged write the members must serve from now on."""
+    def write(self, key: str, value: str, via: list[str] | None = None, timeout: float = 30.0) -> None:
+        """An acknowledged write the members must serve from now on (under CHECK_PREFIX).
+
+        A write that times out (an election under way) is retried: putting the same value again
+        is idempotent, and the wait fails with the last refusal if none is acknowledged.
+        """
         endpoints = via or self.live_members()
-        result = self.kv.put(self.operator(), endpoints, key, value)
-        if not result.ok:
-            raise LaneFailure(f"write {key} through {','.join(endpoints)} failed: {result}")
-        self.expected[key] = value
+        full = CHECK_PREFIX + key
+        wait_until(lambda: self.kv.put(self.operator(), endpoints, full, value), timeout=timeout,
+                   what=f"write {key} through {','.join(endpoints)} acknowledged", interval=0.5,
+                   recorder=self.recorder)
+        self.expected[full] = value
 
     def read_check(self, transition: str, members: list[str] | None = None,
                    timeout: float = 20.0) -> pd.DataFrame:
@@ -122,9 +129,12 @@ class ControlPlane:
             node = self.lab[name]
             start = time.monotonic()
 
-            def served(name: str = name, node: Node = node) -> dict[str, str | None] | None:
-                local = {k: self.kv.get(node, name, k) for k in self.expected}
-                return local if all(local[k] == v for k, v in self.expected.items()) else None
+            def served(name: str = name, node: Node = node) -> bool:
+                local = self.kv.read_prefix(node, name, CHECK_PREFIX, serializable=True)
+                missing = [k for k, v in self.expected.items() if local.get(k) != v]
+                if missing:
+                    raise KVUnavailable(f"{name} does not serve {len(missing)} keys yet: {missing[:3]}")
+                return True
 
             try:
                 wait_until(served, timeout=timeout, what=f"local reads of {len(self.expected)} keys",

@@ -19,6 +19,10 @@ from .profiles import Role
 CLIENT_PORT, PEER_PORT = 2379, 2380
 
 
+class KVUnavailable(Exception):
+    """A member did not answer a read (yet): an observation for a wait, not a verdict."""
+
+
 @dataclass(frozen=True)
 class Member:
     id: int                 # etcd prints decimal ids; commands want hex
@@ -97,7 +101,7 @@ class KV:
         consistency = "s" if serializable else "l"
         result = self.ctl(via, [endpoint], f"get {shlex.quote(key)} --consistency={consistency} -w json")
         if not result.ok:
-            raise LaneFailure(f"{endpoint}: get {key} failed: {result}")
+            raise KVUnavailable(f"{endpoint}: get {key} failed: {result}")
         kvs = json.loads(result.stdout).get("kvs") or []
         return _b64(kvs[0]["value"]) if kvs else None
 
@@ -107,7 +111,7 @@ class KV:
         result = self.ctl(via, [endpoint], f"get {shlex.quote(prefix)} --prefix "
                                            f"--consistency={consistency} -w json", timeout=15)
         if not result.ok:
-            raise LaneFailure(f"{endpoint}: reading prefix {prefix} failed: {result}")
+            raise KVUnavailable(f"{endpoint}: reading prefix {prefix} failed: {result}")
         return {_b64(kv["key"]): _b64(kv["value"]) for kv in json.loads(result.stdout).get("kvs") or []}
 
     def members(self, via: Node, endpoints: list[str]) -> list[Member]:

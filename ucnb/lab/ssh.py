@@ -31,9 +31,11 @@ class CommandResult:
         return self.exit_status == 0
 
     def __str__(self) -> str:
+        """The status and the last line of output (tools print their error last; the full
+        output is in the node's command log)."""
         status = "timed out" if self.exit_status is None else f"exit {self.exit_status}"
-        tail = (self.stderr.strip() or self.stdout.strip())[-300:]
-        return f"{status}: {tail}" if tail else status
+        lines = (self.stderr.strip() or self.stdout.strip()).splitlines()
+        return f"{status}: {lines[-1][-300:]}" if lines else status
 
 
 class GuestShell:

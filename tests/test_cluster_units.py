@@ -1,0 +1,82 @@
+"""Pure units of the cluster lanes: fault targets, the history checker, roles and cluster file."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from ucnb import profiles
+from ucnb.controlplane import cluster_node_configs
+from ucnb.errors import LaneFailure, ParameterError
+from ucnb.faults import Fault, resolve_targets
+from ucnb.history import History, Op, check_acknowledged, classify
+from ucnb.lab.ssh import CommandResult
+
+MEMBERS = ["node01", "node02", "node03"]
+
+
+def test_targets_resolve_against_current_members() -> None:
+    rng = random.Random(7)
+    assert resolve_targets("leader", MEMBERS, "node02", rng) == ["node02"]
+    assert resolve_targets("node03", MEMBERS, "node02", rng) == ["node03"]
+    minority = resolve_targets("minority", MEMBERS, "node02", rng)
+    assert len(minority) == 1 and "node02" not in minority  # the leader's side keeps quorum
+    majority = resolve_targets("majority", MEMBERS, "node02", rng)
+    assert len(majority) == 2
+    assert len(resolve_targets("minority", [*MEMBERS, "node04", "node05"], "node01", rng)) == 2
+    assert resolve_targets("one", MEMBERS, None, rng)[0] in MEMBERS
+
+
+def test_bad_targets_are_refused() -> None:
+    with pytest.raises(LaneFailure, match="agree on none"):
+        resolve_targets("leader", MEMBERS, None)
+    with pytest.raises(ParameterError, match="neither a member"):
+        resolve_targets("node09", MEMBERS, "node01")
+    with pytest.raises(ValueError):
+        Fault(kind="meteor", target="leader")  # type: ignore[arg-type]
+
+
+def _op(kind: str, key: str, value: str = "v") -> Op:
+    return Op("c", kind, "write", key, value, 0.0)
+
+
+def test_checker_catches_a_lost_acknowledged_write() -> None:
+    history = History([_op("invoke", "a"), _op("ok", "a"), _op("invoke", "b"), _op("ok", "b"),
+                       _op("invoke", "c"), _op("info", "c"), _op("invoke", "d"), _op("fail", "d")])
+    result = check_acknowledged(history, {"a": "v", "c": "v"})
+    assert not result.ok and [o.key for o in result.lost] == ["b"]
+    assert (result.acknowledged, result.indeterminate_present, result.failed) == (2, 1, 1)
+
+
+def test_checker_catches_a_wrong_value_and_accepts_indeterminate_absence() -> None:
+    history = History([_op("ok", "a", "1"), _op("info", "b")])
+    assert [o.key for o in check_acknowledged(history, {"a": "2"}).lost] == ["a"]
+    clean = check_acknowledged(history, {"a": "1"})
+    assert clean.ok and clean.indeterminate_absent == 1
+
+
+def test_client_outcomes_are_classified_conservatively() -> None:
+    def result(status: int | None, err: str) -> CommandResult:
+        return CommandResult("n", "put", status, "OK\n" if status == 0 else "", err, 0.1)
+
+    assert classify(result(0, "")) == ("ok", "")
+    assert classify(result(1, "Error: dial tcp 10.77.1.11:2379: connect: connection refused"))[0] == "fail"
+    assert classify(result(1, "Error: context deadline exceeded"))[0] == "info"
+    assert classify(result(None, ""))[0] == "info"  # our own deadline: it may have been applied
+
+
+def test_roles_map_to_the_profile_or_say_why_not() -> None:
+    lab = profiles.load("lab")
+    assert lab.role("kv").component == "chainfire" and lab.role("kv").provided
+    assert "fleet-scheduler" in (lab.role("scheduler").missing or "")
+    assert not profiles.load("ultracloud").role("kv").provided
+
+
+def test_cluster_nodes_come_from_the_cluster_file() -> None:
+    configs = {c.name: c for c in cluster_node_configs(profiles.load("lab"))}
+    assert sorted(configs) == [f"node0{i}" for i in range(1, 7)]
+    assert configs["node01"].held == ("chainfire",) and "flaredb" in configs["node01"].services
+    assert configs["node06"].held == () and all(c.networks == 2 for c in configs.values())
+    with pytest.raises(LaneFailure, match="node09"):
+        cluster_node_configs(profiles.load("lab"), ["node09"])
