@@ -102,3 +102,25 @@ def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, lab
     assert result["failing_step"]["node"] == "worker"
     wall = float(_environment(root)["wall_time_s"])
     assert wall < 45, "a failure marker must end the lane at once, not at the install timeout"
+
+
+def _e2e(logdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "ucnb.cli_baremetal", str(logdir),
+                           "--no-progress", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(tmp_path: Path, lab_host: None) -> None:
+    refused = _e2e(tmp_path / "refused")
+    env = _environment(tmp_path / "refused")
+    assert env["execution_model"] == "check-runner" and env["allow_tcg"] == "false"
+    if env.get("vm_accelerator_mode") == "kvm":  # a real KVM host: nothing to refuse
+        return
+    assert refused.returncode == 3, refused.stderr[-2000:]
+    result = json.loads((tmp_path / "refused/state/result.json").read_text())
+    assert "--allow-tcg" in result["error"]["message"]
+    allowed = _e2e(tmp_path / "allowed", "--allow-tcg")
+    assert allowed.returncode == 0, allowed.stderr[-3000:]
+    env = _environment(tmp_path / "allowed")
+    assert (env["allow_tcg"], env["vm_accelerator_mode"], env["verdict"]) == ("true", "tcg", "passed")
+    assert _environment(tmp_path / "allowed/state")["execution_model"] == "check-runner"
+    assert_run_left_nothing(tmp_path / "allowed/state")
