@@ -6,7 +6,9 @@
   `missing-requirements.txt` names exactly the inputs that are missing.
 - `capture` checks a supplied serial log for the same marker sequence as baremetal-iso and
   records `passed` or `failed` with the first missing or failed marker.
-- `run` (writing USB media, Redfish virtual media) is a separate step, not in this module.
+- `run` presents the ISO to the machine: written to USB media (a block device, or an image file
+  standing in for one), or inserted as Redfish virtual media followed by a power-on; the ISO is
+  built with the token substituted only in a private temporary directory, removed afterwards.
 
 The bootstrap token is never written: `kernel-params.txt` carries a reference to where it comes
 from (`${ULTRACLOUD_BOOTSTRAP_TOKEN}` or `${file:/path}`), substituted only when the ISO is booted.
@@ -15,13 +17,17 @@ from (`${ULTRACLOUD_BOOTSTRAP_TOKEN}` or `${file:/path}`), substituted only when
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import re
 import secrets
 import shlex
+import shutil
 import stat
+import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from . import paths
 from .errors import LaneFailure, ParameterError
+from .installer.build import InstallerArtifacts, build_iso
 from .markers import Marker, SequenceCheck, check_sequence, is_failure, parse_text
 from .redact import MASK, Redactor
 from .reference.cluster import NAME_PATTERN, describe_validation_error
@@ -55,7 +62,7 @@ LANE_DIR = "hardware-smoke"
 TOKEN_PARAM_RE = re.compile(r"(ultracloud\.bootstrap_token=)\S+")
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
-Status = Literal["blocked", "ready", "passed", "failed"]
+Status = Literal["blocked", "ready", "media-presented", "passed", "failed"]
 
 
 class HardwareSmokeParams(BaseModel):
@@ -76,6 +83,9 @@ class HardwareSmokeParams(BaseModel):
     redfish_url: str | None = None                      # BMC Redfish service root
     redfish_username: str | None = None
     redfish_password_env: str = Field(REDFISH_PASSWORD_ENV, pattern=ENV_NAME_PATTERN)
+    redfish_system_id: str | None = None                # default: the BMC's only (or first) system
+    redfish_boot_override: bool = False                 # PATCH Boot to Cd (else firmware order decides)
+    extra_kernel_params: list[str] = Field(default_factory=list)  # e.g. a static ultracloud.ip=
 
     @field_validator("deployer_url", "ca_cert_url", "binary_cache_url", "redfish_url")
     @classmethod
@@ -126,7 +136,7 @@ def kernel_params(params: HardwareSmokeParams, *, reveal: bool = False,
     optional = {"ca_cert_url": params.ca_cert_url, "binary_cache_url": params.binary_cache_url,
                 "node_id": params.node_id, "hostname": params.hostname}
     result += [f"ultracloud.{key}={value}" for key, value in optional.items() if value]
-    return result
+    return result + list(params.extra_kernel_params)
 
 
 def _usb_problems(params: HardwareSmokeParams) -> list[str]:
@@ -423,3 +433,97 @@ def _write_capture(run_dir: Path, serial_text: str, result: CaptureResult, node:
     atomic_write_text(run_dir / "markers.csv", buffer.getvalue())
     write_status(run_dir, status=result.status, stage="capture", first_missing=result.first_missing,
                  failure_marker=result.failure_marker)
+
+
+# --------------------------------------------------------------------------------------------
+# Run: present the ISO to the machine
+
+
+def run(run_dir: Path, *, artifacts: InstallerArtifacts | None = None, iso: Path | None = None,
+        environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Present the installer ISO over the transport preflight chose; returns what was done.
+
+    `iso` is used as is (the product's ultracloud-iso: type the parameters at its boot loader);
+    otherwise the reference installer ISO is built from `artifacts` with the token substituted,
+    in a private temporary directory removed afterwards. Writes `run.json` (never the token or
+    the BMC password) and sets `status.env` to `media-presented`.
+    """
+    env = os.environ if environ is None else environ
+    params = HardwareSmokeParams.model_validate_json((run_dir / "parameters.json").read_text())
+    transport, missing = requirements(params, env)
+    if missing or transport is None:
+        write_status(run_dir, status="blocked", stage="run", missing_count=len(missing))
+        raise ParameterError("hardware-smoke run is blocked: " + "; ".join(missing))
+    with tempfile.TemporaryDirectory(prefix="ucnb-hw-") as private:  # mode 0700
+        if iso is None:
+            if artifacts is None:
+                raise ParameterError("run needs iso=<the installer ISO> or the reference installer artifacts")
+            iso = build_iso(artifacts, kernel_params(params, reveal=True, environ=env),
+                            Path(private) / "ultracloud-installer.iso")
+        done: dict[str, Any] = {"transport": transport, "iso_bytes": iso.stat().st_size,
+                                "iso_sha256": _sha256(iso)}
+        if transport == "usb":
+            assert params.usb_device is not None
+            done["usb"] = write_usb(iso, params.usb_device)
+        else:
+            done["redfish"] = redfish_present(params, env[params.redfish_password_env], iso)
+    redactor = _redactor(run_dir, environ)
+    redactor.add(env.get(params.redfish_password_env))
+    atomic_write_text(run_dir / "run.json", redactor.text(json.dumps(done, indent=2)) + "\n")
+    write_status(run_dir, status="media-presented", stage="run", transport=transport)
+    return done
+
+
+def _sha256(path: Path, limit: int | None = None) -> str:
+    digest = hashlib.sha256()
+    remaining = path.stat().st_size if limit is None else limit
+    with path.open("rb") as f:
+        while remaining > 0:
+            chunk = f.read(min(1 << 20, remaining))
+            if not chunk:
+                break
+            digest.update(chunk)
+            remaining -= len(chunk)
+    return digest.hexdigest()
+
+
+def write_usb(iso: Path, device: Path) -> dict[str, Any]:
+    """Write the hybrid ISO to the start of `device` (block device or image file), fsync, verify."""
+    size = iso.stat().st_size
+    if stat.S_ISREG(device.stat().st_mode) and device.stat().st_size and device.stat().st_size < size:
+        raise ParameterError(f"usb_device {device} holds {device.stat().st_size} bytes, the ISO needs {size}")
+    started = time.monotonic()
+    with iso.open("rb") as src, open(device, "r+b") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    verified = _sha256(device, size) == _sha256(iso)
+    if not verified:
+        raise LaneFailure(f"usb_device {device}: read-back of the written ISO does not match")
+    return {"device": str(device), "bytes": size, "verified": verified,
+            "seconds": round(time.monotonic() - started, 3)}
+
+
+def redfish_present(params: HardwareSmokeParams, password: str, iso: Path) -> dict[str, Any]:
+    """Insert the ISO as virtual media (served on 127.0.0.1 for the BMC), optionally override the
+    boot to Cd, and power the system on (or force-restart it when it is already on)."""
+    from .reference.redfish import RedfishClient, serve_file
+
+    assert params.redfish_url and params.redfish_username
+    client = RedfishClient(params.redfish_url, params.redfish_username, password)
+    members = [m["@odata.id"] for m in client.get("/redfish/v1/Systems").get("Members", [])]
+    if params.redfish_system_id:
+        members = [m for m in members if m.rstrip("/").endswith("/" + params.redfish_system_id)]
+    if not members:
+        raise LaneFailure(f"Redfish {params.redfish_url}: no system {params.redfish_system_id or ''} to boot")
+    system = members[0]
+    with serve_file(iso) as url:  # the BMC copies the image during InsertMedia
+        client.request("POST", f"{system}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia",
+                       {"Image": url, "Inserted": True, "WriteProtected": True})
+    if params.redfish_boot_override:
+        client.request("PATCH", system, {"Boot": {"BootSourceOverrideTarget": "Cd",
+                                                  "BootSourceOverrideEnabled": "Once"}})
+    power = client.get(system).get("PowerState")
+    reset = "On" if power == "Off" else "ForceRestart"
+    client.request("POST", f"{system}/Actions/ComputerSystem.Reset", {"ResetType": reset})
+    return {"system": system, "power_before": power, "reset": reset, "actions": client.actions}
