@@ -33,10 +33,10 @@ class ClusterEnv:
 
 
 def boot_cluster(run: Run, nodes: list[str], voters: list[str], client: str,
-                 boot_timeout_s: float) -> ClusterEnv:
-    """Boot the nodes in parallel and form the KV control plane on the voters."""
-    lab = run.lab(cluster_node_configs(run.profile, nodes))
-    lab.boot(timeout=boot_timeout_s)
+                 boot_timeout_s: float, boot_mode: str = "cold") -> ClusterEnv:
+    """Boot the nodes in parallel (or restore them just-booted) and form the control plane."""
+    lab = run.lab(cluster_node_configs(run.profile, nodes), warm=boot_mode == "restore")
+    run.boot(lab, boot_timeout_s, boot_mode)
     cp = ControlPlane(lab, run.profile, run.recorder, voters, token=f"ucnb-{run.run_id}")
     with run.step("form the control plane"):
         cp.bootstrap()

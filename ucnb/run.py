@@ -48,6 +48,7 @@ class Run:
         (proof_root / "plots").mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
         self.labs: list[Lab] = []
+        self.warm_key = ""   # set by lab(warm=True): the snapshot boot(mode="restore") uses
         self.started = time.time()
         # The kernel mostly waits on guests: import the plotting stack meanwhile, not at the end.
         threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
@@ -94,10 +95,15 @@ class Run:
                     raise LaneFailure(f"`{command}` exited {proc.returncode} (see logs/{log_name})")
 
     # -- the lab ---------------------------------------------------------------------------
-    def lab(self, nodes: list[NodeConfig]) -> Lab:
-        """Build (or reuse) the guest image, pick the accelerator, and create the lab's nodes."""
+    def lab(self, nodes: list[NodeConfig], warm: bool = False) -> Lab:
+        """Build (or reuse) the guest image, pick the accelerator, and create the lab's nodes.
+
+        `warm` makes the lab under the id and subnet of the snapshot that `Lab.boot_warm` restores
+        (falling back to a fresh lab, which boots cold, when they are taken)."""
         from .host.accel import choose
         from .image import build_image
+        from .lab import warm as warm_mod
+        from .lab.lab import LabUnavailable
 
         with self.step("build guest image"):
             image = build_image(self.profile, log=lambda m: print(m, flush=True))
@@ -108,12 +114,36 @@ class Run:
             "vm_accelerator_mode": accelerator.mode, "vm_accelerator_reason": accelerator.reason,
             "guest_image": image.key, "guest_kernel": image.kernel_version,
             "system_under_test": f"ucnb lab image {image.key} ({self.profile.description})"})
-        lab = Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
-                  log_dir=self.proof_root / "logs")
+        options: dict[str, Any] = {}
+        if warm:
+            self.warm_key = warm_mod.snapshot_key(image.key, accelerator.mode, nodes)
+            snapshot = warm_mod.find(self.warm_key)
+            options = {"lab_id": warm_mod.lab_id_for(self.warm_key),
+                       "subnet": snapshot.subnet if snapshot else None}
+        try:
+            lab = Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
+                      log_dir=self.proof_root / "logs", **options)
+        except LabUnavailable as exc:
+            print(f"warm start unavailable ({exc}): this lab boots cold", flush=True)
+            self.warm_key = ""
+            lab = Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
+                      log_dir=self.proof_root / "logs")
+        evidence.write_environment(self.proof_root, {"lab_id": lab.lab_id})
         self.labs.append(lab)
         _display(pd.DataFrame([{"accelerator": accelerator.mode, "why": accelerator.reason,
                                 "guest image": image.key, "guest kernel": image.kernel_version}]))
         return lab
+
+    def boot(self, lab: Lab, timeout: float, mode: str = "cold") -> str:
+        """Boot a lab cold, or (mode "restore") from its warm snapshot; the evidence says which."""
+        if mode == "restore" and self.warm_key:
+            how = lab.boot_warm(self.warm_key, timeout)
+        else:
+            lab.boot(timeout=timeout)
+            how = "cold" if mode == "cold" else "cold (warm start unavailable: lab id or subnet taken)"
+        evidence.write_environment(self.proof_root, {"boot_mode": how})
+        _display(pd.DataFrame([{"boot mode": how}]))
+        return how
 
     def stand_ins(self) -> pd.DataFrame:
         """What real software stands in for which product component on this profile."""

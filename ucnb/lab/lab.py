@@ -74,6 +74,10 @@ class NodeConfig:
     kernel_args: str = ""
 
 
+class LabUnavailable(InfrastructureError):
+    """The lab id or subnet asked for (a warm snapshot's) is taken by another lab."""
+
+
 def connect() -> libvirt.virConnect:
     """Open libvirt, or explain how to start it."""
     try:
@@ -105,12 +109,16 @@ class Node:
     def _domain(self) -> libvirt.virDomain:
         return self.lab.conn.lookupByName(self.domain_name)
 
-    def start(self) -> None:
-        """Create (boot) the domain; the marker cursor moves to the end of the console log."""
+    def before_power_on(self) -> None:
+        """Watch the console from here on; the marker cursor moves to the end of the log."""
         self.watcher.start()
         self.watcher.read_once()
         self.cursor = self.watcher.cursor()
         self.started_at = time.time()
+
+    def start(self) -> None:
+        """Create (boot) the domain."""
+        self.before_power_on()
         xml = domain_mod.domain_xml(self.lab.lab_id, self.spec)
         try:
             self.lab.conn.createXML(xml, 0)
@@ -214,7 +222,7 @@ class Lab:
 
     def __init__(self, nodes: list[NodeConfig], image: GuestImage, accelerator: Accelerator,
                  recorder: Recorder | None = None, run_id: str = "", lab_id: str | None = None,
-                 log_dir: Path | None = None) -> None:
+                 log_dir: Path | None = None, subnet: int | None = None) -> None:
         netns.enter()  # guest addresses exist only inside the lab namespace
         self.conn = connect()
         self.image, self.accelerator = image, accelerator
@@ -222,12 +230,19 @@ class Lab:
         self.lab_id = lab_id or uuid.uuid4().hex[:8]
         self.run_id = run_id or self.lab_id
         self.directory = paths.labs_dir() / self.lab_id
-        self.directory.mkdir(parents=True, exist_ok=False)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise LabUnavailable(f"lab id {self.lab_id} is in use") from None
         self.log_dir = log_dir or self.directory
         self.keep = False
         self._torn_down = False
         self.network_count = max([1, *(n.networks for n in nodes)])
-        self.subnet = self._allocate_network()
+        try:
+            self.subnet = self._allocate_network(subnet)
+        except InfrastructureError:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            raise
         self.network = f"ucnb-{self.lab_id}"
         self.networks = [self.network] + [f"ucnb-{self.lab_id}-{i}" for i in range(1, self.network_count)]
         self.nodes: dict[str, Node] = {}
@@ -237,13 +252,16 @@ class Lab:
         atexit.register(self._atexit)
 
     # -- construction ----------------------------------------------------------------------
-    def _allocate_network(self) -> int:
-        """Pick a free /24 and create the transient network, under a lock shared by all labs."""
+    def _allocate_network(self, wanted: int | None) -> int:
+        """Pick a free /24 (or the wanted one) and create the lab's networks, under a lock
+        shared by all labs."""
         with open(paths.labs_dir() / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
                     if (d / "state.json").exists()}
-            subnet = next(n for n in range(1, 250) if n not in used)
+            if wanted in used:
+                raise LabUnavailable(f"subnet {wanted} is in use by another lab")
+            subnet = wanted or next(n for n in range(1, 250) if n not in used)
             for i in range(self.network_count):
                 name = f"ucnb-{self.lab_id}" + (f"-{i}" if i else "")
                 gateway = f"{NETWORK_PREFIXES[i]}.{subnet}.1"
@@ -330,6 +348,29 @@ class Lab:
         with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
             for future in [pool.submit(boot_one, n) for n in targets]:
                 future.result()
+
+    def boot_warm(self, key: str, timeout: float = 90.0) -> str:
+        """Restore the nodes from the snapshot saved under `key`, or boot them cold and save one.
+
+        Returns how the lab came up, for the evidence.
+        """
+        from . import warm
+
+        snapshot = warm.find(key)
+        if snapshot is None or snapshot.lab_id != self.lab_id:
+            self.boot(timeout=timeout)
+            with self.recorder.step("save warm snapshot"):
+                snapshot = warm.save(self, key)
+            how = "cold (no saved state yet: booted, saved a snapshot, restored from it)"
+        else:
+            how = f"restore (saved state {key})"
+        with self.recorder.step("restore from snapshot"):
+            warm.restore(self, snapshot)
+        for node in self.nodes.values():
+            node.wait_ssh(timeout)
+            # The guest clock resumes where it was saved: set it to now.
+            node.run(f"date -u -s @{int(time.time())} >/dev/null", timeout=10, check=True)
+        return how
 
     def keep_alive(self) -> None:
         """Leave the lab running after this process ends (`ucnb lab clean` removes it)."""

@@ -32,6 +32,7 @@ class Parameters(LaneParameters):
     temporary: str = "node04"
     client: str = "node05"
     boot_timeout_s: float = Field(120.0, gt=0)
+    boot_mode: Literal["cold", "restore"] = "cold"
     change_timeout_s: float = Field(60.0, gt=0)
     write_interval_s: float = Field(0.3, ge=0)
     keep_vm: bool = False
@@ -198,6 +199,7 @@ def boot(run: Run, params: Parameters) -> Membership | None:
     if run.profile.name == "ultracloud":
         run.run_commands(product_command(params), cwd=params.flake, log_name="membership.log")
         return None
-    env = boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s)
+    env = boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s,
+                        params.boot_mode)
     return Membership(run, env, params)
 

@@ -29,6 +29,7 @@ class Parameters(LaneParameters):
     voters: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03"])
     client: str = "node04"
     boot_timeout_s: float = Field(120.0, gt=0)
+    boot_mode: Literal["cold", "restore"] = "cold"
     write_interval_s: float = Field(0.2, ge=0)
     faults: list[Fault] = Field(default_factory=default_faults)
     keep_vm: bool = False
@@ -49,7 +50,8 @@ def boot(run: Run, params: Parameters) -> ClusterEnv | None:
     if run.profile.name == "ultracloud":
         run.run_commands(product_command(params), cwd=params.flake, log_name="fresh-smoke.log")
         return None
-    return boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s)
+    return boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s,
+                        params.boot_mode)
 
 
 def ready(run: Run, env: ClusterEnv | None, started: float) -> pd.DataFrame:
