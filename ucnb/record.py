@@ -13,11 +13,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from .redact import Redactor
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 OUTCOMES = ("passed", "failed", "skipped", "running")
 
@@ -140,6 +141,8 @@ class Recorder:
     # -- reading ---------------------------------------------------------------------------
     def table(self, name: str) -> pd.DataFrame:
         """One table as a DataFrame (times as seconds since the run started)."""
+        import pandas as pd  # here, not at import: the CLI reads records without pandas
+
         rows = [asdict(r) for r in self.rows[name]]
         frame = pd.DataFrame(rows, columns=field_names(name))
         for column in ("start", "end", "first_seen", "t"):

@@ -21,6 +21,12 @@ class Redactor:
         if secret and len(secret) >= MIN_SECRET_LENGTH:
             self._secrets.add(secret)
 
+    def add_file(self, path: Path) -> None:
+        """Register every line of a generated-secrets file."""
+        if path.exists():
+            for line in path.read_text().splitlines():
+                self.add(line)
+
     def add_env(self, name: str) -> str | None:
         """Register the value of environment variable `name` as a secret and return it."""
         value = os.environ.get(name)
@@ -56,6 +62,19 @@ class Redactor:
 
 
 SECRETS_ENV = "UCNB_SECRET_ENV_NAMES"  # the runner tells the kernel which variables hold secrets
+
+
+def generated_secrets_file(run_id: str) -> Path:
+    """Where a run's kernel lists the secrets it generated, for the runner's redaction pass.
+
+    Outside the proof root, readable by root only, deleted once the run is sealed.
+    """
+    from . import paths
+
+    directory = paths.work_root() / "secrets"
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    return directory / run_id
 
 
 def from_environment() -> Redactor:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ from . import evidence, lanes, profiles
 from .errors import LaneFailure
 from .lab.lab import Lab, NodeConfig, connect
 from .record import Recorder, StepRow
-from .redact import from_environment
+from .redact import from_environment, generated_secrets_file
 
 RESULT_MIME = "application/vnd.ucnb.result+json"
 
@@ -71,6 +72,16 @@ class Run:
     def secret(self, env_name: str) -> str | None:
         """A secret's value from the environment, registered for redaction of every artifact."""
         return self.redactor.add_env(env_name)
+
+    def generate_secret(self, prefix: str = "uc-") -> str:
+        """A random secret for this run (e.g. a token no operator supplied), redacted everywhere:
+        the runner learns it through a root-only file outside the proof root."""
+        value = prefix + secrets.token_urlsafe(24)
+        self.redactor.add(value)
+        path = generated_secrets_file(self.run_id)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as f:
+            f.write(value + "\n")
+        return value
 
     def run_commands(self, commands: list[str], cwd: str, log_name: str, tool: str = "nix") -> None:
         """Run host commands (the product's own tools) as steps, output to logs/<log_name>."""

@@ -19,7 +19,7 @@ from rich.console import Console
 from . import evidence, index, lanes, paths
 from . import params as params_mod
 from .errors import HarnessError, InfrastructureError, Interrupted, classify
-from .redact import SECRETS_ENV, Redactor
+from .redact import SECRETS_ENV, Redactor, generated_secrets_file
 
 KERNEL_NAME = "ucnb"
 
@@ -106,6 +106,9 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
             lab_mod.clean(run_id=run_id, include_kept=False)  # the kernel's own teardown may not have run
         except InfrastructureError as exc:
             console.print(f"[yellow]warning:[/] could not clean this run's labs: {exc}")
+    generated = generated_secrets_file(run_id)
+    redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
+    generated.unlink(missing_ok=True)
     evidence.write_environment(root, {"wall_time_s": f"{time.monotonic() - started:.2f}"})
     result = evidence.build_result(root, lane.name, str(values.get("profile")), run_id, error, exit_code)
     evidence.seal(root, output, redactor)

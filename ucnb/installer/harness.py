@@ -11,7 +11,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
-import secrets
 import threading
 import time
 import urllib.request
@@ -129,12 +128,9 @@ def prepare(run: Run, machines: Sequence[tuple[str, str, str]], *, memory_mib: i
     """
     token = run.secret(bootstrap_token_env)
     if token is None:  # no operator token: a random one for this run, redacted all the same
-        token = "uc-run-" + secrets.token_urlsafe(24)
-        run.redactor.add(token)
-        atexit.register(_redact_proof_root, run)   # the runner's redactor does not know this one
+        token = run.generate_secret("uc-run-")
     installer_token = (run.secret(installer_token_env) if installer_token_env else None) or token
-    admin_token = "uc-admin-" + secrets.token_urlsafe(24)
-    run.redactor.add(admin_token)
+    admin_token = run.generate_secret("uc-admin-")
     evidence.write_environment(run.proof_root, {"execution_model": execution_model})
 
     cluster = load_cluster(CLUSTER_FILE)
