@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
+from pydantic import Field
 
 from .controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
 from .errors import LaneFailure
 from .faults import Fault, Nemesis
 from .history import History, WriteWorkload, check_acknowledged, classify
 from .lab.lab import Lab
+from .lanes import LaneParameters
 from .wait import wait_until
 
 if TYPE_CHECKING:
@@ -30,6 +32,31 @@ class ClusterEnv:
     client: str
     history: History = field(default_factory=History)
     workload: WriteWorkload | None = None
+
+
+class ClusterParameters(LaneParameters):
+    """What every cluster lane takes."""
+
+    profile: Literal["lab", "ultracloud"] = "lab"
+    nodes: list[str] = Field(default_factory=lambda: [f"node0{i}" for i in range(1, 7)])
+    voters: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03"])
+    client: str = "node04"
+    boot_timeout_s: float = Field(120.0, gt=0)
+    boot_mode: Literal["cold", "restore"] = "cold"
+    write_interval_s: float = Field(0.2, ge=0)
+    keep_vm: bool = False
+    flake: str = "."
+
+
+def boot_or_delegate(run: Run, params: ClusterParameters) -> ClusterEnv | None:
+    """Lab: boot the cluster and form its control plane. ultracloud: the product's own harness
+    runs the lane (seed: `nix run ./nix/test-cluster#cluster -- <lane>`), and None is returned."""
+    if run.profile.name == "ultracloud":
+        command = f"nix run {params.flake}/nix/test-cluster#cluster -- {run.lane.name}"
+        run.run_commands([command], cwd=params.flake, log_name=f"{run.lane.name}.log")
+        return None
+    return boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s,
+                        params.boot_mode)
 
 
 def boot_cluster(run: Run, nodes: list[str], voters: list[str], client: str,

@@ -8,16 +8,16 @@ serializable reads on every member return the expected data.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pydantic import Field
 
-from ..clusterlane import ClusterEnv, boot_cluster
+from ..clusterlane import ClusterEnv, ClusterParameters, boot_or_delegate
 from ..errors import LaneFailure
 from ..lab.ssh import CommandResult
 from ..wait import wait_until
-from . import Lane, LaneParameters
+from . import Lane
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -25,18 +25,12 @@ if TYPE_CHECKING:
     from ..run import Run
 
 
-class Parameters(LaneParameters):
-    profile: Literal["lab", "ultracloud"] = "lab"
+class Parameters(ClusterParameters):
     nodes: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03", "node04", "node05"])
-    voters: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03"])
     temporary: str = "node04"
     client: str = "node05"
-    boot_timeout_s: float = Field(120.0, gt=0)
-    boot_mode: Literal["cold", "restore"] = "cold"
     change_timeout_s: float = Field(60.0, gt=0)
     write_interval_s: float = Field(0.3, ge=0)
-    keep_vm: bool = False
-    flake: str = "."
 
 
 LANE = Lane(name="chainfire-live-membership-proof", title="ChainFire live membership",
@@ -149,15 +143,20 @@ class Membership:
             self.cp.wait_healthy(t, timeout=self.params.change_timeout_s)
             return self.after(f"temporary voter {t} restarted and rejoined")
 
+    def remove(self, name: str) -> list[str]:
+        """Remove a member (asked of the others), stop it and wipe it; returns the others."""
+        member = self.cp.member(name)
+        others = [m for m in self.cp.members if m != name]
+        self.retry(f"member remove {name}",
+                   lambda: self.kv.remove(self.cp.operator((name,)), others, member))
+        self.cp.members.remove(name)
+        self.stop_member(name, wipe=True)
+        return others
+
     def remove_leader(self) -> tuple[pd.DataFrame, str]:
         leader = self.cp.wait_leader()
         with self.run.step(f"remove current leader {leader}", leader):
-            member = self.cp.member(leader)
-            others = [m for m in self.cp.members if m != leader]
-            self.retry(f"member remove {leader}",
-                       lambda: self.kv.remove(self.cp.operator((leader,)), others, member))
-            self.cp.members.remove(leader)
-            self.stop_member(leader, wipe=True)
+            others = self.remove(leader)
             new = self.cp.wait_leader(timeout=self.params.change_timeout_s)
             self.run.recorder.check("a remaining voter leads", others, new, ok=new in others)
             still = self.kv.health(self.lab[others[0]], leader)
@@ -177,12 +176,7 @@ class Membership:
     def scale_back(self) -> pd.DataFrame:
         t = self.params.temporary
         with self.run.step(f"scale back: remove {t}", t):
-            member = self.cp.member(t)
-            self.retry(f"member remove {t}",
-                       lambda: self.kv.remove(self.cp.operator((t,)), [m for m in self.cp.members
-                                                                       if m != t], member))
-            self.cp.members.remove(t)
-            self.stop_member(t, wipe=True)
+            self.remove(t)
             table = self.after("scaled back to the canonical 3 voters")
             final = sorted(table["name"])
             if not self.run.recorder.check("final members", sorted(self.params.voters), final):
@@ -190,16 +184,7 @@ class Membership:
             return table
 
 
-def product_command(params: Parameters) -> list[str]:
-    return [f"nix run {params.flake}/nix/test-cluster#cluster -- chainfire-live-membership-proof"]
-
-
 def boot(run: Run, params: Parameters) -> Membership | None:
     """Lab: boot the nodes and form the canonical control plane. ultracloud: the product's lane."""
-    if run.profile.name == "ultracloud":
-        run.run_commands(product_command(params), cwd=params.flake, log_name="membership.log")
-        return None
-    env = boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s,
-                        params.boot_mode)
-    return Membership(run, env, params)
-
+    env = boot_or_delegate(run, params)
+    return Membership(run, env, params) if env is not None else None

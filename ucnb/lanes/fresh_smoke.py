@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from pydantic import Field
 
-from ..clusterlane import ClusterEnv, boot_cluster, readiness
+from ..clusterlane import ClusterEnv, ClusterParameters, boot_or_delegate, readiness
 from ..faults import Fault
-from . import Lane, LaneParameters
+from . import Lane
 
 if TYPE_CHECKING:
     from ..run import Run
-
-ALL_NODES = ["node01", "node02", "node03", "node04", "node05", "node06"]
-
 
 def default_faults() -> list[Fault]:
     return [Fault(kind="power_loss", target="leader", hold_s=3),
@@ -23,35 +20,17 @@ def default_faults() -> list[Fault]:
             Fault(kind="service_restart", target="one", service="chainfire")]
 
 
-class Parameters(LaneParameters):
-    profile: Literal["lab", "ultracloud"] = "lab"
-    nodes: list[str] = Field(default_factory=lambda: list(ALL_NODES))
-    voters: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03"])
-    client: str = "node04"
-    boot_timeout_s: float = Field(120.0, gt=0)
-    boot_mode: Literal["cold", "restore"] = "cold"
-    write_interval_s: float = Field(0.2, ge=0)
+class Parameters(ClusterParameters):
     faults: list[Fault] = Field(default_factory=default_faults)
-    keep_vm: bool = False
-    flake: str = "."
 
 
 LANE = Lane(name="fresh-smoke", title="Six-node VM cluster smoke", parameters=Parameters,
             cell_timeout_s=900)
 
 
-def product_command(params: Parameters) -> list[str]:
-    """The product's own harness for this lane (seed: Publishable Checks)."""
-    return [f"nix run {params.flake}/nix/test-cluster#cluster -- fresh-smoke"]
-
-
 def boot(run: Run, params: Parameters) -> ClusterEnv | None:
     """Lab: boot node01..06 and form the 3-voter control plane. ultracloud: the product's harness."""
-    if run.profile.name == "ultracloud":
-        run.run_commands(product_command(params), cwd=params.flake, log_name="fresh-smoke.log")
-        return None
-    return boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s,
-                        params.boot_mode)
+    return boot_or_delegate(run, params)
 
 
 def ready(run: Run, env: ClusterEnv | None, started: float) -> pd.DataFrame:
