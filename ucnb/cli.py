@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import cli_baremetal
+from . import cli_baremetal, cli_hardware
 from .budget import budget_app
 from .errors import ParameterError, UcnbError
 from .guards import guard_app
@@ -25,6 +25,7 @@ app.add_typer(host_app, name="host")
 app.add_typer(guard_app, name="guard")
 app.add_typer(budget_app, name="budget")
 app.add_typer(cli_baremetal.app)
+app.add_typer(cli_hardware.app, name="hardware-smoke")
 console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
