@@ -217,7 +217,8 @@ def test_portable_suite_passes_for_real_with_parseable_junit(outputs: Path, tmp_
     assert any("boot [node01]" in case.name and case.is_passed for case in quickstart)
     entries = index.load(outputs)
     assert sorted((e.kind, e.lane, e.verdict) for e in entries) == [
-        ("lane", "single-node-quickstart", "passed"), ("suite", "portable", "passed")]
+        ("lane", "deployer-vm-smoke", "passed"), ("lane", "single-node-quickstart", "passed"),
+        ("suite", "portable", "passed")]
     assert all(e.path(outputs).is_dir() for e in entries)
     assert next(e for e in entries if e.kind == "lane").suite == f"portable/{root.name}"
     # The report of this run, as a reviewer's browser shows it (the PNG stays with the suite root).

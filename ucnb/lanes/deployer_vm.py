@@ -48,6 +48,7 @@ LANE = Lane(
     parameters=Parameters,
     secret_env_parameters=("bootstrap_token_env",),
     cell_timeout_s=600,
+    portable=True,  # seed: a supported non-KVM developer lane (portable regressions)
 )
 
 
