@@ -89,7 +89,10 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
                 str(lane.notebook), str(output), parameters=values, kernel_name=KERNEL_NAME,
                 cwd=str(paths.project_root()), progress_bar=False, log_output=False,
                 request_save_on_cell_execute=True, execution_timeout=lane.cell_timeout_s,
-                interrupt_on_timeout=True)
+                interrupt_on_timeout=True,
+                # The notebook is saved when the last cell ends: no need to wait for a graceful
+                # kernel exit (the run's labs are cleaned below either way).
+                shutdown_kernel="immediate")
     except PapermillExecutionError as exc:
         cls = classify(exc.ename)
         error = {"type": exc.ename, "kind": cls.kind, "message": str(exc.evalue)[-4000:]}
