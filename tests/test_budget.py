@@ -231,3 +231,12 @@ def test_cli_prune(lanes: tuple[Path, Path]) -> None:
     assert _names(fresh) == FRESH_SMOKE
     assert runner.invoke(budget_app, ["prune-proof-logs", "2", "--delete"]).exit_code == 0
     assert _names(fresh) == FRESH_SMOKE[2:]
+
+
+def test_suite_roots_are_pruned_per_suite(roots: tuple[Path, Path]) -> None:
+    """outputs/suites/<suite>/<dated> roots count per suite, not as one lane called `suites`."""
+    suite = _lane(roots[1] / "suites" / "portable", FRESH_SMOKE, latest=FRESH_SMOKE[-1])
+    assert sorted(proof_roots()) == ["outputs/suites/portable"]
+    result = prune_proof_logs(2, delete=True)
+    assert _names(suite) == FRESH_SMOKE[-2:]
+    assert {r.path.name for r in result.doomed} == set(FRESH_SMOKE[:-2])

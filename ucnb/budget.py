@@ -165,6 +165,9 @@ def dated(name: str) -> datetime | None:
     return when.replace(tzinfo=timezone(offset if tz[0] == "+" else -offset))
 
 
+SUITES_DIR = "suites"  # suite roots live one level deeper: outputs/suites/<suite>/<dated>
+
+
 def _lane_dirs(work: Path, outputs: Path) -> Iterator[tuple[str, Path]]:
     """(label, directory) of every lane directory that may hold dated proof roots."""
     # Top-level work dirs that belong to another area are never lanes.
@@ -173,7 +176,12 @@ def _lane_dirs(work: Path, outputs: Path) -> Iterator[tuple[str, Path]]:
         if not root.is_dir():
             continue
         for child in sorted(root.iterdir()):
-            if child.is_dir() and not child.is_symlink() and child.name not in skip:
+            if not child.is_dir() or child.is_symlink() or child.name in skip:
+                continue
+            if label == "outputs" and child.name == SUITES_DIR:  # outputs/suites/<suite>/<dated>
+                for suite in sorted(c for c in child.iterdir() if c.is_dir() and not c.is_symlink()):
+                    yield f"{label}/{child.name}/{suite.name}", suite
+            else:
                 yield f"{label}/{child.name}", child
 
 
