@@ -100,3 +100,18 @@ def test_seal_writes_self_contained_html_and_valid_checksums(tmp_path: Path) -> 
     (root / "result.json").write_text(json.dumps({"tampered": True}))
     assert evidence.verify_checksums(root) == ["result.json"]
     assert (root.parent / "latest").resolve() == root.resolve()
+
+
+def test_failing_step_is_the_first_failure_not_a_step_cut_short(tmp_path: Path) -> None:
+    """Two nodes install in parallel; the worker fails first, the other's wait is cut short."""
+    rec = _recorder(tmp_path)
+    cut_short = rec.step("wait: marker", "control-plane", kind="wait")
+    cut_short.__enter__()  # never exits: the run stopped while it waited
+    with pytest.raises(LaneFailure), rec.step("install", "worker"), \
+            rec.step("wait: marker", "worker", kind="wait"):
+        raise LaneFailure("worker: failure marker install.disko.failed.target-disk-missing")
+    result = evidence.build_result(tmp_path, "lane", "lab", "r1")
+    assert result["failing_step"]["node"] == "worker"
+    assert result["failing_step"]["name"] == "wait: marker"
+    assert "target-disk-missing" in result["failing_step"]["last_observation"]
+    assert cut_short is not None  # held, so the cut-short wait is not closed (and failed) early

@@ -115,7 +115,7 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
     counts = {o: sum(1 for s in steps if s["outcome"] == o) for o in ("passed", "failed", "skipped",
                                                                        "running")}
     failed_checks = [c for c in tables["checks"] if not c["ok"]]
-    failing = next((s for s in reversed(tables["steps"]) if s["outcome"] in ("failed", "running")), None)
+    failing = _failing_step(tables["steps"])
     if error or counts["failed"] or failed_checks:
         verdict = "failed"
     elif not steps:
@@ -157,6 +157,17 @@ def html_exporter() -> Any:
     exporter.mathjax_url = ""
     exporter.require_js_url = ""
     return exporter
+
+
+def _failing_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The root cause: the failed step that ended first (an inner wait fails before the step
+    around it, and before steps of other nodes that only stopped because the run did); with no
+    failed step, the step still running when the run ended (interrupted, killed, timed out)."""
+    failed = [s for s in steps if s["outcome"] == "failed"]
+    if failed:
+        return min(failed, key=lambda s: s.get("end") or s["start"])
+    running = [s for s in steps if s["outcome"] == "running"]
+    return running[-1] if running else None
 
 
 def export_html(notebook: Path, html: Path) -> None:
