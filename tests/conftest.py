@@ -56,18 +56,37 @@ def ucnb_objects() -> dict[str, list[str]]:
     }
 
 
-def kernel_processes() -> list[int]:
-    """ipykernel processes running the ucnb kernel (left behind by a killed runner?)."""
-    pids = []
+def _processes(field: str) -> Iterator[tuple[int, bytes]]:
+    """(pid, /proc/<pid>/<field>) of every process but this one."""
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
             try:
-                cmd = (entry / "cmdline").read_bytes()
+                yield int(entry.name), (entry / field).read_bytes()
             except OSError:
                 continue
-            if b"ipykernel_launcher" in cmd and int(entry.name) != os.getpid():
-                pids.append(int(entry.name))
-    return pids
+
+
+def kernel_processes() -> list[int]:
+    """ipykernel processes running the ucnb kernel (left behind by a killed runner?)."""
+    return [pid for pid, cmd in _processes("cmdline") if b"ipykernel_launcher" in cmd]
+
+
+def assert_run_left_nothing(root: Path) -> None:
+    """This run's lab (named in environment.txt) left no domain, network, lab folder or process.
+
+    Only this run's objects are checked: other labs may be running on the same host meanwhile.
+    """
+    from ucnb.evidence import read_environment
+
+    env = read_environment(root)
+    lab_id, run_id = env["lab_id"], env["run_id"]
+    objects = ucnb_objects()
+    assert not [d for d in objects["domains"] if d.startswith(f"ucnb-{lab_id}-")], objects
+    assert not [n for n in objects["networks"] if n == f"ucnb-{lab_id}" or n.startswith(f"ucnb-{lab_id}-")]
+    assert lab_id not in objects["labs"]
+    marker = f"UCNB_RUN_ID={run_id}".encode()
+    left = [pid for pid, environ in _processes("environ") if marker in environ.split(b"\0")]
+    assert not left, f"processes of run {run_id} left: {left}"
 
 
 @pytest.fixture()

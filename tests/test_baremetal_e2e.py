@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, ucnb_objects
+from ucnb.evidence import read_environment
+
+from .conftest import ROOT, assert_run_left_nothing
 
 pytestmark = pytest.mark.e2e
 UCNB = str(ROOT / ".venv/bin/ucnb")
@@ -22,31 +24,6 @@ def _run(outputs: Path, *args: str, **env: str) -> tuple[subprocess.CompletedPro
     done = subprocess.run([UCNB, "run", LANE, "--no-progress", *args], capture_output=True, text=True,
                           env={**os.environ, "UCNB_OUTPUTS": str(outputs), **env}, timeout=600)
     return done, (outputs / LANE / "latest").resolve()
-
-
-def _environment(root: Path) -> dict[str, str]:
-    lines = (root / "environment.txt").read_text().splitlines()
-    return dict(line.split("=", 1) for line in lines if "=" in line)
-
-
-def assert_run_left_nothing(root: Path) -> None:
-    """This run's lab (named in environment.txt) left no domain, network, lab folder or kernel.
-
-    Only this run's objects are checked: other labs may be running on the same host meanwhile.
-    """
-    env = _environment(root)
-    lab_id, run_id = env["lab_id"], env["run_id"]
-    objects = ucnb_objects()
-    assert not [d for d in objects["domains"] if d.startswith(f"ucnb-{lab_id}-")], objects
-    assert not [n for n in objects["networks"] if n == f"ucnb-{lab_id}" or n.startswith(f"ucnb-{lab_id}-")]
-    assert lab_id not in objects["labs"]
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                environ = (entry / "environ").read_bytes()
-            except OSError:
-                continue
-            assert f"UCNB_RUN_ID={run_id}".encode() not in environ.split(b"\0"), f"process {entry.name} left"
 
 
 def _assert_no_secret(root: Path, *secrets: str) -> None:
@@ -100,7 +77,7 @@ def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, lab
     assert "install.disko.failed.target-disk-missing" in message
     assert "ULTRACLOUD_MARKER install.bundle-downloaded.worker" in message  # serial context
     assert result["failing_step"]["node"] == "worker"
-    wall = float(_environment(root)["wall_time_s"])
+    wall = float(read_environment(root)["wall_time_s"])
     assert wall < 45, "a failure marker must end the lane at once, not at the install timeout"
 
 
@@ -111,7 +88,7 @@ def _e2e(logdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(tmp_path: Path, lab_host: None) -> None:
     refused = _e2e(tmp_path / "refused")
-    env = _environment(tmp_path / "refused")
+    env = read_environment(tmp_path / "refused")
     assert env["execution_model"] == "check-runner" and env["allow_tcg"] == "false"
     if env.get("vm_accelerator_mode") == "kvm":  # a real KVM host: nothing to refuse
         return
@@ -120,7 +97,7 @@ def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(tmp_path: Path, l
     assert "--allow-tcg" in result["error"]["message"]
     allowed = _e2e(tmp_path / "allowed", "--allow-tcg")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
-    env = _environment(tmp_path / "allowed")
+    env = read_environment(tmp_path / "allowed")
     assert (env["allow_tcg"], env["vm_accelerator_mode"], env["verdict"]) == ("true", "tcg", "passed")
-    assert _environment(tmp_path / "allowed/state")["execution_model"] == "check-runner"
+    assert read_environment(tmp_path / "allowed/state")["execution_model"] == "check-runner"
     assert_run_left_nothing(tmp_path / "allowed/state")

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT
-from .test_baremetal_e2e import assert_run_left_nothing
+from .conftest import ROOT, assert_run_left_nothing
 
 pytestmark = pytest.mark.e2e
 UCNB = str(ROOT / ".venv/bin/ucnb")
