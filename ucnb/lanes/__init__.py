@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,13 @@ def all_lanes() -> dict[str, Lane]:
 
 def get(name: str) -> Lane:
     """Find a lane by name or alias; an unknown name is a parameter error listing the known ones."""
+    # A lane lives in the module named after it: import just that one when it exists (the
+    # others pull in what this run does not need); aliases and typos go through the registry.
+    module = name.replace("-", "_")
+    if module.isidentifier() and importlib.util.find_spec(f"{__name__}.{module}") is not None:
+        lane = getattr(importlib.import_module(f"{__name__}.{module}"), "LANE", None)
+        if isinstance(lane, Lane) and lane.name == name:
+            return lane
     lanes = _registry()
     for lane in lanes.values():
         if name == lane.name or name in lane.aliases:

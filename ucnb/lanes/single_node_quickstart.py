@@ -11,16 +11,19 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import Field
 
 from ..errors import LaneFailure, ParameterError
-from ..lab.lab import Node, NodeConfig
 from ..profiles import CANONICAL_PROFILES
 from ..wait import wait_until
 from . import Lane, LaneParameters
 
+# pandas and the lab layer are imported where used: `ucnb run` reads this module's schema
+# before the kernel starts, and should not pay for them.
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..lab.lab import Node, NodeConfig
     from ..run import Run
 
 NODE = "node01"
@@ -54,6 +57,8 @@ LANE = Lane(
 
 
 def _covered_by_launcher(run: Run, what: str) -> pd.DataFrame:
+    import pandas as pd
+
     reason = "ultracloud profile: the product's launcher checked this itself (logs/launcher.log)"
     run.skip(what, reason)
     return pd.DataFrame([{"step": what, "skipped": reason}])
@@ -73,6 +78,8 @@ def ultracloud_plan(params: Parameters) -> list[str]:
 
 def node_config(run: Run, params: Parameters) -> NodeConfig:
     """The one node, running every required component the profile provides."""
+    from ..lab.lab import NodeConfig
+
     services = tuple(c.service for name in params.required_components
                      if (c := run.profile.component(name)).provided and c.service)
     return NodeConfig(NODE, services=services, memory_mib=params.memory_mib)
@@ -80,6 +87,8 @@ def node_config(run: Run, params: Parameters) -> NodeConfig:
 
 def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFrame:
     """Wait for each required component to be healthy, probed from inside the guest."""
+    import pandas as pd
+
     if node is None:
         return _covered_by_launcher(run, "service health")
     rows: list[dict[str, object]] = []
@@ -102,6 +111,8 @@ def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFr
 
 def check_manifest(run: Run, node: Node | None, params: Parameters) -> pd.DataFrame:
     """Read the product-surface manifest shipped in the VM and check it against the profile."""
+    import pandas as pd
+
     if node is None:
         return _covered_by_launcher(run, "manifest")
     with run.step("manifest", NODE):
