@@ -181,13 +181,19 @@ class Run:
         _display(Image(data=path.read_bytes(), format="png"))
 
     def finish(self, keep: bool = False) -> dict[str, Any]:
-        """Tear down (unless kept), write the records, show the verdict; raise if the lane failed."""
+        """Show the timeline and the verdict and write the records, while the labs are torn down
+        (unless kept); raise if the lane failed."""
+        teardowns = []
         for lab in self.labs:
             if keep:
                 lab.keep_alive()
                 _display(pd.DataFrame({"reach the kept lab with": lab.reach_commands()}))
             else:
-                lab.teardown()
+                teardowns.append(threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}"))
+                teardowns[-1].start()
+        self.timeline()
+        for thread in teardowns:
+            thread.join()
         result = evidence.build_result(self.proof_root, self.lane.name, self.profile.name, self.run_id)
         _display_result(result)
         if result["verdict"] != "passed":
