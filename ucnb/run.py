@@ -27,13 +27,10 @@ from .redact import from_environment, generated_secrets_file
 RESULT_MIME = "application/vnd.ucnb.result+json"
 
 
-def _display(obj: Any) -> None:
-    try:
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - ipykernel is a dependency
-        print(obj)
-        return
-    display(obj)
+def _display(obj: Any, raw: bool = False) -> None:
+    from IPython.display import display  # ipykernel's dependency: always there
+
+    display(obj, raw=raw)
 
 
 class Run:
@@ -219,13 +216,7 @@ def _verdict_markdown(result: dict[str, Any]) -> str:
 
 def _display_result(result: dict[str, Any]) -> None:
     """The verdict as ucnb's own MIME type with a readable markdown fallback."""
-    bundle = {RESULT_MIME: result, "text/markdown": _verdict_markdown(result)}
-    try:
-        from IPython.display import display
-    except ImportError:  # pragma: no cover
-        print(bundle["text/markdown"])
-        return
-    display(bundle, raw=True)
+    _display({RESULT_MIME: result, "text/markdown": _verdict_markdown(result)}, raw=True)
 
 
 def start_run(lane_name: str, namespace: dict[str, Any]) -> Run:

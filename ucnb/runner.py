@@ -19,7 +19,7 @@ from rich.console import Console
 from . import evidence, index, lanes, paths
 from . import params as params_mod
 from .errors import HarnessError, InfrastructureError, Interrupted, classify
-from .redact import SECRETS_ENV, Redactor, generated_secrets_file
+from .redact import SECRETS_ENV, from_environment, generated_secrets_file
 
 KERNEL_NAME = "ucnb"
 
@@ -71,11 +71,9 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     values = params.model_dump(mode="json")
     (root / "parameters.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     secret_vars = [str(values[p]) for p in lane.secret_env_parameters]
-    redactor = Redactor()
-    for name in secret_vars:
-        redactor.add_env(name)
     os.environ.update({"UCNB_RUN_ID": run_id, "UCNB_PROOF_ROOT": str(root), "UCNB_RUNNER": "1",
                        SECRETS_ENV: ",".join(secret_vars)})
+    redactor = from_environment()  # the same secrets the kernel's Run redacts
     console.print(f"[bold]{lane.name}[/] ({values.get('profile')}) run {run_id} → {root}")
     # Build the HTML exporter while the lane runs: it is needed only at the end.
     threading.Thread(target=evidence.html_exporter, name="prewarm-html", daemon=True).start()

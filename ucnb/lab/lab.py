@@ -238,14 +238,14 @@ class Lab:
         self.keep = False
         self._torn_down = False
         self.network_count = max([1, *(n.networks for n in nodes)])
+        self.network = f"ucnb-{self.lab_id}"
+        self.nodes: dict[str, Node] = {}
         try:
             self.subnet = self._allocate_network(subnet)
         except InfrastructureError:
             shutil.rmtree(self.directory, ignore_errors=True)
             raise
-        self.network = f"ucnb-{self.lab_id}"
         self.networks = [self.network] + [f"ucnb-{self.lab_id}-{i}" for i in range(1, self.network_count)]
-        self.nodes: dict[str, Node] = {}
         for index, config in enumerate(nodes, start=1):
             self.nodes[config.name] = self._make_node(index, config)
         self._save_state()
@@ -270,8 +270,8 @@ class Lab:
                     self.conn.networkCreateXML(xml)
                 except libvirt.libvirtError as exc:
                     raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
-            LabState(self.lab_id, self.run_id, os.getpid(), subnet, f"ucnb-{self.lab_id}", []
-                     ).save(self.directory)
+            self.subnet = subnet
+            self._save_state()  # reserves the subnet before the lock is released
             return subnet
 
     def address(self, index: int, network: int = 0) -> str:
