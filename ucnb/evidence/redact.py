@@ -69,7 +69,7 @@ def generated_secrets_file(run_id: str) -> Path:
 
     Outside the proof root, readable by root only, deleted once the run is sealed.
     """
-    from . import paths
+    from ucnb import paths
 
     directory = paths.work_root() / "secrets"
     directory.mkdir(parents=True, exist_ok=True)
