@@ -113,10 +113,11 @@ class CheckResult:
             if out.culprit is None:
                 rows.append({**head, "role": out.kind, "reason": out.reason})
                 continue
-            roles = [("before", o) for o in out.prefix[-context:] if context > 0]
-            roles += [("pending", o) for o in out.pending if o is not out.culprit]
-            roles += [("witness", out.witness)] if out.witness is not None else []
-            part = sorted(roles, key=lambda ro: (ro[1].call, ro[1].ret))
+            roles = {id(o): ("before", o) for o in (out.prefix[-context:] if context > 0 else [])}
+            roles |= {id(o): ("pending", o) for o in out.pending if o is not out.culprit}
+            if out.witness is not None:
+                roles[id(out.witness)] = ("witness", out.witness)
+            part = sorted(roles.values(), key=lambda ro: (ro[1].call, ro[1].ret))
             rows += [{**head, "role": role, **o.row(), "reason": ""} for role, o in part]
             rows.append({**head, "role": "violation", **out.culprit.row(), "reason": out.reason})
         return rows
@@ -346,16 +347,18 @@ def _explain(key: Hashable, ops: list[Operation], best: tuple[Any, ...], states:
     overwrote = [w for w in ops if w.f == "write" and w.status == "ok" and w.value != v
                  and w.ret < culprit.call and all(x.ret < w.call for x in writers)]
     witness = max(overwrote, key=lambda w: w.ret, default=None)
-    where = "the final state" if culprit.index < 0 else f"read at [{culprit.call:g}, {culprit.ret:g}]"
+    where = "the final state" if culprit.index < 0 else f"the read at [{culprit.call:g}, {culprit.ret:g}]"
+    said = f"{where} {'has no value' if v is None else f'returned {v!r}'}"
     if culprit.f != "read":
         kind, reason = "non-linearizable", f"no order of the ops explains the {culprit.f} at {culprit.call:g}"
     elif witness is not None:
         lost = culprit.index < 0 or v is None
         kind = "lost-write" if lost else "stale-read"
-        reason = (f"{where} returned {v!r}, but write {witness.value!r} was acknowledged at {witness.ret:g}"
-                  f" after every write of {v!r}" + (": the acknowledged write is lost" if lost else ""))
+        after = "" if v is None else f" after every write of {v!r}"
+        reason = (f"{said}, but write {witness.value!r} was acknowledged at {witness.ret:g}{after}"
+                  + (": the acknowledged write is lost" if lost else ""))
     else:
         kind = "lost-write" if culprit.index < 0 else "stale-read"
-        reason = (f"{where} returned {v!r}: no order of the concurrent ops explains it (the longest "
-                  f"linearizable prefix, {len(prefix)} ops, leaves {state!r})")
+        reason = (f"{said}: no order of the concurrent ops explains it (the longest linearizable "
+                  f"prefix, {len(prefix)} ops, leaves {state!r})")
     return KeyOutcome(key, False, kind, reason, len(ops), culprit, witness, prefix, pending, states)
