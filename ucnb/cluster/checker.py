@@ -172,10 +172,10 @@ def check(events: Iterable[Event], final: Mapping[Any, Hashable | None] | None =
     """Check a whole history; `final` (key -> value read after the faults; a key missing from it
     reads as absent) is checked as one more read of each key after every other operation.
 
-    `time_budget` (seconds) bounds the whole check, `state_budget` (memo entries) each key's
-    search. Cheap checks (phantom values, present failed writes) run on every key; then keys are
-    searched smallest first, so a pathological key spends the budget last, stopping at the first
-    violation when `stop_at_first`."""
+    `time_budget` (seconds) bounds the whole check, `state_budget` (memo entries, roughly 100-200
+    bytes each) each key's search. Cheap checks (phantom values, present failed writes) run on
+    every key; then keys are searched smallest first, so a pathological key spends the budget
+    last, stopping at the first violation when `stop_at_first`."""
     start = time.monotonic()
     ops, warnings = pair(events)
     counts: dict[str, dict[str, int]] = {f: {"ok": 0, "fail": 0, "info": 0} for f in ("write", "read")}
@@ -183,7 +183,6 @@ def check(events: Iterable[Event], final: Mapping[Any, Hashable | None] | None =
     for o in ops:
         counts.setdefault(o.f, {"ok": 0, "fail": 0, "info": 0})[o.status] += 1
         by_key[o.key].append(o)
-    keys = len(by_key)
     if final is not None:
         last = max((x for o in ops for x in (o.call, o.ret) if x < INF), default=0.0)
         for key in {*final, *(o.key for o in ops if o.f == "write")}:
@@ -210,7 +209,7 @@ def check(events: Iterable[Event], final: Mapping[Any, Hashable | None] | None =
             outcomes.append(out)
     verdicts = {o.linearizable for o in outcomes}
     verdict: Verdict = False if False in verdicts else "unknown" if "unknown" in verdicts else True
-    return CheckResult(verdict, len(ops), max(keys, len(by_key)), sum(counts["read"].values()),
+    return CheckResult(verdict, len(ops), len(by_key), sum(counts["read"].values()),
                        sum(counts["write"].values()), counts, checked, outcomes,
                        time.monotonic() - start, states, warnings)
 
@@ -288,6 +287,11 @@ def _search(key: Hashable, ops: list[Operation], deadline: float, max_states: in
     best: tuple[int, Any, Hashable | None, list[Operation], Operation] | None = None
     entry: _Entry | None = head.next
     while entry is not None:
+        steps += 1
+        if len(memo) >= max_states or (steps & 1023 == 0 and time.monotonic() > deadline):
+            what = "state" if len(memo) >= max_states else "time"
+            return KeyOutcome(key, "unknown", "unknown", f"{what} budget exhausted after {len(memo)} "
+                              f"states", len(ops), states=len(memo))
         if entry.match is not None:  # a call: try to linearize its op here
             op = entry.op
             if op.f == "write" or op.value == state:
@@ -305,11 +309,6 @@ def _search(key: Hashable, ops: list[Operation], deadline: float, max_states: in
                     state, low, high, depth = new_state, new_low, new_high, depth + 1
                     _lift(entry)
                     entry = head.next
-                    steps += 1
-                    if len(memo) >= max_states or (steps & 1023 == 0 and time.monotonic() > deadline):
-                        what = "state" if len(memo) >= max_states else "time"
-                        return KeyOutcome(key, "unknown", "unknown", f"{what} budget exhausted after "
-                                          f"{len(memo)} states", len(ops), states=len(memo))
                     continue
             entry = entry.next
         elif entry.time == INF:  # only indeterminate ops are left: they may happen last, or never
