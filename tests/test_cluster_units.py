@@ -78,5 +78,5 @@ def test_cluster_nodes_come_from_the_cluster_file() -> None:
     assert sorted(configs) == [f"node0{i}" for i in range(1, 7)]
     assert configs["node01"].held == ("chainfire",) and "flaredb" in configs["node01"].services
     assert configs["node06"].held == () and all(c.networks == 2 for c in configs.values())
-    with pytest.raises(LaneFailure, match="node09"):
+    with pytest.raises(ParameterError, match="node09"):
         cluster_node_configs(profiles.load("lab"), ["node09"])

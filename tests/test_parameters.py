@@ -58,10 +58,34 @@ def test_alias_resolves() -> None:
 @pytest.mark.parametrize("lane", list(lanes.all_lanes().values()), ids=lambda lane: lane.name)
 def test_notebook_parameters_cell_matches_schema(lane: lanes.Lane) -> None:
     declared = runner.notebook_parameters(lane.notebook)
-    assert set(declared) == set(lane.parameters.model_fields)
-    defaults = lane.parameters().model_dump(mode="json")
+    assert set(declared) == {"lane_name", *lane.parameters.model_fields}
+    defaults = {"lane_name": lane.name, **lane.parameters().model_dump(mode="json")}
     for name, info in declared.items():
         assert ast.literal_eval(info["default"]) == defaults[name], name
+
+
+def _code_cells(path: Path) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "notebooks").glob("*.ipynb")), ids=lambda p: p.stem)
+def test_notebook_cells_hold_calls_not_control_flow(path: Path) -> None:
+    for source in _code_cells(path):
+        for node in ast.walk(ast.parse(source)):
+            assert not isinstance(node, ast.If | ast.For | ast.While | ast.Try | ast.With | ast.IfExp
+                                  | ast.comprehension), (path.name, source)
+
+
+def test_the_deployer_notebooks_differ_only_in_prose_and_defaults() -> None:
+    smoke, rollback = (_code_cells(ROOT / "notebooks" / f"deployer-vm-{n}.ipynb") for n in ("smoke", "rollback"))
+    assert smoke[1:] == rollback[1:]  # every cell but the parameters cell is the same code
+    names = [[line.split(" = ")[0] for line in cells[0].splitlines()[1:]] for cells in (smoke, rollback)]
+    assert names[0] == names[1]  # the same parameters, in the same order; only values differ
+
+
+def test_a_notebook_refuses_another_lanes_name() -> None:
+    with pytest.raises(ParameterError, match="not 'fresh-smoke'"):
+        LANE.validate({"lane_name": "fresh-smoke"})
 
 
 @pytest.mark.parametrize("profile_file", sorted((ROOT / "parameters").glob("*/*.yaml")),
@@ -86,16 +110,3 @@ def test_cli_bad_input_exit_code_before_any_domain() -> None:
                          capture_output=True, text=True)
     assert out.returncode == 2
     assert "bogus" in out.stderr
-
-
-def test_ultracloud_plan_prints_the_product_commands() -> None:
-    out = subprocess.run([str(ROOT / ".venv/bin/ucnb"), "run", "single-node-trial", "-P", "ultracloud",
-                          "--plan", "-p", "flake=/src/ultracloud", "-p", "keep_vm=true"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.splitlines() == [
-        "nix build /src/ultracloud#single-node-trial-vm",
-        "nix eval --no-eval-cache /src/ultracloud#nixosConfigurations.single-node-quickstart.config"
-        ".system.build.toplevel.drvPath --raw",
-        "ULTRACLOUD_QUICKSTART_KEEP_VM=1 nix run /src/ultracloud#single-node-quickstart",
-    ]

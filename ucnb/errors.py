@@ -21,6 +21,11 @@ class LaneFailure(UcnbError):
     kind = "lane-failed"
 
 
+class Transient(LaneFailure):
+    """Not (yet) an answer: a store mid-election, a member still starting. Inside a wait it is an
+    observation and the wait goes on; anywhere else it fails the lane, saying what was asked."""
+
+
 class ParameterError(UcnbError):
     """Bad input: unknown lane/profile/parameter, wrong type, unreadable parameter file."""
 
@@ -51,15 +56,15 @@ class Interrupted(UcnbError):
     kind = "interrupted"
 
 
-ERRORS_BY_NAME: dict[str, type[UcnbError]] = {
-    cls.__name__: cls
-    for cls in (UcnbError, LaneFailure, ParameterError, InfrastructureError, LabNamespaceError,
-                HarnessError, Interrupted)
-}
-
-
-def classify(exception_name: str | None) -> type[UcnbError]:
-    """Map an exception class name (as papermill reports it) to its error class."""
-    if exception_name in ("KeyboardInterrupt", "Interrupted"):
+def error_class(exc: BaseException) -> type[UcnbError]:
+    """The taxonomy class of an exception, by type: anything that is not ours is a harness bug."""
+    if isinstance(exc, KeyboardInterrupt):
         return Interrupted
-    return ERRORS_BY_NAME.get(exception_name or "", HarnessError)
+    if isinstance(exc, UcnbError):
+        return next(c for c in type(exc).__mro__ if c in _CLASSES)
+    return HarnessError
+
+
+# The classes with their own exit code and wording; subclasses (Transient, LabNamespaceError,
+# a module's own errors) report as the first of these they derive from.
+_CLASSES = (Interrupted, LaneFailure, ParameterError, InfrastructureError, HarnessError, UcnbError)

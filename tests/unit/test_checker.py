@@ -280,7 +280,7 @@ def test_a_failed_write_must_never_be_observed() -> None:
 
 
 def test_pairing_and_the_history_recorders_op() -> None:
-    from ucnb.history import Op
+    from ucnb.cluster.history import Op
 
     events = [Op("a", "invoke", "write", "x", "1", 0.0), Op("b", "invoke", "read", "x", "", 0.5),
               Op("a", "ok", "write", "x", "1", 1.0), Op("a", "invoke", "write", "x", "2", 2.0),

@@ -22,8 +22,6 @@ import io
 import json
 import os
 import re
-import secrets
-import shlex
 import shutil
 import stat
 import tempfile
@@ -36,13 +34,14 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.evidence.redact import MASK, Redactor
+from ucnb.files import atomic_write_text
 from ucnb.installer.build import InstallerArtifacts, build_iso
 from ucnb.markers import Marker, SequenceCheck, check_sequence, is_failure, parse_text
 from ucnb.reference.cluster import NAME_PATTERN, describe_validation_error
-from ucnb.reference.deployer import BOOTSTRAP_TOKEN_ENV, atomic_write_text, read_secret
+from ucnb.reference.deployer import BOOTSTRAP_TOKEN_ENV, read_secret
 
 # The proven sequence from verify-baremetal-iso.sh; hardware expects the same (seed).
 EXPECTED_MARKERS: tuple[str, ...] = (
@@ -196,44 +195,20 @@ def requirements(params: HardwareSmokeParams,
 
 
 def new_run_id() -> str:
-    """`<UTC stamp>-<6 hex>`: sortable, and unique when two runs start in the same second."""
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    """`<UTC stamp>-<run id>`: the dated folder name every proof root uses."""
+    return f"{files.utc_stamp()}-{files.new_run_id()}"
 
 
 def read_status(run_dir: Path) -> dict[str, str]:
     """The key=value pairs of `<run_dir>/status.env` (empty when there is none)."""
-    path = run_dir / "status.env"
-    if not path.exists():
-        return {}
-    values: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        key, sep, raw = line.partition("=")
-        if sep and not key.startswith("#"):
-            words = shlex.split(raw)
-            values[key] = words[0] if words else ""
-    return values
+    return files.read_kv(run_dir / "status.env", shell_quoted=True)
 
 
 def write_status(run_dir: Path, **updates: object) -> dict[str, str]:
     """Merge `updates` into status.env (shell-sourceable; a None value removes the key)."""
-    values = read_status(run_dir)
-    for key, value in updates.items():
-        if value is None:
-            values.pop(key, None)
-        else:
-            values[key] = str(value)
-    values["updated_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    atomic_write_text(run_dir / "status.env", "".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
-    return values
-
-
-def refresh_latest(lane_dir: Path, run_id: str) -> Path:
-    """Point `<lane_dir>/latest` at `run_id` atomically (a new link renamed over the old one)."""
-    link = lane_dir / "latest"
-    temp = lane_dir / f".latest.{os.getpid()}.{secrets.token_hex(4)}"
-    os.symlink(run_id, temp)   # relative, so the tree can be moved or archived whole
-    os.replace(temp, link)
-    return link
+    return files.update_kv(run_dir / "status.env",
+                           {**updates, "updated_at": datetime.now(UTC).isoformat(timespec="seconds")},
+                           shell_quoted=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +243,7 @@ def preflight(work_root: Path | None, params: HardwareSmokeParams, *, run_id: st
     atomic_write_text(run_dir / "operator-handoff.md", _handoff(run_id, params, status, transport, missing))
     write_status(run_dir, status=status, stage="preflight", run_id=run_id, transport=transport or "none",
                  missing_count=len(missing))
-    refresh_latest(lane_dir, run_id)
+    files.point_link(lane_dir / "latest", run_id)
     return run_dir
 
 

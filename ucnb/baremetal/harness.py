@@ -9,7 +9,6 @@ the install the firmware finds the installed disk by itself: no harness-side ker
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import threading
 import time
@@ -155,7 +154,8 @@ def prepare(run: Run, machines: Sequence[tuple[str, str, str]], *, memory_mib: i
                             bundle_cache_dir=lab.directory / "bundle-cache").start()
         row.detail = deployer.url
     bare = BareMetalLab(run, lab, deployer, cluster, artifacts, {}, admin_token, token)
-    atexit.register(bare.stop)
+    run.on_teardown(bare.stop)
+    atexit.register(bare.stop)  # a kernel that dies before finish() still stops the deployer
     with run.step("build installer ISOs") as row:
         for index, (name, node_class, serial) in enumerate(machines, start=1):
             node = lab[name]
@@ -169,11 +169,6 @@ def prepare(run: Run, machines: Sequence[tuple[str, str, str]], *, memory_mib: i
         row.detail = f"{len(machines)} ISOs, kernel parameters: " + " ".join(
             p.split("=")[0] + "=" for p in params)
     return bare
-
-
-def _redact_proof_root(run: Run) -> None:
-    with contextlib.suppress(OSError):
-        run.redactor.tree(run.proof_root)
 
 
 def install_and_boot(bare: BareMetalLab, *, install_timeout_s: float, post_install_timeout_s: float,
@@ -322,11 +317,3 @@ def timeline_plot(bare: BareMetalLab) -> Any:
     ax.set_xlabel("seconds since power-on (dashed: reboot into the installed disk)")
     fig.tight_layout()
     return fig
-
-
-def finish(bare: BareMetalLab | None, run: Run) -> dict[str, Any]:
-    """Stop the deployer and the lab, redact the proof root of every token, then the verdict."""
-    if bare is not None:
-        bare.stop()
-    _redact_proof_root(run)
-    return run.finish()

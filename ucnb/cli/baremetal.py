@@ -18,6 +18,7 @@ from typing import Annotated
 
 import typer
 
+from ucnb import files
 from ucnb.errors import UcnbError
 from ucnb.evidence import proof as evidence
 
@@ -52,9 +53,7 @@ def baremetal_iso_e2e(
         "execution_model": EXECUTION_MODEL, "allow_tcg": str(allow_tcg).lower(),
         "vm_accelerator_mode": inner.get("vm_accelerator_mode", "none (refused before any VM)"),
         "verdict": str(outcome.result.get("verdict")), "proof_root": str(outcome.proof_root)})
-    link = logdir / "state"
-    link.unlink(missing_ok=True)
-    link.symlink_to(outcome.proof_root.name)  # relative: the log directory can be moved whole
+    files.point_link(logdir / "state", outcome.proof_root.name)
     typer.echo(str(outcome.proof_root))
     raise typer.Exit(outcome.exit_code)
 

@@ -63,13 +63,6 @@ def run(
 
 
 def _print_plan(lane: object, params: object) -> None:
-    from ucnb.lanes import single_node_quickstart
-
-    if getattr(params, "profile", "lab") == "ultracloud" and getattr(lane, "name", "") == \
-            single_node_quickstart.LANE.name:
-        for command in single_node_quickstart.ultracloud_plan(params):  # type: ignore[arg-type]
-            typer.echo(command)
-        return
     out.print(f"papermill notebooks/{getattr(lane, 'name', '')}.ipynb <proof root> -k ucnb "
               f"with parameters: {params.model_dump(mode='json')}",  # type: ignore[attr-defined]
               highlight=False)

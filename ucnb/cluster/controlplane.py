@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from ucnb.cluster.kv import KV, KVUnavailable, Member
-from ucnb.errors import LaneFailure
+from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.record import Recorder
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab, Node, NodeConfig
@@ -27,7 +27,8 @@ def cluster_node_configs(profile: Profile, names: list[str] | None = None) -> li
     configs = []
     for name in names or list(cluster.nodes):
         if name not in cluster.nodes:
-            raise LaneFailure(f"node {name!r} is not in the {profile.name} cluster file")
+            raise ParameterError(f"nodes: {name!r} is not in the {profile.name} cluster file "
+                                 f"(it has {', '.join(cluster.nodes)})")
         services = profile.node_classes[cluster.resolved(name).node_class]
         configs.append(NodeConfig(name, services=tuple(services.services), held=tuple(services.held),
                                   memory_mib=services.memory_mib, networks=2))

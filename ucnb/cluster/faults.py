@@ -8,30 +8,78 @@ degraded window. Targets are resolved when the fault starts: a node name, `leade
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Literal
+from dataclasses import dataclass
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.record import Recorder
-from ucnb.lab.lab import Lab
+from ucnb.lab.lab import Lab, Node
 from ucnb.profiles import ServiceManager
 
-FaultKind = Literal["power_loss", "reset", "pause", "link_down", "service_restart"]
 SPECIAL_TARGETS = ("leader", "one", "minority", "majority")
+
+
+def _boot_back(node: Node, timeout: float) -> None:
+    node.wait_marker("lab.init.done", timeout)
+    node.wait_ssh(timeout)
+
+
+def _power_on(node: Node, timeout: float) -> None:
+    node.start()
+    _boot_back(node, timeout)
+
+
+def _restart(node: Node, service_manager: ServiceManager, service: str) -> None:
+    node.run(service_manager.restart.format(service=service), timeout=30, check=True)
+
+
+@dataclass(frozen=True)
+class FaultKind:
+    """How one kind of fault is applied to a node and healed, and what it does to the cluster."""
+
+    apply: Callable[[Node, Fault, ServiceManager], None]
+    heal: Callable[[Node, Fault, float], None]
+    disconnects: bool   # the target stops serving: the majority must lead and write without it
+    down: bool          # the node is not running while the fault holds (the nemesis expects that)
+
+
+KINDS: dict[str, FaultKind] = {
+    "power_loss": FaultKind(lambda node, _f, _sm: node.power_loss(),
+                            lambda node, _f, timeout: _power_on(node, timeout), disconnects=True, down=True),
+    "reset": FaultKind(lambda node, _f, _sm: node.reset(),
+                       lambda node, _f, timeout: _boot_back(node, timeout), disconnects=False, down=False),
+    "pause": FaultKind(lambda node, _f, _sm: node.pause(),
+                       lambda node, _f, _t: node.resume(), disconnects=True, down=True),
+    "link_down": FaultKind(lambda node, f, _sm: node.set_link(False, f.nic),
+                           lambda node, f, _t: node.set_link(True, f.nic), disconnects=True, down=False),
+    "service_restart": FaultKind(lambda node, f, sm: _restart(node, sm, f.service),
+                                 lambda _node, _f, _t: None, disconnects=False, down=False),
+}
 
 
 class Fault(BaseModel):
     """One scheduled fault. `nic` picks the link to cut (1: the Raft network, so SSH survives)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    kind: FaultKind
-    target: str
-    hold_s: float = 0.0
-    nic: int = 1
-    service: str = "chainfire"
+    kind: str
+    target: str = Field(pattern=r"^[a-z0-9][a-z0-9-]{0,30}$")
+    hold_s: float = Field(default=0.0, ge=0, le=3600)
+    nic: int = Field(default=1, ge=0, le=1)
+    service: str = Field(default="chainfire", pattern=r"^[a-z][a-z0-9-]{0,30}$")
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, kind: str) -> str:
+        if kind not in KINDS:
+            raise ValueError(f"unknown fault kind {kind!r}; kinds: {', '.join(KINDS)}")
+        return kind
+
+    @property
+    def spec(self) -> FaultKind:
+        return KINDS[self.kind]
 
     def describe(self) -> str:
         return f"{self.kind} on {self.target}"
@@ -89,34 +137,11 @@ class Nemesis:
                 with self.recorder.step(f"heal {fault.kind} on {','.join(targets)}"):
                     for name in targets:
                         self._heal(fault, name, boot_timeout)
-
     def _apply(self, fault: Fault, name: str) -> None:
-        node = self.lab[name]
-        if fault.kind == "power_loss":
+        if fault.spec.down:
             self.down.add(name)
-            node.power_loss()
-        elif fault.kind == "reset":
-            node.reset()
-        elif fault.kind == "pause":
-            self.down.add(name)
-            node.pause()
-        elif fault.kind == "link_down":
-            node.set_link(False, fault.nic)
-        elif fault.kind == "service_restart":
-            node.run(self.service_manager.restart.format(service=fault.service), timeout=30, check=True)
+        fault.spec.apply(self.lab[name], fault, self.service_manager)
 
     def _heal(self, fault: Fault, name: str, boot_timeout: float) -> None:
-        node = self.lab[name]
-        if fault.kind == "power_loss":
-            node.start()
-            node.wait_marker("lab.init.done", boot_timeout)
-            node.wait_ssh(boot_timeout)
-        elif fault.kind == "reset":
-            node.wait_marker("lab.init.done", boot_timeout)
-            node.wait_ssh(boot_timeout)
-        elif fault.kind == "pause":
-            node.resume()
-        elif fault.kind == "link_down":
-            node.set_link(True, fault.nic)
+        fault.spec.heal(self.lab[name], fault, boot_timeout)
         self.down.discard(name)
-

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from ucnb.errors import LaneFailure, ParameterError
+from ucnb.errors import ParameterError, Transient
 from ucnb.lab.lab import Lab, Node
 from ucnb.lab.ssh import CommandResult
 from ucnb.profiles import Role
@@ -19,8 +19,8 @@ from ucnb.profiles import Role
 CLIENT_PORT, PEER_PORT = 2379, 2380
 
 
-class KVUnavailable(Exception):
-    """A member did not answer a read (yet): an observation for a wait, not a verdict."""
+class KVUnavailable(Transient):
+    """A member did not answer (yet): an observation for a wait; outside one, a lane failure."""
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ class KV:
     def members(self, via: Node, endpoints: list[str]) -> list[Member]:
         result = self.ctl(via, endpoints, "member list -w json")
         if not result.ok:
-            raise LaneFailure(f"{via.name}: member list failed: {result}")
+            raise KVUnavailable(f"{via.name}: member list failed: {result}")
         return [Member(int(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", [])),
                        tuple(m.get("clientURLs", [])), bool(m.get("isLearner", False)))
                 for m in json.loads(result.stdout)["members"]]

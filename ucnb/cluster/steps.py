@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ucnb.cluster.controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
-from ucnb.cluster.faults import Fault, Nemesis
+from ucnb.cluster.faults import SPECIAL_TARGETS, Fault, Nemesis
 from ucnb.cluster.history import History, WriteWorkload, check_acknowledged, classify
-from ucnb.errors import LaneFailure
+from ucnb.errors import HarnessError, LaneFailure
+from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab
 from ucnb.lanes import LaneParameters
@@ -21,7 +22,7 @@ from ucnb.lanes import LaneParameters
 if TYPE_CHECKING:
     from ucnb.kernel.run import Run
 
-DISCONNECTING = ("power_loss", "pause", "link_down")
+NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 
 
 @dataclass
@@ -35,43 +36,50 @@ class ClusterEnv:
 
 
 class ClusterParameters(LaneParameters):
-    """What every cluster lane takes."""
+    """What every cluster lane takes; node names are checked against each other before any VM
+    exists (which of them the cluster file knows is checked when the lab is made)."""
 
-    profile: Literal["lab", "ultracloud"] = "lab"
-    nodes: list[str] = Field(default_factory=lambda: [f"node0{i}" for i in range(1, 7)])
-    voters: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03"])
-    client: str = "node04"
-    boot_timeout_s: float = Field(120.0, gt=0)
+    nodes: list[NodeName] = Field(default_factory=lambda: [f"node0{i}" for i in range(1, 7)], min_length=1)
+    voters: list[NodeName] = Field(default_factory=lambda: ["node01", "node02", "node03"], min_length=1)
+    client: NodeName = "node04"
+    boot_timeout_s: float = Field(120.0, gt=0, le=3600)
     boot_mode: Literal["cold", "restore"] = "cold"
-    write_interval_s: float = Field(0.2, ge=0)
-    keep_vm: bool = False
-    flake: str = "."
+    write_interval_s: float = Field(0.2, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _names_in_nodes(self) -> ClusterParameters:
+        missing = [f"{field} {name}" for field, names in (("voters", self.voters), ("client", [self.client]))
+                   for name in names if name not in self.nodes]
+        if missing:
+            raise ValueError(f"not in nodes ({', '.join(self.nodes)}): {', '.join(missing)}")
+        return self
 
 
-def boot_or_delegate(run: Run, params: ClusterParameters) -> ClusterEnv | None:
-    """Lab: boot the cluster and form its control plane. ultracloud: the product's own harness
-    runs the lane (seed: `nix run ./nix/test-cluster#cluster -- <lane>`), and None is returned."""
-    if run.profile.name == "ultracloud":
-        command = f"nix run {params.flake}/nix/test-cluster#cluster -- {run.lane.name}"
-        run.run_commands([command], cwd=params.flake, log_name=f"{run.lane.name}.log")
-        return None
-    return boot_cluster(run, params.nodes, params.voters, params.client, params.boot_timeout_s,
-                        params.boot_mode)
+def check_fault_targets(nodes: list[str], faults: list[Fault]) -> None:
+    """Fault targets must be booted nodes or special targets (a ValueError for the schema)."""
+    for number, fault in enumerate(faults, 1):
+        if fault.target not in (*nodes, *SPECIAL_TARGETS):
+            raise ValueError(f"fault {number}: target {fault.target!r} is neither a node "
+                             f"({', '.join(nodes)}) nor one of {', '.join(SPECIAL_TARGETS)}")
 
 
-def boot_cluster(run: Run, nodes: list[str], voters: list[str], client: str,
-                 boot_timeout_s: float, boot_mode: str = "cold") -> ClusterEnv:
+def boot_lab(run: Run) -> ClusterEnv:
     """Boot the nodes in parallel (or restore them just-booted) and form the control plane."""
-    lab = run.lab(cluster_node_configs(run.profile, nodes), warm=boot_mode == "restore")
-    run.boot(lab, boot_timeout_s, boot_mode)
-    cp = ControlPlane(lab, run.profile, run.recorder, voters, token=f"ucnb-{run.run_id}")
+    params = run.parameters(ClusterParameters)
+    lab = run.lab(cluster_node_configs(run.profile, params.nodes), warm=params.boot_mode == "restore")
+    run.boot(lab, params.boot_timeout_s, params.boot_mode)
+    cp = ControlPlane(lab, run.profile, run.recorder, params.voters, token=f"ucnb-{run.run_id}")
     with run.step("form the control plane"):
         cp.bootstrap()
-    return ClusterEnv(lab, cp, Nemesis(lab, run.recorder, run.profile.service_manager), client)
+    return ClusterEnv(lab, cp, Nemesis(lab, run.recorder, run.profile.service_manager), params.client)
 
 
-def readiness(run: Run, env: ClusterEnv, started: float) -> pd.DataFrame:
-    """Every control-plane service healthy, from inside the guests, with time since boot."""
+boot = boots(boot_lab)  # the cluster lanes' first step (ultracloud: the product's harness runs the lane)
+
+
+@lab_step("readiness")
+def readiness(run: Run, env: ClusterEnv) -> pd.DataFrame:
+    """Every control-plane service healthy, from inside the guests, with time since power-on."""
     rows = []
     for name in env.cp.members:
         node = env.lab[name]
@@ -84,16 +92,28 @@ def readiness(run: Run, env: ClusterEnv, started: float) -> pd.DataFrame:
                 if not run.recorder.check(f"{component} healthy on {name}", True, result.ok, node=name):
                     raise LaneFailure(f"{name}: {component} is not healthy: {result}")
             rows.append({"node": name, "component": component, "stands_in": spec.stands_in,
-                         "healthy": True, "ready_after_s": round(time.time() - started, 1)})
+                         "healthy": True,
+                         "ready_after_s": round(time.time() - (node.started_at or time.time()), 1)})
     return pd.DataFrame(rows)
 
 
-def start_workload(env: ClusterEnv, interval: float) -> None:
-    """Writes through the client host to every member's endpoint (the client fails over)."""
+@lab_step("start the workload")
+def start_workload(run: Run, env: ClusterEnv) -> pd.DataFrame:
+    """A client on `client` writes through every member's endpoint (failing over) until the
+    history is checked; every operation is recorded with its invoke and completion times."""
+    interval = run.parameters(ClusterParameters).write_interval_s
     client = env.lab[env.client]
     members = list(env.cp.members)
     env.workload = WriteWorkload(lambda k, v: env.cp.kv.put(client, members, k, v), "workload/",
                                  env.client, env.history, interval).start()
+    return pd.DataFrame([{"client": env.client, "endpoints": ", ".join(members), "prefix": "workload/",
+                          "pause between writes (s)": interval}])
+
+
+@lab_step("faults")
+def run_faults(run: Run, env: ClusterEnv, faults: list[Fault]) -> pd.DataFrame:
+    """Each fault of the schedule with its invariants checked (see `run_fault`), as one table."""
+    return pd.concat([run_fault(run, env, fault, i) for i, fault in enumerate(faults, 1)], ignore_index=True)
 
 
 def run_fault(run: Run, env: ClusterEnv, fault: Fault, index: int) -> pd.DataFrame:
@@ -115,7 +135,7 @@ def run_fault(run: Run, env: ClusterEnv, fault: Fault, index: int) -> pd.DataFra
     with env.nemesis.inject(fault, cp.members, leader) as targets:
         if fault.hold_s:
             time.sleep(fault.hold_s)
-        if fault.kind in DISCONNECTING:
+        if fault.spec.disconnects:
             survivors = [m for m in cp.members if m not in targets]
             new_leader = cp.wait_leader(exclude=tuple(targets), timeout=30)
             check("majority has a leader among the survivors", survivors, new_leader,
@@ -145,9 +165,11 @@ def healthy_members(env: ClusterEnv) -> list[str]:
     return [m for m in env.cp.members if env.cp.kv.health(env.lab[m], m).ok]
 
 
-def durability(run: Run, env: ClusterEnv) -> pd.DataFrame:
+@lab_step("acknowledged writes")
+def acknowledged_writes(run: Run, env: ClusterEnv) -> pd.DataFrame:
     """Stop the workload, read the final state, and count acknowledged writes lost (must be 0)."""
-    assert env.workload is not None
+    if env.workload is None:
+        raise HarnessError("acknowledged_writes before start_workload: the notebook's cells are out of order")
     history = env.workload.stop()
     with run.step("check acknowledged writes"):
         final = wait_until(lambda: [env.cp.kv.read_prefix(env.cp.operator(), env.cp.live_members()[0],
@@ -165,7 +187,9 @@ def durability(run: Run, env: ClusterEnv) -> pd.DataFrame:
                           "failed (not applied)": result.failed}])
 
 
+@lab_step("workload latency plot")
 def latency_plot(run: Run, env: ClusterEnv) -> None:
+    """Each write's latency over time, fault windows shaded."""
     from ucnb.kernel.plots import latency
 
     ops = [(o.t, o.latency, o.type) for o in env.history.completions()]

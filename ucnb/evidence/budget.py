@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import ParameterError
 
 KiB = 1024
@@ -310,11 +310,7 @@ def _apply_link(change: LinkChange) -> None:
     if change.new is None:
         change.link.unlink()
         return
-    # Build the new link beside the old one and rename over it: `latest` is never absent.
-    tmp = change.link.with_name(f".{LATEST}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(change.new)
-    os.replace(tmp, change.link)
+    files.point_link(change.link, change.new)
 
 
 def prune_proof_logs(keep: int, delete: bool = False, work: Path | None = None,

@@ -15,33 +15,24 @@ import json
 import os
 import platform
 import subprocess
-import time
-import uuid
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from ucnb import __version__, paths
 from ucnb.evidence.redact import Redactor
+from ucnb.files import read_kv, refresh_latest, update_kv, utc_stamp
 from ucnb.kernel.record import field_names, load_events
 
 CSV_NAMES = {"steps": "timeline.csv", "markers": "markers.csv", "checks": "checks.csv",
              "faults": "faults.csv"}
 EVENTS = "events.jsonl"
-
-
-def new_run_id() -> str:
-    return uuid.uuid4().hex[:8]
-
-
-def new_stamp() -> str:
-    """The UTC stamp a dated folder name starts with."""
-    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+ERROR_FILE = "error.json"  # the error a cell ended with, by class (written by the kernel's Run)
 
 
 def new_proof_root(lane: str, run_id: str, parent: Path | None = None) -> Path:
     """`<parent>/<stamp>-<run id>` with logs/ and plots/; parent defaults to `outputs/<lane>`."""
-    root = (parent or paths.outputs_root() / lane) / f"{new_stamp()}-{run_id}"
+    root = (parent or paths.outputs_root() / lane) / f"{utc_stamp()}-{run_id}"
     for sub in ("logs", "plots"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     return root
@@ -78,22 +69,11 @@ def host_environment() -> dict[str, str]:
 
 def write_environment(root: Path, values: dict[str, str]) -> None:
     """Merge key=value lines into environment.txt (later values win)."""
-    path = root / "environment.txt"
-    current: dict[str, str] = {}
-    if path.exists():
-        for line in path.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                current[key] = value
-    current.update({k: str(v).replace("\n", " ") for k, v in values.items()})
-    path.write_text("".join(f"{k}={v}\n" for k, v in current.items()))
+    update_kv(root / "environment.txt", dict(values))
 
 
 def read_environment(root: Path) -> dict[str, str]:
-    path = root / "environment.txt"
-    if not path.exists():
-        return {}
-    return {k: v for k, _, v in (line.partition("=") for line in path.read_text().splitlines())}
+    return read_kv(root / "environment.txt")
 
 
 def write_tables(root: Path) -> dict[str, list[dict[str, Any]]]:
@@ -201,14 +181,6 @@ def verify_checksums(root: Path) -> list[str]:
         if not path.is_file() or hashlib.sha256(path.read_bytes()).hexdigest() != digest:
             bad.append(name)
     return bad
-
-
-def refresh_latest(root: Path) -> None:
-    link = root.parent / "latest"
-    tmp = root.parent / f".latest-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(root.name)
-    tmp.replace(link)
 
 
 def seal(root: Path, notebook: Path, redactor: Redactor) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 MASK = "[REDACTED]"
@@ -77,9 +78,10 @@ def generated_secrets_file(run_id: str) -> Path:
     return directory / run_id
 
 
-def from_environment() -> Redactor:
+def from_environment(environ: Mapping[str, str] | None = None) -> Redactor:
     """A redactor for the secrets the runner declared (comma-separated variable names)."""
+    environ = os.environ if environ is None else environ
     redactor = Redactor()
-    for name in filter(None, os.environ.get(SECRETS_ENV, "").split(",")):
-        redactor.add_env(name)
+    for name in filter(None, environ.get(SECRETS_ENV, "").split(",")):
+        redactor.add(environ.get(name))
     return redactor

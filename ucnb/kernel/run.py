@@ -6,26 +6,27 @@ Notebooks start one with `start_run`; everything the lane does goes through its 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pandas as pd
 
-from ucnb import lanes, profiles
-from ucnb.errors import LaneFailure
+from ucnb import files, lanes, profiles
+from ucnb.errors import LaneFailure, error_class
 from ucnb.evidence import proof as evidence
-from ucnb.evidence.redact import from_environment, generated_secrets_file
+from ucnb.evidence.redact import Redactor, from_environment, generated_secrets_file
 from ucnb.kernel.record import Recorder, StepRow
 from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
 
+P = TypeVar("P", bound=lanes.LaneParameters)
 RESULT_MIME = "application/vnd.ucnb.result+json"
 
 
@@ -48,13 +49,25 @@ class Run:
         (proof_root / "plots").mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
         self.labs: list[Lab] = []
+        self.teardowns: list[Callable[[], None]] = []   # run by finish() before the labs go
         self.warm_key = ""   # set by lab(warm=True): the snapshot boot(mode="restore") uses
-        self.started = time.time()
+        # Non-empty when this profile hands the lane to the product's own commands: the reason
+        # every lab-only step gives when it skips itself.
+        self.delegated = (f"{self.profile.name} profile: the product's own commands for {lane.name} "
+                          f"covered this (logs/product.log)" if self.profile.name == "ultracloud" else "")
         # The kernel mostly waits on guests: import the plotting stack meanwhile, not at the end.
         threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
+        _record_cell_errors(proof_root, self.redactor)
         evidence.write_environment(proof_root, {**evidence.host_environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
                                                 "run_id": run_id})
+
+    def parameters(self, schema: type[P]) -> P:
+        """The run's parameters as the lane's own schema (typed for the lane's steps)."""
+        if not isinstance(self.params, schema):
+            raise TypeError(f"{self.lane.name}: parameters are {type(self.params).__name__}, "
+                            f"not {schema.__name__}")
+        return self.params
 
     # -- recording -------------------------------------------------------------------------
     @contextmanager
@@ -63,10 +76,14 @@ class Run:
         with self.recorder.step(name, node) as row:
             yield row
 
-    def skip(self, name: str, reason: str, node: str = "") -> None:
-        """Record a step this profile cannot run, with why; shown in the notebook, never a pass."""
+    def skip(self, name: str, reason: str, node: str = "") -> pd.DataFrame:
+        """Record a step this profile cannot run, with why (never a pass); the table says so."""
         self.recorder.skip(name, reason, node)
-        _display(pd.DataFrame([{"skipped step": name, "reason": reason}]))
+        return pd.DataFrame([{"skipped step": name, "reason": reason}])
+
+    def on_teardown(self, action: Callable[[], None]) -> None:
+        """Run `action` when the run finishes (before its labs are torn down), e.g. stop a service."""
+        self.teardowns.append(action)
 
     def secret(self, env_name: str) -> str | None:
         """A secret's value from the environment, registered for redaction of every artifact."""
@@ -82,27 +99,11 @@ class Run:
             f.write(value + "\n")
         return value
 
-    def run_commands(self, commands: list[str], cwd: str, log_name: str, tool: str = "nix") -> None:
-        """Run host commands (the product's own tools) as steps, output to logs/<log_name>."""
-        import shutil
-        import subprocess
+    def run_product(self) -> None:
+        """Run the product's own commands for this lane (the ultracloud profile's contract)."""
+        from ucnb.kernel import product
 
-        from ucnb.errors import InfrastructureError
-
-        if shutil.which(tool) is None:
-            raise InfrastructureError(f"`{tool}` is not installed on this host; "
-                                      f"`ucnb run {self.lane.name} --profile {self.profile.name} --plan` "
-                                      f"prints the commands instead")
-        log = self.proof_root / "logs" / log_name
-        for command in commands:
-            with self.step(command) as row, log.open("a") as out:
-                out.write(f"$ {command}\n")
-                out.flush()
-                proc = subprocess.run(command, shell=True, cwd=cwd, stdout=out,
-                                      stderr=subprocess.STDOUT)
-                row.detail = f"exit {proc.returncode}"
-                if proc.returncode != 0:
-                    raise LaneFailure(f"`{command}` exited {proc.returncode} (see logs/{log_name})")
+        product.run_lane(self)
 
     # -- the lab ---------------------------------------------------------------------------
     def lab(self, nodes: list[NodeConfig], warm: bool = False) -> Lab:
@@ -179,26 +180,54 @@ class Run:
         plt.close(fig)
         _display(Image(data=path.read_bytes(), format="png"))
 
-    def finish(self, keep: bool = False) -> dict[str, Any]:
+    def finish(self) -> dict[str, Any]:
         """Show the timeline and the verdict and write the records, while the labs are torn down
-        (unless kept); raise if the lane failed."""
-        teardowns = []
-        for lab in self.labs:
-            if keep:
+        (unless `keep_vm`); raise if the lane failed. Every lane ends with this call."""
+        keep = self.params.keep_vm
+        if keep:
+            for lab in self.labs:
                 lab.keep_alive()
                 _display(pd.DataFrame({"reach the kept lab with": lab.reach_commands()}))
-            else:
-                teardowns.append(threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}"))
-                teardowns[-1].start()
+        for action in self.teardowns:
+            action()
+        teardowns = [threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}")
+                     for lab in self.labs if not keep]
+        for thread in teardowns:
+            thread.start()
         self.timeline()
         for thread in teardowns:
             thread.join()
+        with contextlib.suppress(OSError):  # a run outside `ucnb run` has no sealing pass
+            self.redactor.tree(self.proof_root)
         result = evidence.build_result(self.proof_root, self.lane.name, self.profile.name, self.run_id)
         _display_result(result)
         if result["verdict"] != "passed":
             raise LaneFailure(f"lane {self.lane.name} {result['verdict']}: "
                               f"{json.dumps(result['failing_step'] or result['failed_checks'])}")
         return result
+
+
+def _record_cell_errors(proof_root: Path, redactor: Redactor) -> None:
+    """Have the kernel write the error a cell ends with (its taxonomy class, by type) into the
+    proof root, so the runner classifies by type instead of by the name papermill reports."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None:
+        return
+
+    def handler(shell: Any, etype: type[BaseException], value: BaseException, tb: Any,
+                tb_offset: int | None = None) -> Any:
+        cls = error_class(value)
+        record = {"type": etype.__name__, "kind": cls.kind, "exit_code": cls.exit_code,
+                  "message": redactor.text(str(value))[-4000:]}
+        with contextlib.suppress(OSError):
+            (proof_root / evidence.ERROR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+
+    shell.set_custom_exc((BaseException,), handler)
 
 
 def _preload_plotting() -> None:
@@ -221,16 +250,18 @@ def _display_result(result: dict[str, Any]) -> None:
     _display({RESULT_MIME: result, "text/markdown": _verdict_markdown(result)}, raw=True)
 
 
-def start_run(lane_name: str, namespace: dict[str, Any]) -> Run:
-    """Start a run of `lane_name` from the notebook's parameter variables.
+def start_run(namespace: dict[str, Any]) -> Run:
+    """Start a run of the notebook's lane (its `lane_name` parameter) from its parameter variables.
 
     Under `ucnb run` the runner passes the run id and proof root through the environment; run
     plainly (papermill, JupyterLab) a new proof root is made under outputs/.
     """
-    lane = lanes.get(lane_name)
-    values = {k: namespace[k] for k in lane.parameters.model_fields if k in namespace}
-    params = lane.validate(values)
-    run_id = os.environ.get("UCNB_RUN_ID") or evidence.new_run_id()
     root_env = os.environ.get("UCNB_PROOF_ROOT")
+    if root_env:  # a bad lane name or parameter below is then classified by its type too
+        _record_cell_errors(Path(root_env), from_environment())
+    lane = lanes.get(str(namespace.get("lane_name", "")))
+    values = {k: namespace[k] for k in ["lane_name", *lane.parameters.model_fields] if k in namespace}
+    params = lane.validate(values)
+    run_id = os.environ.get("UCNB_RUN_ID") or files.new_run_id()
     proof_root = Path(root_env) if root_env else evidence.new_proof_root(lane.name, run_id)
     return Run(lane, params, run_id, proof_root)

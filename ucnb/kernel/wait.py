@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from ucnb.errors import LaneFailure, UcnbError
+from ucnb.errors import LaneFailure, Transient, UcnbError
 from ucnb.kernel.record import Recorder
 
 T = TypeVar("T")
@@ -16,9 +16,9 @@ def wait_until(probe: Callable[[], T], *, timeout: float, what: str, node: str =
                interval: float = 0.25, recorder: Recorder | None = None) -> T:
     """Call `probe` until it returns something truthy and return that.
 
-    A falsy result or an ordinary exception is the latest observation; a ucnb error (a failure
-    marker, a lab namespace violation) ends the wait at once. On timeout, LaneFailure names the
-    node, the condition and the last observation. Every wait is a timeline row.
+    A falsy result, a `Transient` error or an ordinary exception is the latest observation; any
+    other ucnb error (a failure marker, a lab namespace violation) ends the wait at once. On
+    timeout, LaneFailure names the node, the condition and the last observation. Every wait is a timeline row.
     """
     recorder = recorder or Recorder()
     with recorder.step(f"wait: {what}", node, kind="wait") as row:
@@ -33,6 +33,8 @@ def wait_until(probe: Callable[[], T], *, timeout: float, what: str, node: str =
                     row.detail = f"after {tries} tries"
                     return result
                 observation = str(result) or repr(result)
+            except Transient as exc:  # not an answer yet: the wait goes on
+                observation = str(exc)
             except UcnbError:
                 raise
             except Exception as exc:  # a probe failing is an observation, not the end of the wait

@@ -10,11 +10,11 @@ import functools
 import importlib
 import importlib.util
 import pkgutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ucnb import paths
 from ucnb.errors import ParameterError
@@ -25,23 +25,45 @@ class LaneParameters(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=False, validate_assignment=True)
 
+    profile: Literal["lab", "ultracloud"] = "lab"
+    # ultracloud: the UltraCloud flake the product's commands run from (a path that must exist).
+    flake: str = "."
+    keep_vm: bool = False
+
+
+class TokenParameters(LaneParameters):
+    """Lanes that hand a bootstrap token to the system under test: the NAME of the variable
+    holding it (never its value)."""
+
+    bootstrap_token_env: str = Field("ULTRACLOUD_BOOTSTRAP_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+
 
 @dataclass(frozen=True)
 class Lane:
+    """One proof lane: its notebook, parameter schema and what each profile does with it.
+
+    On `ultracloud` the run executes the product's own commands for the lane (the contract's, as
+    data in the ultracloud profile) and every lab-only step skips itself; `lab_unavailable` is
+    the reason the embedded lab cannot run the lane at all (then only `ultracloud` can).
+    """
+
     name: str
     title: str
     parameters: type[LaneParameters]
     aliases: tuple[str, ...] = ()
-    # parameter name -> the secret it names (its value is an environment variable's name)
+    # parameter names whose value is the NAME of an environment variable holding a secret
     secret_env_parameters: tuple[str, ...] = ()
-    profiles: tuple[str, ...] = ("lab", "ultracloud")
+    lab_unavailable: str = ""
     cell_timeout_s: int = 900
-    notes: dict[str, str] = field(default_factory=dict)
     # Runs without KVM (TCG-safe): the `portable` suite picks up every lane that says so.
     portable: bool = False
     # ultracloud profile: flake attributes (relative to the `flake` parameter) that must
     # evaluate before any long run; `ucnb guard profiles` evaluates them with `nix eval`.
     ultracloud_attrs: tuple[str, ...] = ()
+
+    @property
+    def profiles(self) -> tuple[str, ...]:
+        return ("ultracloud",) if self.lab_unavailable else ("lab", "ultracloud")
 
     @property
     def notebook(self) -> Path:
@@ -51,7 +73,14 @@ class Lane:
         return paths.project_root() / "parameters" / profile / f"{self.name}.yaml"
 
     def validate(self, values: dict[str, Any]) -> LaneParameters:
-        """Validate parameter values, naming every wrong one."""
+        """Validate parameter values, naming every wrong one.
+
+        `lane_name` names the notebook's own lane (lanes that share a notebook shape differ in it):
+        it must be this lane, and is not a parameter of the schema."""
+        values = dict(values)
+        named = values.pop("lane_name", self.name)
+        if named not in (self.name, *self.aliases):
+            raise ParameterError(f"lane_name: this is lane {self.name}, not {named!r}")
         try:
             return self.parameters.model_validate(values)
         except ValidationError as exc:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ucnb.cluster.steps import ClusterEnv, ClusterParameters, boot_or_delegate
+from ucnb.cluster import steps as cluster
+from ucnb.cluster.steps import ClusterEnv, ClusterParameters, NodeName
 from ucnb.errors import LaneFailure
+from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.ssh import CommandResult
 from ucnb.lanes import Lane
@@ -26,11 +28,18 @@ if TYPE_CHECKING:
 
 
 class Parameters(ClusterParameters):
-    nodes: list[str] = Field(default_factory=lambda: ["node01", "node02", "node03", "node04", "node05"])
-    temporary: str = "node04"
-    client: str = "node05"
-    change_timeout_s: float = Field(60.0, gt=0)
-    write_interval_s: float = Field(0.3, ge=0)
+    nodes: list[NodeName] = Field(default_factory=lambda: ["node01", "node02", "node03", "node04", "node05"],
+                                  min_length=2)
+    temporary: NodeName = "node04"
+    client: NodeName = "node05"
+    change_timeout_s: float = Field(60.0, gt=0, le=3600)
+    write_interval_s: float = Field(0.3, ge=0, le=60)
+
+    @model_validator(mode="after")
+    def _temporary(self) -> Parameters:
+        if self.temporary not in self.nodes or self.temporary in self.voters:
+            raise ValueError(f"temporary {self.temporary!r} must be one of nodes and not a voter")
+        return self
 
 
 LANE = Lane(name="chainfire-live-membership-proof", title="ChainFire live membership",
@@ -47,6 +56,7 @@ class Membership:
         self.reads: list[pd.DataFrame] = []
         self.refusals: list[dict[str, object]] = []   # changes the cluster refused while settling
         self.count = 0
+        self.removed = ""   # the leader removed by `remove_leader`, re-added by `re_add`
 
     def after(self, transition: str) -> pd.DataFrame:
         """Record a transition: a key written through the cluster, membership, local reads."""
@@ -86,63 +96,6 @@ class Membership:
         if wipe:
             node.run(f"rm -rf /lab/var/chainfire {self.kv.role.config_file}", timeout=15, check=True)
 
-    # -- the transitions -------------------------------------------------------------------
-    def canonical(self) -> pd.DataFrame:
-        with self.run.step("canonical three voters"):
-            return self.after("canonical 3 voters")
-
-    def add_learner(self) -> pd.DataFrame:
-        t, op = self.params.temporary, self.cp.operator()
-        with self.run.step(f"add learner {t}", t):
-            self.retry(f"member add {t} as learner",
-                       lambda: self.kv.add_learner(op, self.cp.members, t))
-            learner = self.cp.member(t)
-            early = self.kv.promote(op, self.cp.members, learner)  # its process is not even started
-            self.run.recorder.check("promoting a learner not in sync is refused", "refused",
-                                    "accepted" if early.ok else str(early).splitlines()[-1][:120],
-                                    ok=not early.ok, node=t)
-            leader = self.cp.wait_leader()
-            moved = self.kv.move_leader(op, leader, learner)
-            self.run.recorder.check("moving leadership to a learner is refused", "refused",
-                                    "accepted" if moved.ok else str(moved).splitlines()[-1][:120],
-                                    ok=not moved.ok, node=t)
-            if early.ok or moved.ok:
-                raise LaneFailure(f"{t}: a learner was promoted or given leadership before it caught up")
-            self.start_member(t, wipe=True)
-            self.cp.members.append(t)
-        with self.run.step(f"learner {t} caught up", t):
-            return self.after(f"learner {t} added and caught up")
-
-    def promote(self) -> pd.DataFrame:
-        t = self.params.temporary
-        with self.run.step(f"promote {t} to voter", t):
-            learner = self.cp.member(t)
-            self.retry(f"member promote {t}",
-                       lambda: self.kv.promote(self.cp.operator(), self.cp.members, learner))
-            if self.cp.member(t).is_learner:
-                raise LaneFailure(f"{t}: still a learner after a successful promote")
-            return self.after(f"{t} promoted to voter")
-
-    def move_leader(self) -> pd.DataFrame:
-        leader = self.cp.wait_leader()
-        target = next(m for m in [self.params.temporary, *self.cp.members] if m != leader)
-        with self.run.step(f"move leadership {leader} -> {target}", target):
-            member = self.cp.member(target)
-            self.retry(f"move-leader to {target}",
-                       lambda: self.kv.move_leader(self.cp.operator(), leader, member))
-            now = self.cp.wait_leader(timeout=self.params.change_timeout_s)
-            if not self.run.recorder.check("leader after transfer", target, now):
-                raise LaneFailure(f"leadership moved to {now}, not {target}")
-            return self.after(f"leadership moved to {target}")
-
-    def restart_temporary(self) -> pd.DataFrame:
-        t = self.params.temporary
-        with self.run.step(f"restart temporary voter {t}", t):
-            restart = self.run.profile.service_manager.restart.format(service=self.kv.role.service)
-            self.lab[t].run(restart, timeout=30, check=True)
-            self.cp.wait_healthy(t, timeout=self.params.change_timeout_s)
-            return self.after(f"temporary voter {t} restarted and rejoined")
-
     def remove(self, name: str) -> list[str]:
         """Remove a member (asked of the others), stop it and wipe it; returns the others."""
         member = self.cp.member(name)
@@ -153,38 +106,142 @@ class Membership:
         self.stop_member(name, wipe=True)
         return others
 
-    def remove_leader(self) -> tuple[pd.DataFrame, str]:
-        leader = self.cp.wait_leader()
-        with self.run.step(f"remove current leader {leader}", leader):
-            others = self.remove(leader)
-            new = self.cp.wait_leader(timeout=self.params.change_timeout_s)
-            self.run.recorder.check("a remaining voter leads", others, new, ok=new in others)
-            still = self.kv.health(self.lab[others[0]], leader)
-            self.run.recorder.check(f"removed {leader} no longer serves", "unreachable",
-                                    "serving" if still.ok else "unreachable", ok=not still.ok)
-            return self.after(f"leader {leader} removed"), leader
 
-    def re_add(self, name: str) -> pd.DataFrame:
-        with self.run.step(f"re-add {name}", name):
-            self.retry(f"member add {name}",
-                       lambda: self.kv.add_voter(self.cp.operator(), self.cp.members, name))
-            self.start_member(name, wipe=True)  # a removed member returns with a new id
-            self.cp.members.append(name)
-            self.cp.wait_healthy(name, timeout=self.params.change_timeout_s)
-            return self.after(f"{name} re-added")
-
-    def scale_back(self) -> pd.DataFrame:
-        t = self.params.temporary
-        with self.run.step(f"scale back: remove {t}", t):
-            self.remove(t)
-            table = self.after("scaled back to the canonical 3 voters")
-            final = sorted(table["name"])
-            if not self.run.recorder.check("final members", sorted(self.params.voters), final):
-                raise LaneFailure(f"final members {final}, expected {sorted(self.params.voters)}")
-            return table
+@boots
+def boot(run: Run) -> Membership:
+    """Boot the nodes and form the canonical control plane (ultracloud: the product's lane)."""
+    return Membership(run, cluster.boot_lab(run), run.parameters(Parameters))
 
 
-def boot(run: Run, params: Parameters) -> Membership | None:
-    """Lab: boot the nodes and form the canonical control plane. ultracloud: the product's lane."""
-    env = boot_or_delegate(run, params)
-    return Membership(run, env, params) if env is not None else None
+@lab_step("start the workload")
+def start_workload(run: Run, m: Membership) -> pd.DataFrame:
+    """A client writes throughout the transitions (see `ucnb.cluster.steps.start_workload`)."""
+    return cluster.start_workload(run, m.env)
+
+
+@lab_step("canonical three voters")
+def canonical(run: Run, m: Membership) -> pd.DataFrame:
+    with run.step("canonical three voters"):
+        return m.after("canonical 3 voters")
+
+
+@lab_step("add a learner")
+def add_learner(run: Run, m: Membership) -> pd.DataFrame:
+    """member add --learner; an early promote and a move-leader to it are refused; it catches up."""
+    t, op = m.params.temporary, m.cp.operator()
+    with run.step(f"add learner {t}", t):
+        m.retry(f"member add {t} as learner", lambda: m.kv.add_learner(op, m.cp.members, t))
+        learner = m.cp.member(t)
+        early = m.kv.promote(op, m.cp.members, learner)  # its process is not even started
+        run.recorder.check("promoting a learner not in sync is refused", "refused",
+                           "accepted" if early.ok else str(early).splitlines()[-1][:120],
+                           ok=not early.ok, node=t)
+        leader = m.cp.wait_leader()
+        moved = m.kv.move_leader(op, leader, learner)
+        run.recorder.check("moving leadership to a learner is refused", "refused",
+                           "accepted" if moved.ok else str(moved).splitlines()[-1][:120],
+                           ok=not moved.ok, node=t)
+        if early.ok or moved.ok:
+            raise LaneFailure(f"{t}: a learner was promoted or given leadership before it caught up")
+        m.start_member(t, wipe=True)
+        m.cp.members.append(t)
+    with run.step(f"learner {t} caught up", t):
+        return m.after(f"learner {t} added and caught up")
+
+
+@lab_step("promote the learner")
+def promote(run: Run, m: Membership) -> pd.DataFrame:
+    t = m.params.temporary
+    with run.step(f"promote {t} to voter", t):
+        learner = m.cp.member(t)
+        m.retry(f"member promote {t}", lambda: m.kv.promote(m.cp.operator(), m.cp.members, learner))
+        if m.cp.member(t).is_learner:
+            raise LaneFailure(f"{t}: still a learner after a successful promote")
+        return m.after(f"{t} promoted to voter")
+
+
+@lab_step("move leadership")
+def move_leader(run: Run, m: Membership) -> pd.DataFrame:
+    leader = m.cp.wait_leader()
+    target = next(n for n in [m.params.temporary, *m.cp.members] if n != leader)
+    with run.step(f"move leadership {leader} -> {target}", target):
+        member = m.cp.member(target)
+        m.retry(f"move-leader to {target}", lambda: m.kv.move_leader(m.cp.operator(), leader, member))
+        now = m.cp.wait_leader(timeout=m.params.change_timeout_s)
+        if not run.recorder.check("leader after transfer", target, now):
+            raise LaneFailure(f"leadership moved to {now}, not {target}")
+        return m.after(f"leadership moved to {target}")
+
+
+@lab_step("restart the temporary voter")
+def restart_temporary(run: Run, m: Membership) -> pd.DataFrame:
+    t = m.params.temporary
+    with run.step(f"restart temporary voter {t}", t):
+        restart = run.profile.service_manager.restart.format(service=m.kv.role.service)
+        m.lab[t].run(restart, timeout=30, check=True)
+        m.cp.wait_healthy(t, timeout=m.params.change_timeout_s)
+        return m.after(f"temporary voter {t} restarted and rejoined")
+
+
+@lab_step("remove the current leader")
+def remove_leader(run: Run, m: Membership) -> pd.DataFrame:
+    leader = m.cp.wait_leader()
+    with run.step(f"remove current leader {leader}", leader):
+        others = m.remove(leader)
+        m.removed = leader
+        new = m.cp.wait_leader(timeout=m.params.change_timeout_s)
+        run.recorder.check("a remaining voter leads", others, new, ok=new in others)
+        still = m.kv.health(m.lab[others[0]], leader)
+        run.recorder.check(f"removed {leader} no longer serves", "unreachable",
+                           "serving" if still.ok else "unreachable", ok=not still.ok)
+        return m.after(f"leader {leader} removed")
+
+
+@lab_step("re-add the removed leader")
+def re_add(run: Run, m: Membership) -> pd.DataFrame:
+    name = m.removed
+    with run.step(f"re-add {name}", name):
+        m.retry(f"member add {name}", lambda: m.kv.add_voter(m.cp.operator(), m.cp.members, name))
+        m.start_member(name, wipe=True)  # a removed member returns with a new id
+        m.cp.members.append(name)
+        m.cp.wait_healthy(name, timeout=m.params.change_timeout_s)
+        return m.after(f"{name} re-added")
+
+
+@lab_step("scale back to three voters")
+def scale_back(run: Run, m: Membership) -> pd.DataFrame:
+    t = m.params.temporary
+    with run.step(f"scale back: remove {t}", t):
+        m.remove(t)
+        table = m.after("scaled back to the canonical 3 voters")
+        final = sorted(table["name"])
+        if not run.recorder.check("final members", sorted(m.params.voters), final):
+            raise LaneFailure(f"final members {final}, expected {sorted(m.params.voters)}")
+        return table
+
+
+@lab_step("membership after every transition")
+def transitions(run: Run, m: Membership) -> pd.DataFrame:
+    """Every membership table of the run, one after the other."""
+    return pd.concat(m.tables, ignore_index=True)
+
+
+@lab_step("local reads after every transition")
+def read_checks(run: Run, m: Membership) -> pd.DataFrame:
+    return pd.concat(m.reads, ignore_index=True)
+
+
+@lab_step("refused changes")
+def refusals(run: Run, m: Membership) -> pd.DataFrame:
+    """Membership changes the cluster refused while it settled, before accepting them."""
+    return pd.DataFrame(m.refusals)
+
+
+@lab_step("acknowledged writes")
+def acknowledged_writes(run: Run, m: Membership) -> pd.DataFrame:
+    return cluster.acknowledged_writes(run, m.env)
+
+
+@lab_step("workload latency plot")
+def latency_plot(run: Run, m: Membership) -> None:
+    cluster.latency_plot(run, m.env)

@@ -10,7 +10,7 @@ download the prebuilt system, activate, health-check, report `active` — or rol
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 from pydantic import Field
@@ -18,8 +18,9 @@ from pydantic import Field
 from ucnb.baremetal import harness
 from ucnb.errors import LaneFailure
 from ucnb.installer import active_system_check
+from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
-from ucnb.lanes import Lane, LaneParameters
+from ucnb.lanes import Lane, TokenParameters
 
 if TYPE_CHECKING:
     from ucnb.kernel.run import Run
@@ -30,17 +31,17 @@ INITIAL_SYSTEM = "lab-system-1"
 BUILDERS = ("cc", "gcc", "clang", "make", "nix", "nix-build")
 
 
-class Parameters(LaneParameters):
-    profile: Literal["lab", "ultracloud"] = "lab"
+class Parameters(TokenParameters):
     memory_mib: int = Field(256, ge=192, le=8192)
-    disk_size: str = "512M"
+    disk_size: str = Field("512M", pattern=r"^[1-9][0-9]{0,5}[MG]$")
     install_timeout_s: float = Field(120.0, gt=0)
     post_install_timeout_s: float = Field(90.0, gt=0)
     rollout_timeout_s: float = Field(60.0, gt=0)
     target_system: str = Field("lab-system-2", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    health_check_command: str = active_system_check("lab-system-2")
-    bootstrap_token_env: str = "ULTRACLOUD_BOOTSTRAP_TOKEN"
-    flake: str = "."
+    health_check_command: str = Field(active_system_check("lab-system-2"), min_length=1)
+    # The node agent's verdict the lane expects: `active` (smoke) or `rolled-back` (rollback,
+    # the node then stays on the system it had).
+    expect: Literal["active", "rolled-back"] = "active"
 
 
 LANE = Lane(
@@ -53,17 +54,10 @@ LANE = Lane(
 )
 
 
-def ultracloud_plan(lane_name: str, params: Parameters) -> list[str]:
-    """The product's check for this lane (seed: portable regressions)."""
-    return [f"nix build {params.flake}#checks.x86_64-linux.{lane_name}"]
-
-
-def provision(run: Run, params: Parameters) -> harness.BareMetalLab | None:
-    """Lab: install one worker from the ISO and see it report the initial system active."""
-    if run.profile.name == "ultracloud":
-        run.run_commands(ultracloud_plan(run.lane.name, params), cwd=params.flake,
-                         log_name=f"{run.lane.name}.log")
-        return None
+@boots
+def provision(run: Run) -> harness.BareMetalLab:
+    """Install one worker from the ISO and see it report the initial system active."""
+    params = run.parameters(Parameters)
     bare = harness.prepare(run, [(NODE, "worker", "uc-worker-root")], memory_mib=params.memory_mib,
                            disk_size=params.disk_size, bootstrap_token_env=params.bootstrap_token_env)
     harness.install_and_boot(bare, install_timeout_s=params.install_timeout_s,
@@ -71,19 +65,12 @@ def provision(run: Run, params: Parameters) -> harness.BareMetalLab | None:
     return bare
 
 
-def _skipped(run: Run, what: str) -> pd.DataFrame:
-    reason = (f"ultracloud profile: the product's {run.lane.name} check covered this "
-              f"(logs/{run.lane.name}.log)")
-    run.skip(what, reason)
-    return pd.DataFrame([{"step": what, "skipped": reason}])
-
-
-def publish_and_converge(run: Run, bare: harness.BareMetalLab | None, params: Parameters,
-                         expect: Literal["active", "rolled-back"]) -> pd.DataFrame:
+@lab_step("publish and converge")
+def publish_and_converge(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
     """Publish the target system as the node's next desired generation (admin API) and wait for
-    the node agent's verdict on the console; the deployer's status history is the table."""
-    if bare is None:
-        return _skipped(run, "publish and converge")
+    the node agent's verdict (`expect`) on the console; the deployer's status history is the table."""
+    params = run.parameters(Parameters)
+    expect = params.expect
     with run.step("publish desired system", NODE) as row:
         desired = bare.admin("PUT", f"/api/v1/nodes/{NODE}/desired-system",
                              {"target_system": params.target_system,
@@ -116,10 +103,12 @@ def publish_and_converge(run: Run, bare: harness.BareMetalLab | None, params: Pa
     return pd.DataFrame(view["observed_history"])
 
 
-def node_system(run: Run, bare: harness.BareMetalLab | None, expected_system: str) -> pd.DataFrame:
-    """Over SSH: which system is live and current, the systems on disk, and no builder on the node."""
-    if bare is None:
-        return _skipped(run, "node system")
+@lab_step("node system")
+def node_system(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
+    """Over SSH: which system is live and current (the target when it went active, the one before
+    when it was rolled back), the systems on disk, and no builder on the node."""
+    params = run.parameters(Parameters)
+    expected_system = params.target_system if params.expect == "active" else INITIAL_SYSTEM
     node = bare.nodes[NODE].node
     node.wait_ssh(30)
     with run.step("node system", NODE):
@@ -137,15 +126,9 @@ def node_system(run: Run, bare: harness.BareMetalLab | None, expected_system: st
                           "builders found": ", ".join(builders) or "none"}])
 
 
-def fetched_systems(run: Run, bare: harness.BareMetalLab | None) -> pd.DataFrame:
+@lab_step("fetched systems")
+def fetched_systems(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
     """The system downloads the deployer served: the node fetched prebuilt systems, nothing else."""
-    if bare is None:
-        return _skipped(run, "fetched systems")
     table = harness.phone_home_requests(bare)
     return table[table["path"].str.startswith("/api/v1/") & (table["node_id"].isna()
                                                               | (table["node_id"] == NODE))]
-
-
-def finish(run: Run, bare: harness.BareMetalLab | None) -> dict[str, Any]:
-    """Stop the deployer and the lab, redact, and record the verdict."""
-    return harness.finish(bare, run)

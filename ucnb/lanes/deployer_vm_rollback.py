@@ -1,10 +1,13 @@
 """deployer-vm-rollback: a desired system whose health check fails is rolled back.
 
-Same steps as deployer-vm-smoke (`deployer_vm.py`); the published `health_check_command` fails,
-so the observed status must become `rolled-back` and the node must stay on the previous system.
+The same lane shape and steps as deployer-vm-smoke (`deployer_vm.py`); only the defaults differ:
+the published `health_check_command` fails, so the node agent must report `rolled-back` and the
+node must stay on the system it had.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import Field
 
@@ -14,6 +17,7 @@ from ucnb.lanes.deployer_vm import Parameters as SmokeParameters
 
 class Parameters(SmokeParameters):
     health_check_command: str = Field("test -e /run/ultracloud/never-healthy", min_length=1)
+    expect: Literal["active", "rolled-back"] = "rolled-back"
 
 
 LANE = Lane(

@@ -5,14 +5,34 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ucnb.cluster.faults import Fault
-from ucnb.cluster.steps import ClusterEnv, ClusterParameters, boot_or_delegate, readiness
+from ucnb.cluster.steps import (
+    ClusterEnv,
+    ClusterParameters,
+    acknowledged_writes,
+    boot,
+    check_fault_targets,
+    latency_plot,
+    readiness,
+    start_workload,
+)
+from ucnb.cluster.steps import run_faults as _run_faults
+from ucnb.kernel.steps import lab_step
 from ucnb.lanes import Lane
 
 if TYPE_CHECKING:
     from ucnb.kernel.run import Run
+
+__all__ = ["acknowledged_writes", "boot", "core_behaviour", "faults", "latency_plot", "readiness",
+           "scheduler_and_hypervisor", "start_workload"]
+
+# Steps that need roles the lab profile lacks: skipped with the profile's reason.
+ROLE_STEPS = (("scheduler maintenance active -> draining -> active", "scheduler"),
+              ("fail-stop worker loss and replica restoration", "scheduler"),
+              ("worker registrations advertise exactly HYPERVISOR_TYPE_KVM", "hypervisor"))
+
 
 def default_faults() -> list[Fault]:
     return [Fault(kind="power_loss", target="leader", hold_s=3),
@@ -21,30 +41,21 @@ def default_faults() -> list[Fault]:
 
 
 class Parameters(ClusterParameters):
-    faults: list[Fault] = Field(default_factory=default_faults)
+    faults: list[Fault] = Field(default_factory=default_faults, max_length=50)
+
+    @model_validator(mode="after")
+    def _targets(self) -> Parameters:
+        check_fault_targets(self.nodes, self.faults)
+        return self
 
 
 LANE = Lane(name="fresh-smoke", title="Six-node VM cluster smoke", parameters=Parameters,
             cell_timeout_s=900)
 
 
-def boot(run: Run, params: Parameters) -> ClusterEnv | None:
-    """Lab: boot node01..06 and form the 3-voter control plane. ultracloud: the product's harness."""
-    return boot_or_delegate(run, params)
-
-
-def ready(run: Run, env: ClusterEnv | None, started: float) -> pd.DataFrame:
-    if env is None:
-        run.skip("readiness", "ultracloud profile: checked by the product's harness")
-        return pd.DataFrame()
-    return readiness(run, env, started)
-
-
-def core_behaviour(run: Run, env: ClusterEnv | None) -> pd.DataFrame:
+@lab_step("core behaviour")
+def core_behaviour(run: Run, env: ClusterEnv) -> pd.DataFrame:
     """Writes through one node, then local reads of them on every member."""
-    if env is None:
-        run.skip("core behaviour", "ultracloud profile: checked by the product's harness")
-        return pd.DataFrame()
     first = env.cp.members[0]
     with run.step("write through one node", first):
         for i in range(5):
@@ -53,19 +64,17 @@ def core_behaviour(run: Run, env: ClusterEnv | None) -> pd.DataFrame:
         return env.cp.read_check("core behaviour")
 
 
-def scheduler_and_hypervisor(run: Run, env: ClusterEnv | None) -> pd.DataFrame:
+def faults(run: Run, env: ClusterEnv) -> pd.DataFrame:
+    """The `faults` schedule, each with its invariants checked."""
+    return _run_faults(run, env, run.parameters(Parameters).faults)
+
+
+@lab_step("scheduler and hypervisor steps")
+def scheduler_and_hypervisor(run: Run) -> pd.DataFrame:
     """Steps that need roles the profile may lack are skipped with the profile's reason."""
     rows = []
-    if env is None:
-        run.skip("scheduler and hypervisor steps", "ultracloud profile: checked by the product's harness")
-        return pd.DataFrame()
-    for step, role in (("scheduler maintenance active -> draining -> active", "scheduler"),
-                       ("fail-stop worker loss and replica restoration", "scheduler"),
-                       ("worker registrations advertise exactly HYPERVISOR_TYPE_KVM", "hypervisor")):
-        reason = run.profile.role(role).missing
-        if reason is None:
-            reason = f"the {role} role's checks are not implemented for the {run.profile.name} profile"
-        run.skip(step, reason)
-        rows.append({"step": step, "skipped": reason})
-    return pd.DataFrame(rows)
-
+    for step, role in ROLE_STEPS:
+        reason = run.profile.role(role).missing or (
+            f"the {role} role's checks are not implemented for the {run.profile.name} profile")
+        rows.append(run.skip(step, reason))
+    return pd.concat(rows, ignore_index=True)

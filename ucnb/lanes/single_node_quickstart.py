@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 
 from ucnb.errors import LaneFailure, ParameterError
+from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
-from ucnb.lanes import Lane, LaneParameters
+from ucnb.lanes import Lane, TokenParameters
 from ucnb.profiles import CANONICAL_PROFILES
 
 # pandas and the lab layer are imported where used: `ucnb run` reads this module's schema
@@ -30,16 +31,12 @@ NODE = "node01"
 MANIFEST_PATH = "/etc/ultracloud/product-surface.json"
 
 
-class Parameters(LaneParameters):
-    profile: Literal["lab", "ultracloud"] = "lab"
-    keep_vm: bool = False
+class Parameters(TokenParameters):
     memory_mib: int = Field(256, ge=128, le=8192)
     boot_timeout_s: float = Field(90.0, gt=0)
     health_timeout_s: float = Field(60.0, gt=0)
     required_components: list[str] = Field(
         default_factory=lambda: list(CANONICAL_PROFILES["single-node dev"]["required"]))
-    bootstrap_token_env: str = "ULTRACLOUD_BOOTSTRAP_TOKEN"
-    flake: str = "."
     stop_services: list[str] = Field(default_factory=list)
 
 
@@ -56,26 +53,6 @@ LANE = Lane(
 )
 
 
-def _covered_by_launcher(run: Run, what: str) -> pd.DataFrame:
-    import pandas as pd
-
-    reason = "ultracloud profile: the product's launcher checked this itself (logs/launcher.log)"
-    run.skip(what, reason)
-    return pd.DataFrame([{"step": what, "skipped": reason}])
-
-
-def ultracloud_plan(params: Parameters) -> list[str]:
-    """The product commands this lane runs on the ultracloud profile (seed: Quickstart Smoke)."""
-    flake = params.flake
-    launcher = f"nix run {flake}#single-node-quickstart"
-    return [
-        f"nix build {flake}#single-node-trial-vm",
-        f"nix eval --no-eval-cache {flake}#nixosConfigurations.single-node-quickstart.config.system"
-        f".build.toplevel.drvPath --raw",
-        f"ULTRACLOUD_QUICKSTART_KEEP_VM=1 {launcher}" if params.keep_vm else launcher,
-    ]
-
-
 def node_config(run: Run, params: Parameters) -> NodeConfig:
     """The one node, running every required component the profile provides."""
     from ucnb.lab.lab import NodeConfig
@@ -85,12 +62,12 @@ def node_config(run: Run, params: Parameters) -> NodeConfig:
     return NodeConfig(NODE, services=services, memory_mib=params.memory_mib)
 
 
-def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFrame:
+@lab_step("service health")
+def service_health(run: Run, node: Node) -> pd.DataFrame:
     """Wait for each required component to be healthy, probed from inside the guest."""
     import pandas as pd
 
-    if node is None:
-        return _covered_by_launcher(run, "service health")
+    params = run.parameters(Parameters)
     rows: list[dict[str, object]] = []
     for name in params.required_components:
         component = run.profile.component(name)
@@ -109,12 +86,12 @@ def service_health(run: Run, node: Node | None, params: Parameters) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def check_manifest(run: Run, node: Node | None, params: Parameters) -> pd.DataFrame:
+@lab_step("manifest")
+def check_manifest(run: Run, node: Node) -> pd.DataFrame:
     """Read the product-surface manifest shipped in the VM and check it against the profile."""
     import pandas as pd
 
-    if node is None:
-        return _covered_by_launcher(run, "manifest")
+    params = run.parameters(Parameters)
     with run.step("manifest", NODE):
         raw = node.run(f"cat {MANIFEST_PATH}", timeout=10, check=True).stdout
         try:
@@ -141,15 +118,15 @@ def check_manifest(run: Run, node: Node | None, params: Parameters) -> pd.DataFr
         return table
 
 
-def deliver_bootstrap_token(run: Run, node: Node | None, params: Parameters) -> str:
+@lab_step("bootstrap token")
+def deliver_bootstrap_token(run: Run, node: Node) -> pd.DataFrame:
     """Hand the bootstrap token to the guest as the product's IAM bootstrap file (if one is set)."""
-    if node is None:
-        _covered_by_launcher(run, "bootstrap token")
-        return "skipped"
+    import pandas as pd
+
+    params = run.parameters(Parameters)
     token = run.secret(params.bootstrap_token_env)
     if token is None:
-        run.recorder.skip("bootstrap token", f"{params.bootstrap_token_env} is not set", NODE)
-        return "skipped"
+        return run.skip("bootstrap token", f"{params.bootstrap_token_env} is not set", NODE)
     with run.step("bootstrap token", NODE):
         node.run("mkdir -p /lab/etc && umask 077 && cat > /lab/etc/iam-bootstrap-token", timeout=10,
                  check=True, stdin=token)
@@ -158,14 +135,14 @@ def deliver_bootstrap_token(run: Run, node: Node | None, params: Parameters) -> 
                                   node=NODE):
             raise LaneFailure(f"{NODE}: bootstrap token file holds {observed} bytes, "
                               f"expected {len(token)}")
-    return "delivered"
+    return pd.DataFrame([{"step": "bootstrap token", "delivered to": "/lab/etc/iam-bootstrap-token",
+                          "bytes": int(observed)}])
 
 
-def boot(run: Run, params: Parameters) -> Node | None:
-    """Lab: boot the one VM to SSH. ultracloud: run the product's own launcher instead."""
-    if run.profile.name == "ultracloud":
-        run.run_commands(ultracloud_plan(params), cwd=params.flake, log_name="launcher.log")
-        return None
+@boots
+def boot(run: Run) -> Node:
+    """Boot the one VM to SSH (ultracloud: the product's launcher runs instead)."""
+    params = run.parameters(Parameters)
     lab = run.lab([node_config(run, params)])
     lab.boot(timeout=params.boot_timeout_s)
     node = lab[NODE]

@@ -53,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ucnb.errors import HarnessError, InfrastructureError, ParameterError, UcnbError
 from ucnb.evidence.redact import Redactor
+from ucnb.files import atomic_write_bytes, atomic_write_text
 from ucnb.reference.cluster import (
     NAME_PATTERN,
     Cluster,
@@ -73,26 +74,6 @@ NAME_RE = re.compile(NAME_PATTERN)
 
 # --------------------------------------------------------------------------------------------
 # Small shared helpers
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so a reader (or a crash) sees the old file or the new, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Text flavour of `atomic_write_bytes` (UTF-8)."""
-    atomic_write_bytes(path, text.encode())
 
 
 def read_secret(env_name: str, file: Path | None = None,

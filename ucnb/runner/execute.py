@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from rich.console import Console
 
-from ucnb import lanes, paths
-from ucnb.errors import HarnessError, InfrastructureError, Interrupted, classify
+from ucnb import files, lanes, paths
+from ucnb.errors import HarnessError, InfrastructureError, Interrupted
 from ucnb.evidence import index
 from ucnb.evidence import proof as evidence
 from ucnb.evidence.redact import SECRETS_ENV, from_environment, generated_secrets_file
@@ -48,10 +48,134 @@ def prepare(lane_name: str, profile: str, files: list[Path], assignments: list[s
     if not lane.notebook.exists():
         raise HarnessError(f"lane {lane.name} has no notebook at {lane.notebook}")
     declared = notebook_parameters(lane.notebook)
-    missing = set(lane.parameters.model_fields) - set(declared)
+    missing = {"lane_name", *lane.parameters.model_fields} - set(declared)
     if missing:
         raise HarnessError(f"{lane.notebook.name}'s parameters cell lacks {sorted(missing)}")
     return lane, params
+
+
+@dataclass
+class Execution:
+    """One lane run as the runner sees it, carried through the stages of `execute`."""
+
+    lane: lanes.Lane
+    values: dict[str, Any]          # the validated parameters, as papermill injects them
+    run_id: str
+    root: Path
+    started: float = field(default_factory=time.monotonic)
+    started_at: float = field(default_factory=time.time)
+    error: dict[str, str] | None = None
+    exit_code: int = 0
+
+    @property
+    def notebook(self) -> Path:
+        return self.root / f"{self.lane.name}.ipynb"
+
+    @property
+    def profile(self) -> str:
+        return str(self.values.get("profile"))
+
+
+def new_root(lane: lanes.Lane, params: lanes.LaneParameters, parent: Path | None) -> Execution:
+    """Stage 1: the run id and its dated proof root, with the validated parameters in it."""
+    run_id = files.new_run_id()
+    root = evidence.new_proof_root(lane.name, run_id, parent)
+    values = {"lane_name": lane.name, **params.model_dump(mode="json")}
+    (root / "parameters.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
+    return Execution(lane, values, run_id, root)
+
+
+def kernel_environment(ex: Execution) -> dict[str, str]:
+    """Stage 2: the kernel's environment, given to it explicitly (the CLI's own is untouched):
+    where its proof root is, which variables hold secrets, and the work root, resolved once."""
+    secret_vars = [str(ex.values[p]) for p in ex.lane.secret_env_parameters if ex.values.get(p)]
+    return {**os.environ, "UCNB_RUN_ID": ex.run_id, "UCNB_PROOF_ROOT": str(ex.root), "UCNB_RUNNER": "1",
+            "ULTRACLOUD_WORK_ROOT": str(paths.work_root()), "UCNB_OUTPUTS": str(paths.outputs_root()),
+            SECRETS_ENV: ",".join(secret_vars)}
+
+
+def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
+    """Stage 3: papermill runs the notebook in a kernel started with `env`; whatever ends it
+    (an error in a cell, a cell timeout, a dead kernel, Ctrl-C) is classified into `ex`."""
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+
+    class RunKernel(AsyncKernelManager):
+        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
+            return await super()._async_pre_start_kernel(**{**kw, "env": env})
+
+    try:
+        papermill.execute_notebook(
+            str(ex.lane.notebook), str(ex.notebook), parameters=ex.values, kernel_name=KERNEL_NAME,
+            cwd=str(paths.project_root()), progress_bar=False, log_output=False,
+            request_save_on_cell_execute=True, execution_timeout=ex.lane.cell_timeout_s,
+            interrupt_on_timeout=True, km=RunKernel(kernel_name=KERNEL_NAME),
+            # The notebook is saved when the last cell ends: no need to wait for a graceful
+            # kernel exit (the run's labs are cleaned afterwards either way).
+            shutdown_kernel="immediate")
+    except BaseException as exc:
+        ex.error, ex.exit_code = classify(exc, ex.root)
+        if isinstance(exc, KeyboardInterrupt):
+            ex.error["message"] = "interrupted (Ctrl-C or SIGTERM)"
+
+
+def classify(exc: BaseException, root: Path) -> tuple[dict[str, str], int]:
+    """What ended the notebook, by type: the kernel's own record of a cell's error (error.json,
+    written by the run with the error's class), else the runner-side exception itself."""
+    from nbclient.exceptions import CellTimeoutError, DeadKernelError
+    from papermill.exceptions import PapermillExecutionError
+
+    recorded = read_error(root)
+    if recorded is not None and isinstance(exc, PapermillExecutionError):
+        return recorded, int(recorded.get("exit_code", HarnessError.exit_code))
+    if isinstance(exc, CellTimeoutError):
+        return {"type": type(exc).__name__, "kind": "timeout", "message": str(exc)[-4000:]}, 1
+    if isinstance(exc, KeyboardInterrupt) or (isinstance(exc, PapermillExecutionError)
+                                              and exc.ename == "KeyboardInterrupt"):
+        return {"type": "KeyboardInterrupt", "kind": Interrupted.kind, "message": "interrupted"}, 130
+    kind = "kernel-died" if isinstance(exc, DeadKernelError) else HarnessError.kind
+    name = exc.ename if isinstance(exc, PapermillExecutionError) else type(exc).__name__
+    message = str(exc.evalue if isinstance(exc, PapermillExecutionError) else exc)
+    return {"type": name, "kind": kind, "message": message[-4000:]}, HarnessError.exit_code
+
+
+def read_error(root: Path) -> dict[str, str] | None:
+    """The error a cell ended with, as the kernel recorded it (`Run` writes error.json)."""
+    import json
+
+    path = root / evidence.ERROR_FILE
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else None
+
+
+def clean_labs(ex: Execution, console: Console) -> None:
+    """Stage 4: remove this run's labs (unless kept): the kernel's own teardown may not have run."""
+    from ucnb.lab import registry
+
+    try:
+        registry.clean(run_id=ex.run_id, include_kept=False)
+    except InfrastructureError as exc:
+        console.print(f"[yellow]warning:[/] could not clean this run's labs: {exc}")
+
+
+def seal(ex: Execution) -> dict[str, Any]:
+    """Stage 5: result.json, redaction of every artifact, HTML, checksums, `latest`."""
+    redactor = from_environment(kernel_environment(ex))  # the same secrets the kernel's Run redacts
+    generated = generated_secrets_file(ex.run_id)
+    redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
+    generated.unlink(missing_ok=True)
+    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}"})
+    result = evidence.build_result(ex.root, ex.lane.name, ex.profile, ex.run_id, ex.error, ex.exit_code)
+    evidence.seal(ex.root, ex.notebook, redactor)
+    return result
+
+
+def index_run(ex: Execution, result: dict[str, Any]) -> None:
+    """Stage 6: the run's line in outputs/index.jsonl."""
+    index.append(index.entry_for_result(result, ex.root, ex.started_at, time.monotonic() - ex.started))
 
 
 def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | None = None,
@@ -61,69 +185,32 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     The proof root is `outputs/<lane>/<stamp>-<run id>`, or `<parent>/<stamp>-<run id>` when a
     parent is given (a suite keeps its lanes' proof roots inside its own dated root).
     """
-    import papermill
-    from papermill.exceptions import PapermillExecutionError
-
-    from ucnb.lab import registry
-
     console = console or Console(stderr=True)
-    run_id = evidence.new_run_id()
-    root = evidence.new_proof_root(lane.name, run_id, parent)
-    output = root / f"{lane.name}.ipynb"
-    values = params.model_dump(mode="json")
-    (root / "parameters.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    secret_vars = [str(values[p]) for p in lane.secret_env_parameters]
-    os.environ.update({"UCNB_RUN_ID": run_id, "UCNB_PROOF_ROOT": str(root), "UCNB_RUNNER": "1",
-                       SECRETS_ENV: ",".join(secret_vars)})
-    redactor = from_environment()  # the same secrets the kernel's Run redacts
-    console.print(f"[bold]{lane.name}[/] ({values.get('profile')}) run {run_id} → {root}")
+    ex = new_root(lane, params, parent)
+    console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
     # Build the HTML exporter while the lane runs: it is needed only at the end.
     threading.Thread(target=evidence.html_exporter, name="prewarm-html", daemon=True).start()
-    error: dict[str, str] | None = None
-    exit_code = 0
-    started = time.monotonic()
-    started_at = time.time()
     try:
-        with LaneProgressOrNone(root, console, lane.name, progress):
-            papermill.execute_notebook(
-                str(lane.notebook), str(output), parameters=values, kernel_name=KERNEL_NAME,
-                cwd=str(paths.project_root()), progress_bar=False, log_output=False,
-                request_save_on_cell_execute=True, execution_timeout=lane.cell_timeout_s,
-                interrupt_on_timeout=True,
-                # The notebook is saved when the last cell ends: no need to wait for a graceful
-                # kernel exit (the run's labs are cleaned below either way).
-                shutdown_kernel="immediate")
-    except PapermillExecutionError as exc:
-        cls = classify(exc.ename)
-        error = {"type": exc.ename, "kind": cls.kind, "message": str(exc.evalue)[-4000:]}
-        exit_code = cls.exit_code
-    except KeyboardInterrupt:
-        error = {"type": "KeyboardInterrupt", "kind": Interrupted.kind, "message": "interrupted (Ctrl-C)"}
-        exit_code = Interrupted.exit_code
-    except Exception as exc:  # the kernel died, a cell timed out, nbclient failed
-        kind = "timeout" if "Timeout" in type(exc).__name__ else HarnessError.kind
-        error = {"type": type(exc).__name__, "kind": kind, "message": str(exc)[-4000:]}
-        exit_code = 1 if kind == "timeout" else HarnessError.exit_code
+        with LaneProgressOrNone(ex.root, console, lane.name, progress):
+            execute_notebook(ex, kernel_environment(ex))
     finally:
-        try:
-            registry.clean(run_id=run_id, include_kept=False)  # the kernel's own teardown may not have run
-        except InfrastructureError as exc:
-            console.print(f"[yellow]warning:[/] could not clean this run's labs: {exc}")
-    generated = generated_secrets_file(run_id)
-    redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
-    generated.unlink(missing_ok=True)
-    evidence.write_environment(root, {"wall_time_s": f"{time.monotonic() - started:.2f}"})
-    result = evidence.build_result(root, lane.name, str(values.get("profile")), run_id, error, exit_code)
-    evidence.seal(root, output, redactor)
-    index.append(index.entry_for_result(result, root, started_at, time.monotonic() - started))
+        clean_labs(ex, console)
+    result = seal(ex)
+    index_run(ex, result)
+    report(ex, result, console)
+    exit_code = ex.exit_code or (0 if result["verdict"] == "passed" else 1)
+    return RunOutcome(exit_code, ex.root, result)
+
+
+def report(ex: Execution, result: dict[str, Any], console: Console) -> None:
+    """The verdict line (and the failing step) on the console."""
     colour = "green" if result["verdict"] == "passed" else "red"
-    console.print(f"[bold {colour}]{result['verdict'].upper()}[/] {lane.name} in "
-                  f"{time.monotonic() - started:.1f}s — evidence: {root}")
-    if result["failing_step"]:
-        console.print(f"  failing step: {result['failing_step']['name']} "
-                      f"[{result['failing_step']['node']}]: {result['failing_step']['last_observation']}",
+    console.print(f"[bold {colour}]{result['verdict'].upper()}[/] {ex.lane.name} in "
+                  f"{time.monotonic() - ex.started:.1f}s — evidence: {ex.root}")
+    failing = result["failing_step"]
+    if failing:
+        console.print(f"  failing step: {failing['name']} [{failing['node']}]: {failing['last_observation']}",
                       markup=False)
-    return RunOutcome(exit_code if exit_code else (0 if result["verdict"] == "passed" else 1), root, result)
 
 
 class LaneProgressOrNone:

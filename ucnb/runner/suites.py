@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ucnb import lanes, paths
+from ucnb import files, lanes, paths
 from ucnb.errors import InfrastructureError, Interrupted, LaneFailure, ParameterError, UcnbError
 from ucnb.evidence import index, junit
 from ucnb.evidence import proof as evidence
@@ -332,8 +332,8 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
     """
     console = console or Console(stderr=True)
     accel = require_kvm() if (kvm or suite_plan.require_kvm) else None
-    suite_id = evidence.new_run_id()
-    root = paths.outputs_root() / "suites" / suite_plan.name / f"{evidence.new_stamp()}-{suite_id}"
+    suite_id = files.new_run_id()
+    root = paths.outputs_root() / "suites" / suite_plan.name / f"{files.utc_stamp()}-{suite_id}"
     root.mkdir(parents=True)
     started = time.time()
     console.print(f"[bold]suite {suite_plan.name}[/] ({suite_plan.profile}) {suite_id} → {root}")
@@ -378,7 +378,7 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
                "entries": [{k: v for k, v in asdict(e).items() if k != "rows"} for e in entries]}
     (root / "suite.json").write_text(json.dumps(summary, indent=2) + "\n")
     evidence.write_checksums(root)
-    evidence.refresh_latest(root)
+    files.refresh_latest(root)
     index.append(index.IndexEntry(
         lane=suite_plan.name, profile=suite_plan.profile, run_id=suite_id, start=index.iso_utc(started),
         duration_s=round(duration, 2), verdict=verdict, accelerator=accel.mode if accel else None,
