@@ -93,10 +93,16 @@ def test_argv_steady_state_and_mixed() -> None:
     assert argv[-4:] == ["--rwmixread=70", "--ss=bw_slope:1.5%", "--ss_dur=4", "--ss_ramp=2"]
 
 
-@pytest.mark.parametrize("filename", ["a:b", "", "x\ny"])
-def test_argv_refuses_paths_fio_would_split(filename: str) -> None:
+@pytest.mark.parametrize("filename", ["", "x\ny", "a\x00b"])
+def test_argv_refuses_bad_paths(filename: str) -> None:
     with pytest.raises(ParameterError):
         fio.fio_argv(FioJob(rw="read", bs="1M", iodepth=1), FioMatrix(), filename, "o.json")
+
+
+def test_argv_escapes_colons_fio_would_split_on() -> None:
+    argv = fio.fio_argv(FioJob(rw="read", bs="1M", iodepth=1), FioMatrix(),
+                        "/dev/disk/by-path/pci-0000:00:05.0", "o.json")
+    assert "--filename=/dev/disk/by-path/pci-0000\\:00\\:05.0" in argv
 
 
 def test_fill_argv_writes_the_whole_region() -> None:
@@ -339,10 +345,10 @@ def test_plots_one_line_per_workload_and_side() -> None:
         fig = make(one)
         assert len(fig.axes) == metric_axes
         assert all(len(ax.get_lines()) == 2 for ax in fig.axes)
-        assert legend(fig.axes[0]) == ["randread 4k", "read 1M"]
+        assert legend(fig.axes[-1]) == ["randread 4k", "read 1M"]
         fig = make(both)
         assert all(len(ax.get_lines()) == 4 for ax in fig.axes)
-        assert legend(fig.axes[0]) == ["randread 4k, guest", "randread 4k, host", "read 1M, guest",
+        assert legend(fig.axes[-1]) == ["randread 4k, guest", "randread 4k, host", "read 1M, guest",
                                        "read 1M, host"]
         assert fig.axes[0].get_xscale() == "log" and "iodepth" in fig.axes[0].get_xlabel()
         assert png(fig).startswith(b"\x89PNG")
@@ -350,6 +356,8 @@ def test_plots_one_line_per_workload_and_side() -> None:
     assert ax.get_ylim()[0] == 0 and "IOPS" in ax.get_ylabel()
     assert "MiB/s" in plots.bandwidth(one).axes[0].get_ylabel()
     assert "µs" in plots.latency(one).axes[0].get_ylabel()
+    only = plots.iops(one, bs="4k")
+    assert legend(only.axes[0]) == ["randread 4k"]
 
 
 def test_plot_spread_over_iodepths() -> None:

@@ -132,10 +132,10 @@ class FioMatrix(BaseModel):
 
 def _path_arg(value: str | os.PathLike[str], what: str) -> str:
     text = os.fspath(value)
-    # fio splits --filename on ':' (several files); control characters never belong in a path.
-    if not text or ":" in text or any(ord(c) < 32 for c in text):
-        raise ParameterError(f"fio {what} {text!r} must be non-empty, without ':' or control characters")
-    return text
+    if not text or any(ord(c) < 32 for c in text):
+        raise ParameterError(f"fio {what} {text!r} must be non-empty, without control characters")
+    # fio splits --filename on ':' (several files) unless escaped; /dev/disk/by-path names have colons.
+    return text.replace(":", "\\:") if what == "filename" else text
 
 
 def fio_argv(job: FioJob, matrix: FioMatrix, filename: str | os.PathLike[str],

@@ -35,6 +35,18 @@ def _series(df: pd.DataFrame) -> Iterator[tuple[str, str, str, pd.DataFrame]]:
             yield label, COLOURS[i % len(COLOURS)], side, rows
 
 
+def _select(df: pd.DataFrame, bs: str | list[str] | None) -> pd.DataFrame:
+    """Only the given block size(s): 1M IOPS next to 4k IOPS are a flat line at the bottom."""
+    if bs is None:
+        return df
+    return df[df["bs"].isin([bs] if isinstance(bs, str) else bs)]
+
+
+def _legend(ax: Axes) -> None:
+    """Outside the plot, on the right: inside it hides the low-iodepth points."""
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
 def _draw(ax: Axes, df: pd.DataFrame, metric: str, positive_only: bool = False) -> None:
     depths: set[int] = set()
     for label, colour, side, rows in _series(df):
@@ -66,36 +78,40 @@ def _title(df: pd.DataFrame, title: str) -> str:
     return f"{title} (median of {reps} repetition{'s' if reps != 1 else ''}, band: min-max)"
 
 
-def iops(df: pd.DataFrame, title: str = "fio IOPS") -> Figure:
-    """IOPS against iodepth, y from 0."""
+def iops(df: pd.DataFrame, title: str = "fio IOPS", bs: str | list[str] | None = None) -> Figure:
+    """IOPS against iodepth, y from 0 (`bs`: only these block sizes)."""
+    df = _select(df, bs)
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     _draw(ax, df, "iops")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("IOPS (operations/s)")
     ax.set_title(_title(df, title))
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax)
     fig.tight_layout()
     return fig
 
 
-def bandwidth(df: pd.DataFrame, title: str = "fio bandwidth") -> Figure:
-    """Bandwidth against iodepth, MiB/s, y from 0."""
+def bandwidth(df: pd.DataFrame, title: str = "fio bandwidth", bs: str | list[str] | None = None) -> Figure:
+    """Bandwidth against iodepth, MiB/s, y from 0 (`bs`: only these block sizes)."""
+    df = _select(df, bs)
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
     _draw(ax, df, "bw_MiBps")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("bandwidth (MiB/s)")
     ax.set_title(_title(df, title))
-    ax.legend(fontsize=8, loc="best")
+    _legend(ax)
     fig.tight_layout()
     return fig
 
 
-def latency(df: pd.DataFrame, title: str = "fio latency percentiles") -> Figure:
+def latency(df: pd.DataFrame, title: str = "fio latency percentiles",
+            bs: str | list[str] | None = None) -> Figure:
     """p50, p99 and p99.9 latency against iodepth, one panel each, log y: a 4k QD1 and a 1M QD16
     latency differ by orders of magnitude, and a linear axis would flatten the small ones."""
-    fig = Figure(figsize=(13, 4.2))
+    df = _select(df, bs)
+    fig = Figure(figsize=(14, 4.2))
     axes = fig.subplots(1, 3, sharey=True)
     for ax, (metric, name) in zip(axes, (("lat_p50_us", "p50"), ("lat_p99_us", "p99"),
                                          ("lat_p99_9_us", "p99.9")), strict=True):
@@ -103,7 +119,7 @@ def latency(df: pd.DataFrame, title: str = "fio latency percentiles") -> Figure:
         ax.set_yscale("log")
         ax.set_title(name, fontsize=10)
     axes[0].set_ylabel("latency (µs, log)")
-    axes[0].legend(fontsize=8, loc="best")
+    _legend(axes[-1])
     fig.suptitle(_title(df, title))
     fig.tight_layout()
     return fig
