@@ -12,6 +12,7 @@ APT_PACKAGES=(
   busybox-static dropbear-bin cpio gzip kmod e2fsprogs  # the guest image
   etcd-server etcd-client sqlite3                  # real software standing in for product services
   openssh-client                                   # `ucnb lab ssh`
+  fio                                              # fresh-bench-storage: the host reference (ucnb.storage)
   isolinux syslinux-common extlinux xorriso        # the reference installer ISO and installed boot loader
   chromium                                         # headless screenshots of the evidence report
   python3-venv make
