@@ -149,14 +149,20 @@ class _Syntax(Generic[AnyStr]):
     mask: AnyStr
     line_breaks: re.Pattern[AnyStr]
     # An escaped line break (optionally with nbformat's `",\n   "` between two lines of a list),
-    # group `b`; any other escape is matched too, to keep the parse aligned, and kept.
+    # group `b`, after an even run of backslashes (escaped backslashes): `\\n` is no break.
     escapes: re.Pattern[AnyStr]
+    escapes_split: re.Pattern[AnyStr]   # the same, splitting around a break but keeping the backslashes
 
 
-_ESCAPES = r'(?P<b>(?:\\r\\n|\\n|\\r)(?:"\s*,\s*")?)|\\.'
-_STR = _Syntax("", "\r", "\n", ("\\n", "\\r"), MASK, re.compile(r"[\r\n]+"), re.compile(_ESCAPES, re.S))
+_BREAK = r'(?:\\r\\n|\\n|\\r)(?:"\s*,\s*")?'
+_ESCAPES = rf"(?<!\\)(?:\\\\)*(?P<b>{_BREAK})"
+# Starts with a literal backslash (a fast scan): the first of the run, then the escaped backslashes,
+# kept as the group (all backslashes look alike), then the break without its own backslash.
+_ESCAPES_SPLIT = r'\\(?<!\\\\)((?:\\\\)*)(?:r\\n|n|r)(?:"\s*,\s*")?'
+_STR = _Syntax("", "\r", "\n", ("\\n", "\\r"), MASK, re.compile(r"[\r\n]+"), re.compile(_ESCAPES),
+               re.compile(_ESCAPES_SPLIT))
 _BYTES = _Syntax(b"", b"\r", b"\n", (b"\\n", b"\\r"), MASK.encode(), re.compile(rb"[\r\n]+"),
-                 re.compile(_ESCAPES.encode(), re.S))
+                 re.compile(_ESCAPES.encode()), re.compile(_ESCAPES_SPLIT.encode()))
 
 # A match: [start, end) of the original text, and the line breaks inside it (position, text) that
 # are written back after the mask.
@@ -199,6 +205,43 @@ def _strip(data: AnyStr, pattern: re.Pattern[AnyStr], group: str | int) -> _Stri
     return _Stripped(data[:0].join(pieces), at, removed, tokens)
 
 
+class _Unbroken(Generic[AnyStr]):
+    """A text without its CR and LF, mapped back to the original only where a match needs it:
+    consoles hold a line break every 80 characters, and most files hold no secret."""
+
+    BLOCK = 4096
+
+    def __init__(self, data: AnyStr, syntax: _Syntax[AnyStr]) -> None:
+        self.data: AnyStr = data
+        self.syntax: _Syntax[AnyStr] = syntax
+        self.text: AnyStr = data.replace(syntax.cr, syntax.empty).replace(syntax.lf, syntax.empty)
+        self._starts: list[int] = []   # the position in `text` where each block of `data` begins
+
+    def _original(self, i: int) -> int:
+        data, s = self.data, self.syntax
+        if len(self.text) == len(data):
+            return i
+        if not self._starts:
+            kept = 0
+            for start in range(0, len(data), self.BLOCK):
+                self._starts.append(kept)
+                end = start + self.BLOCK
+                kept += len(data[start:end]) - data.count(s.cr, start, end) - data.count(s.lf, start, end)
+        block = bisect.bisect_right(self._starts, i) - 1
+        position, kept = block * self.BLOCK, self._starts[block]
+        for m in s.line_breaks.finditer(data, position):
+            if i < kept + m.start() - position:
+                break
+            kept += m.start() - position
+            position = m.end()
+        return position + i - kept
+
+    def span(self, start: int, end: int) -> _Span[AnyStr]:
+        begin, stop = self._original(start), self._original(end - 1) + 1
+        return begin, stop, tuple((m.start(), m.group()) for m in self.syntax.line_breaks.finditer(
+            self.data, begin, stop))
+
+
 def _find_all(haystack: AnyStr, needle: AnyStr) -> list[int]:
     found = []
     i = haystack.find(needle)
@@ -234,20 +277,19 @@ class _Forms(Generic[AnyStr]):
         spans: list[_Span[AnyStr]] = []
         for form in self.exact:
             spans += [(i, i + len(form), ()) for i in _find_all(data, form)]
-        flat = data.replace(s.cr, s.empty).replace(s.lf, s.empty)
-        hits = [(i, i + len(f)) for f in self.flat for i in _find_all(flat, f)]
-        if hits:
-            stripped = _strip(data, s.line_breaks, 0)
-            spans += [stripped.span(a, b) for a, b in hits]
+        unbroken = _Unbroken(data, s)
+        spans += [unbroken.span(i, i + len(f)) for f in self.flat for i in _find_all(unbroken.text, f)]
         if any(e in data for e in s.escaped_breaks):
-            unescaped = _strip(data, s.escapes, "b")
-            if unescaped.tokens:
-                for form in self.unescaped:
-                    for i in _find_all(unescaped.text, form):
-                        start, end, tokens = unescaped.span(i, i + len(form))
-                        # A form that is all there, unbroken, had `\\n` or `\\r` of its own (a raw
-                        # backslash-n in the secret): nothing of it is a line break to keep.
-                        spans.append((start, end, () if data[start:end] in self.every else tokens))
+            text = s.empty.join(s.escapes_split.split(data))
+            hits = [(i, i + len(f)) for f in self.unescaped for i in _find_all(text, f)] \
+                if len(text) < len(data) else []
+            if hits:   # the map back is built only for a file that holds a match
+                unescaped = _strip(data, s.escapes, "b")
+                for a, b in hits:
+                    start, end, tokens = unescaped.span(a, b)
+                    # A form that is all there, unbroken, had `\\n` or `\\r` of its own (a raw
+                    # backslash-n in the secret): nothing of it is a line break to keep.
+                    spans.append((start, end, () if data[start:end] in self.every else tokens))
         return spans
 
     def render(self, data: AnyStr, spans: Sequence[_Span[AnyStr]]) -> AnyStr:

@@ -193,6 +193,8 @@ def test_surrounding_text_survives(secret: str) -> None:
     escaped = json.dumps({"message": f"console: {secret[:7]}\n{secret[7:]} end"})
     assert json.loads(redactor.text(escaped)) == {"message": f"console: {MASK}\n end"}
     assert redactor.text("no secret here\r\n" * 3) == "no secret here\r\n" * 3
+    backslash_n = json.dumps(f"{secret[:6]}\\n{secret[6:]}")   # a literal backslash-n is no line break
+    assert redactor.text(backslash_n) == backslash_n
 
 
 def test_secret_across_many_wraps_and_mime_base64() -> None:
