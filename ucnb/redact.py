@@ -386,9 +386,12 @@ class Redactor:
         return forms.render(value, spans) if spans else value
 
     def file(self, path: Path) -> bool:
-        """Redact a regular file in place (never through a symlink; its mode is kept); True when it
-        changed. The clean copy replaces the file atomically."""
-        try:
+        """Redact a regular file in place; True when it changed. A symlink, FIFO, socket or device
+        is left alone (never followed or opened); the clean copy replaces the file atomically and
+        keeps its mode (and owner, as root)."""
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return False
+        try:   # O_NOFOLLOW: the path was not swapped for a symlink since
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
         except OSError:
             if os.path.islink(path):
@@ -413,7 +416,20 @@ class Redactor:
         files: list[Path] = []
         for directory, _, names in os.walk(root, followlinks=False):
             files += [Path(directory) / n for n in names]
-        return [p for p in sorted(files) if self.file(p)]
+        changed: list[Path] = []
+        failed: list[tuple[Path, OSError]] = []
+        for path in sorted(files):   # one unreadable file does not leave the others unredacted
+            try:
+                if self.file(path):
+                    changed.append(path)
+            except FileNotFoundError:
+                continue   # removed meanwhile: no longer an artifact
+            except OSError as exc:
+                failed.append((path, exc))
+        if failed:
+            raise OSError(f"could not redact {len(failed)} file(s) under {root}: "
+                          + "; ".join(f"{p}: {e.strerror or e}" for p, e in failed))
+        return changed
 
     @property
     def hold(self) -> int:
@@ -427,7 +443,12 @@ class Redactor:
 
 
 def _replace(path: Path, content: bytes, info: os.stat_result) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".redact", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".redact", dir=path.parent)
+    except PermissionError:   # a directory we may not write: rewrite the file itself
+        with open(os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC), "wb") as f:
+            f.write(content)
+        return
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(content)

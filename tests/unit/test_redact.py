@@ -311,3 +311,20 @@ def test_tree_on_ten_megabytes_of_console(tmp_path: Path) -> None:
     assert TOKEN not in _unbroken(log.read_text())
     print(f"\ntree() over {size / 2**20:.1f} MiB of console log, 3 secrets, "
           f"{len(redactor._data_forms().flat)} forms: {took:.2f} s")
+
+
+def test_tree_redacts_the_other_files_when_one_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a.log", "b.log", "c.log"):
+        (tmp_path / name).write_text(f"{TOKEN}\n")
+    redactor = Redactor([TOKEN])
+    real_file = Redactor.file
+
+    def failing(self: Redactor, path: Path) -> bool:
+        if path.name == "a.log":
+            raise PermissionError(13, "Permission denied")
+        return real_file(self, path)
+
+    monkeypatch.setattr(Redactor, "file", failing)
+    with pytest.raises(OSError, match=r"could not redact 1 file\(s\).*a\.log"):
+        redactor.tree(tmp_path)
+    assert [(tmp_path / n).read_text() for n in ("b.log", "c.log")] == [f"{MASK}\n"] * 2
