@@ -20,8 +20,10 @@ Limits (what is not caught):
   the continuation line, ANSI colour codes inside it) is not recognised.
 - Escaped breaks are recognised one JSON/repr level deep: a wrapped secret inside JSON inside JSON
   is not; a break right next to a backslash of the secret may hide it from the escaped-break pass.
-- Encodings other than UTF-8 (Latin-1, UTF-16 files), compressed or archived files, other
-  encoders' spellings (`\\u00E4`, `\\/`, Go's `\\u003c`), and file names are not covered.
+- Not covered: encodings other than UTF-8 (Latin-1, UTF-16 files), compressed or archived files,
+  other encoders' spellings (`\\u00E4`, `\\/`, Go's `\\u003c`), layers beyond those listed in
+  `encoded_forms` (URL-encoded JSON, base64 of an escaped form), and file names.
+- `file`/`tree` read each file whole into memory.
 
 Secrets shorter than MIN_SECRET_LENGTH are refused (`SecretTooShort`): masking them would shred
 ordinary words, and their base64 stretches would be too short to be specific.
