@@ -18,12 +18,13 @@ import time
 from pathlib import Path
 
 from ucnb import profiles
-from ucnb.controlplane import cluster_node_configs
+from ucnb.cluster.controlplane import cluster_node_configs
 from ucnb.host import daemons, netns
 from ucnb.host.accel import choose
 from ucnb.image import build_image
 from ucnb.lab import warm
-from ucnb.lab.lab import Lab, connect
+from ucnb.lab.lab import Lab
+from ucnb.lab.registry import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 

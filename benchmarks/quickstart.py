@@ -30,7 +30,8 @@ from ucnb.host.accel import choose
 from ucnb.image import build_image
 from ucnb.image.keys import lab_keys
 from ucnb.lab import domain
-from ucnb.lab.lab import Lab, NodeConfig, connect
+from ucnb.lab.lab import Lab, NodeConfig
+from ucnb.lab.registry import connect
 
 ROOT = Path(__file__).resolve().parents[1]
 CHECK_STEPS = ("health:", "manifest", "bootstrap token")

@@ -30,7 +30,7 @@ def lab_image(lab_host: None):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def accelerator(lab_image):  # type: ignore[no-untyped-def]
     from ucnb.host.accel import choose
-    from ucnb.lab.lab import connect
+    from ucnb.lab.registry import connect
 
     return choose(lab_image, connect())
 
@@ -46,7 +46,7 @@ def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def ucnb_objects() -> dict[str, list[str]]:
     """Every ucnb domain, network and lab folder that exists now."""
     from ucnb import paths
-    from ucnb.lab.lab import connect
+    from ucnb.lab.registry import connect
 
     conn = connect()
     return {
@@ -76,7 +76,7 @@ def assert_run_left_nothing(root: Path) -> None:
 
     Only this run's objects are checked: other labs may be running on the same host meanwhile.
     """
-    from ucnb.evidence import read_environment
+    from ucnb.evidence.proof import read_environment
 
     env = read_environment(root)
     lab_id, run_id = env["lab_id"], env["run_id"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ucnb.evidence import read_environment
+from ucnb.evidence.proof import read_environment
 
 from .conftest import ROOT, assert_run_left_nothing
 
@@ -82,7 +82,7 @@ def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, lab
 
 
 def _e2e(logdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "ucnb.cli_baremetal", str(logdir),
+    return subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "ucnb.cli.baremetal", str(logdir),
                            "--no-progress", *args], capture_output=True, text=True, timeout=600)
 
 

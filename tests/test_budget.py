@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ucnb import budget
-from ucnb.budget import (
-    budget_app,
+from ucnb.cli.budget import budget_app
+from ucnb.errors import ParameterError
+from ucnb.evidence import budget
+from ucnb.evidence.budget import (
     cleanup_advice,
     dated,
     enforce,
@@ -22,7 +23,6 @@ from ucnb.budget import (
     resolve_budgets,
     status,
 )
-from ucnb.errors import ParameterError
 
 runner = CliRunner()
 

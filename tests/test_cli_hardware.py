@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from ucnb.cli import app
-from ucnb.hardware_smoke import EXPECTED_MARKERS
+from ucnb.baremetal.hardware_smoke import EXPECTED_MARKERS
+from ucnb.cli.main import app
 
 runner = CliRunner()
 URL = "http://10.77.9.1:8080"

@@ -7,10 +7,10 @@ import random
 import pytest
 
 from ucnb import profiles
-from ucnb.controlplane import cluster_node_configs
+from ucnb.cluster.controlplane import cluster_node_configs
+from ucnb.cluster.faults import Fault, resolve_targets
+from ucnb.cluster.history import History, Op, check_acknowledged, classify
 from ucnb.errors import LaneFailure, ParameterError
-from ucnb.faults import Fault, resolve_targets
-from ucnb.history import History, Op, check_acknowledged, classify
 from ucnb.lab.ssh import CommandResult
 
 MEMBERS = ["node01", "node02", "node03"]

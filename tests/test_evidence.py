@@ -10,10 +10,10 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from ucnb import evidence
 from ucnb.errors import LaneFailure
-from ucnb.record import Recorder, load_events
-from ucnb.redact import MASK, Redactor
+from ucnb.evidence import proof as evidence
+from ucnb.evidence.redact import MASK, Redactor
+from ucnb.kernel.record import Recorder, load_events
 
 
 def _recorder(root: Path, redactor: Redactor | None = None) -> Recorder:

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ucnb.errors import LaneFailure, ParameterError
-from ucnb.hardware_smoke import (
+from ucnb.baremetal.hardware_smoke import (
     EXPECTED_MARKERS,
     HardwareSmokeParams,
     capture,
@@ -18,6 +17,7 @@ from ucnb.hardware_smoke import (
     preflight,
     read_status,
 )
+from ucnb.errors import LaneFailure, ParameterError
 
 TOKEN = "canary-hw-token-93b1f0"
 ENV = {"ULTRACLOUD_BOOTSTRAP_TOKEN": TOKEN}

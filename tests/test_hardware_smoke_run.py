@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ucnb import hardware_smoke as hw
+from ucnb.baremetal import hardware_smoke as hw
 from ucnb.installer import build as installer
 
 TOKEN = "canary-hw-run-token-4d2e9a"
@@ -60,7 +60,7 @@ def test_run_is_refused_while_blocked(tmp_path: Path) -> None:
 def test_redfish_virtual_media_installs_a_lab_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       lab_host: None) -> None:
     import ucnb
-    from ucnb.installer import harness
+    from ucnb.baremetal import harness
     from ucnb.lab import domain as domain_mod
     from ucnb.reference.redfish import SushyEmulator
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from ucnb.baremetal import harness
 from ucnb.installer import build as installer
-from ucnb.installer import harness
 
 COMMON = installer.GUEST_DIR / "common.sh"
 PLAN = """{

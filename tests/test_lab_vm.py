@@ -8,8 +8,8 @@ from collections.abc import Iterator
 import pytest
 
 from ucnb.errors import LaneFailure
+from ucnb.kernel.record import Recorder
 from ucnb.lab.lab import Lab, NodeConfig
-from ucnb.record import Recorder
 
 pytestmark = pytest.mark.vm
 
@@ -97,7 +97,7 @@ def test_failure_marker_ends_the_wait_at_once(lab_image, accelerator, no_leaks) 
 
 
 def test_wait_timeout_names_node_condition_and_last_observation(lab: Lab) -> None:
-    from ucnb.wait import wait_until
+    from ucnb.kernel.wait import wait_until
 
     with pytest.raises(LaneFailure) as info:
         wait_until(lambda: lab["node01"].run("echo not-yet; exit 1"), timeout=1, what="the moon",

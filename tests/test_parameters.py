@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ucnb import lanes, params, runner
+from ucnb import lanes
 from ucnb.errors import ParameterError
+from ucnb.runner import execute as runner
+from ucnb.runner import params
 
 from .conftest import ROOT
 

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ucnb import evidence, index, report
-from ucnb.record import field_names
+from ucnb.evidence import index, report
+from ucnb.evidence import proof as evidence
+from ucnb.kernel.record import field_names
 
 LANE = "single-node-quickstart"
 

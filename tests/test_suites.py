@@ -14,10 +14,12 @@ import yaml
 from junitparser import Failure, JUnitXml, Skipped
 from typer.testing import CliRunner
 
-from ucnb import index, junit, lanes, suites
-from ucnb.cli import app
+from ucnb import lanes
+from ucnb.cli.main import app
 from ucnb.errors import InfrastructureError, ParameterError
+from ucnb.evidence import index, junit
 from ucnb.host.accel import Accelerator
+from ucnb.runner import suites
 
 from .conftest import ROOT, kernel_processes
 
@@ -28,7 +30,7 @@ UCNB = str(ROOT / ".venv/bin/ucnb")
 def own_no_leaks(outputs: Path, lab_host: None) -> Iterator[None]:
     """No lab, domain or kernel of *this test's* runs is left (other runs may share the host)."""
     yield
-    from ucnb.lab.lab import connect, list_labs
+    from ucnb.lab.registry import connect, list_labs
 
     run_ids = {e.run_id for e in index.load(outputs)}
     labs = {s.lab_id for s in list_labs() if s.run_id in run_ids}
@@ -239,7 +241,7 @@ def test_a_kept_lab_is_reattached_from_a_new_process(outputs: Path, own_no_leaks
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     run_id = json.loads((Path(done.stdout.strip()) / "result.json").read_text())["run_id"]
-    from ucnb.lab.lab import list_labs
+    from ucnb.lab.registry import list_labs
 
     lab_id = next(s.lab_id for s in list_labs() if s.run_id == run_id)
     try:

@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from ucnb.cli.guards import guard_app
 from ucnb.errors import ParameterError
-from ucnb.guards import Finding, guard_app, load_rules, scan
+from ucnb.guards import Finding, load_rules, scan
 from ucnb.guards.surface import matches_any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]

@@ -15,12 +15,12 @@ __all__ = ["NodeConfig", "attach", "start_run"]
 def __getattr__(name: str) -> Any:
     # Lazy: the CLI imports ucnb without paying for libvirt, pandas and matplotlib.
     if name == "start_run":
-        from .run import start_run
+        from ucnb.kernel.run import start_run
         return start_run
     if name == "attach":  # ucnb.attach(lab_id=None) -> Lab: reattach a kept lab
-        from .lab.lab import Lab
+        from ucnb.lab.lab import Lab
         return Lab.attach
     if name == "NodeConfig":
-        from .lab.lab import NodeConfig
+        from ucnb.lab.lab import NodeConfig
         return NodeConfig
     raise AttributeError(name)

@@ -22,7 +22,14 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
-from ucnb.redact import MASK, MIN_SECRET_LENGTH, SECRETS_ENV, Redactor, SecretTooShort, from_environment
+from ucnb.evidence.redact import (
+    MASK,
+    MIN_SECRET_LENGTH,
+    SECRETS_ENV,
+    Redactor,
+    SecretTooShort,
+    from_environment,
+)
 
 ESCAPING = "pä<ss\"w\\rd&'x"            # a double quote, a backslash before `rd`, <, &, ', non-ASCII
 TOKEN = secrets.token_urlsafe(30)       # 40 characters, like the tokens a run generates
@@ -230,6 +237,9 @@ def test_from_environment_and_secrets_file(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.setenv(SECRETS_ENV, "OPERATOR_TOKEN,UNSET_VARIABLE_X")
     monkeypatch.delenv("UNSET_VARIABLE_X", raising=False)
     redactor = from_environment()
+    assert from_environment({SECRETS_ENV: "T", "T": TOKEN}).text(TOKEN) == MASK
+    with pytest.raises(SecretTooShort, match="environment variable T"):
+        from_environment({SECRETS_ENV: "T", "T": "short"})
     generated = tmp_path / "generated"
     generated.write_text("uc-run-0123456789abcdef\n\nuc-admin-fedcba9876543210\n")
     redactor.add_file(generated)

@@ -14,15 +14,9 @@ import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
-import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
-from .. import paths
-from ..errors import ParameterError, UcnbError
+from ucnb import paths
+from ucnb.errors import UcnbError
 
 PASSED, FAILED, NOT_EVALUATED, NOT_BUILT = "passed", "failed", "not-evaluated", "not-built"
 NIX_MISSING = "not evaluated (nix not installed)"
@@ -49,7 +43,8 @@ def _relative(path: Path) -> str:
 
 def parameter_checks() -> list[ProfileCheck]:
     """Every (lane, profile) a lane declares, and every parameter file, validated as `ucnb run` would."""
-    from .. import lanes, profiles, runner
+    from ucnb import lanes, profiles
+    from ucnb.runner import execute as runner
 
     checks: list[ProfileCheck] = []
     registry = lanes.all_lanes()
@@ -81,7 +76,8 @@ def parameter_checks() -> list[ProfileCheck]:
 
 def attr_checks(flake: str | None = None) -> list[ProfileCheck]:
     """`nix eval` of every lane's ultracloud flake attributes (flake: the lane's `flake` parameter)."""
-    from .. import lanes, runner
+    from ucnb import lanes
+    from ucnb.runner import execute as runner
 
     nix = shutil.which("nix")
     checks: list[ProfileCheck] = []
@@ -128,31 +124,3 @@ def summary(checks: list[ProfileCheck]) -> str:
     text = (f"{counts[PASSED]} evaluated, {counts[FAILED]} failed, "
             f"{counts[NOT_EVALUATED]} not evaluated")
     return text + (f", {counts[NOT_BUILT]} lanes not built" if counts[NOT_BUILT] else "")
-
-
-def profiles_command(
-    flake: Annotated[str | None, typer.Option(
-        help="UltraCloud flake for the ultracloud attrs (default: each lane's `flake` parameter)")] = None,
-) -> None:
-    """Every profile's entry points evaluate: parameter files against their notebooks, flake attrs.
-
-    Exits 1 when a check fails, 0 otherwise; attrs not evaluated (no nix) are listed, not passed.
-    """
-    out = Console(soft_wrap=True)
-    try:
-        checks = check_profiles(flake)
-    except ParameterError as exc:
-        Console(stderr=True).print(f"profile guard: {exc}", markup=False)
-        raise typer.Exit(exc.exit_code) from exc
-    colours = {PASSED: "green", FAILED: "red", NOT_EVALUATED: "yellow", NOT_BUILT: "yellow"}
-    table = Table()
-    for column in ("profile", "lane", "entry point", "status", "detail"):
-        table.add_column(column, overflow="fold")
-    for c in checks:
-        table.add_row(escape(c.profile), escape(c.lane), escape(c.what),
-                      f"[{colours[c.status]}]{c.status}[/]", escape(c.detail))
-    out.print(table)
-    failed = any(c.status == FAILED for c in checks)
-    out.print(f"[{'red' if failed else 'green'}]profile guard: {summary(checks)}[/]")
-    if failed:
-        raise typer.Exit(1)

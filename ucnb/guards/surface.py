@@ -12,14 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Annotated
 
-import typer
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from rich.console import Console
 
-from ..errors import ParameterError
+from ucnb.errors import ParameterError
 
 DEFAULT_RULES = Path(__file__).resolve().with_name("surface_rules.yaml")
 
@@ -188,32 +185,3 @@ def scan(root: Path, rules: RuleSet | None = None) -> list[Finding]:
         if text is not None:
             findings.extend(_scan_text(rel, text, applicable))
     return sorted(findings)
-
-
-def surface_command(
-    path: Annotated[Path, typer.Argument(help="Tree (or file) to scan, e.g. an UltraCloud checkout.")],
-    rules: Annotated[
-        Path | None, typer.Option("--rules", help="Rules file (default: the shipped rules).")
-    ] = None,
-) -> None:
-    """Scan PATH for unfinished public-surface wording, stubs, markers and archived helpers.
-
-    Exits 1 when there is any finding, 0 when clean, 2 when PATH or the rules are unusable.
-    """
-    out, err = Console(soft_wrap=True), Console(stderr=True, soft_wrap=True)
-    if not path.exists():
-        err.print(f"surface guard: {path} does not exist", markup=False)
-        raise typer.Exit(ParameterError.exit_code)
-    try:
-        ruleset = load_rules(rules)
-    except ParameterError as exc:
-        err.print(f"surface guard: {exc}", markup=False)
-        raise typer.Exit(exc.exit_code) from exc
-    findings = scan(path, ruleset)
-    for finding in findings:
-        # markup off: `[rule-id]` would otherwise be read as a rich style tag.
-        out.print(finding.format(), markup=False, highlight=False)
-    if findings:
-        err.print(f"[red]surface guard: {len(findings)} finding(s) in {path}[/red]")
-        raise typer.Exit(1)
-    out.print(f"[green]surface guard: {path} is clean ({len(ruleset.rules)} rules)[/green]")

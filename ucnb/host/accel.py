@@ -17,11 +17,11 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .. import paths
-from ..errors import InfrastructureError
-from ..image import GuestImage
-from ..lab import domain as domain_mod
-from ..lab.serial import SerialWatcher
+from ucnb import paths
+from ucnb.errors import InfrastructureError
+from ucnb.image import GuestImage
+from ucnb.lab import domain as domain_mod
+from ucnb.lab.serial import SerialWatcher
 
 PROBE_TIMEOUT = 10.0
 

@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from ..errors import InfrastructureError
-from . import netns
+from ucnb.errors import InfrastructureError
+from ucnb.host import netns
 
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 PIDFILES = {"virtlogd": Path("/run/virtlogd.pid"), "libvirtd": Path("/run/libvirtd.pid")}

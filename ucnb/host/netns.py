@@ -11,7 +11,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ..errors import InfrastructureError, LabNamespaceError
+from ucnb.errors import InfrastructureError, LabNamespaceError
 
 NAME = os.environ.get("UCNB_NETNS", "ucnb")
 CLONE_NEWNET = 0x40000000

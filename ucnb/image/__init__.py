@@ -1,5 +1,5 @@
 """The lab guest image, built offline from Debian packages."""
 
-from .build import GuestImage, build_image
+from ucnb.image.build import GuestImage, build_image
 
 __all__ = ["GuestImage", "build_image"]

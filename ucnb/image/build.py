@@ -18,11 +18,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paths
-from ..errors import InfrastructureError
-from ..profiles import Profile
-from . import debs
-from .keys import lab_keys
+from ucnb import paths
+from ucnb.errors import InfrastructureError
+from ucnb.image import debs
+from ucnb.image.keys import lab_keys
+from ucnb.profiles import Profile
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 BUILD_FORMAT = "3"  # bump when the layout below changes

@@ -10,8 +10,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .. import paths
-from ..errors import InfrastructureError
+from ucnb import paths
+from ucnb.errors import InfrastructureError
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:

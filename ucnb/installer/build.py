@@ -28,11 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import paths
-from ..errors import InfrastructureError
-from ..image import GuestImage, debs
-from ..image import build as image_build
-from ..image.keys import lab_keys
+from ucnb import paths
+from ucnb.errors import InfrastructureError
+from ucnb.image import GuestImage, debs
+from ucnb.image import build as image_build
+from ucnb.image.keys import lab_keys
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 BUILD_FORMAT = "1"  # bump when the layout below changes

@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import markers as markers_mod
-from ..errors import LaneFailure
-from ..markers import Marker
+from ucnb import markers as markers_mod
+from ucnb.errors import LaneFailure
+from ucnb.markers import Marker
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import paramiko
 
-from ..errors import LaneFailure
-from ..host import netns
+from ucnb.errors import LaneFailure
+from ucnb.host import netns
 
 
 @dataclass(frozen=True)

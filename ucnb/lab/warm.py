@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .. import paths
+from ucnb import paths
 
 if TYPE_CHECKING:
-    from .lab import Lab, NodeConfig
+    from ucnb.lab.lab import Lab, NodeConfig
 
 FORMAT = "1"
 

@@ -16,8 +16,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import paths
-from ..errors import ParameterError
+from ucnb import paths
+from ucnb.errors import ParameterError
 
 
 class LaneParameters(BaseModel):

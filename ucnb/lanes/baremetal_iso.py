@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from ..installer import harness
-from . import Lane, LaneParameters
+from ucnb.baremetal import harness
+from ucnb.lanes import Lane, LaneParameters
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ucnb.kernel.run import Run
 
 
 class Parameters(LaneParameters):

@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from pydantic import Field
 
-from ..clusterlane import ClusterEnv, ClusterParameters, boot_or_delegate
-from ..errors import LaneFailure
-from ..lab.ssh import CommandResult
-from ..wait import wait_until
-from . import Lane
+from ucnb.cluster.steps import ClusterEnv, ClusterParameters, boot_or_delegate
+from ucnb.errors import LaneFailure
+from ucnb.kernel.wait import wait_until
+from ucnb.lab.ssh import CommandResult
+from ucnb.lanes import Lane
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from ..run import Run
+    from ucnb.kernel.run import Run
 
 
 class Parameters(ClusterParameters):

@@ -15,13 +15,14 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from ..errors import LaneFailure
-from ..installer import active_system_check, harness
-from ..wait import wait_until
-from . import Lane, LaneParameters
+from ucnb.baremetal import harness
+from ucnb.errors import LaneFailure
+from ucnb.installer import active_system_check
+from ucnb.kernel.wait import wait_until
+from ucnb.lanes import Lane, LaneParameters
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ucnb.kernel.run import Run
 
 NODE = "worker"
 INITIAL_SYSTEM = "lab-system-1"

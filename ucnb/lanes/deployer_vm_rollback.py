@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from . import Lane
-from .deployer_vm import Parameters as SmokeParameters
+from ucnb.lanes import Lane
+from ucnb.lanes.deployer_vm import Parameters as SmokeParameters
 
 
 class Parameters(SmokeParameters):

@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 import pandas as pd
 from pydantic import Field
 
-from ..clusterlane import ClusterEnv, ClusterParameters, boot_or_delegate, readiness
-from ..faults import Fault
-from . import Lane
+from ucnb.cluster.faults import Fault
+from ucnb.cluster.steps import ClusterEnv, ClusterParameters, boot_or_delegate, readiness
+from ucnb.lanes import Lane
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ucnb.kernel.run import Run
 
 def default_faults() -> list[Fault]:
     return [Fault(kind="power_loss", target="leader", hold_s=3),

@@ -13,18 +13,18 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from ..errors import LaneFailure, ParameterError
-from ..profiles import CANONICAL_PROFILES
-from ..wait import wait_until
-from . import Lane, LaneParameters
+from ucnb.errors import LaneFailure, ParameterError
+from ucnb.kernel.wait import wait_until
+from ucnb.lanes import Lane, LaneParameters
+from ucnb.profiles import CANONICAL_PROFILES
 
 # pandas and the lab layer are imported where used: `ucnb run` reads this module's schema
 # before the kernel starts, and should not pay for them.
 if TYPE_CHECKING:
     import pandas as pd
 
-    from ..lab.lab import Node, NodeConfig
-    from ..run import Run
+    from ucnb.kernel.run import Run
+    from ucnb.lab.lab import Node, NodeConfig
 
 NODE = "node01"
 MANIFEST_PATH = "/etc/ultracloud/product-surface.json"
@@ -78,7 +78,7 @@ def ultracloud_plan(params: Parameters) -> list[str]:
 
 def node_config(run: Run, params: Parameters) -> NodeConfig:
     """The one node, running every required component the profile provides."""
-    from ..lab.lab import NodeConfig
+    from ucnb.lab.lab import NodeConfig
 
     services = tuple(c.service for name in params.required_components
                      if (c := run.profile.component(name)).provided and c.service)

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING
 import yaml
 from pydantic import BaseModel, ConfigDict
 
-from ..errors import ParameterError
+from ucnb.errors import ParameterError
 
 if TYPE_CHECKING:
-    from ..reference.cluster import Cluster
+    from ucnb.reference.cluster import Cluster
 
 PROFILE_DIR = Path(__file__).resolve().parent
 
@@ -90,7 +90,7 @@ class Profile(BaseModel):
 
     def cluster(self) -> Cluster:
         """The profile's cluster state, through the one loader of the product's cluster shape."""
-        from ..reference.cluster import load_cluster
+        from ucnb.reference.cluster import load_cluster
 
         if self.cluster_file is None:
             raise ParameterError(f"the {self.name} profile has no cluster file")

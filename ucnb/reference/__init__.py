@@ -6,6 +6,6 @@
 The deployer is not imported here, so `python -m ucnb.reference.deployer` runs it exactly once.
 """
 
-from .cluster import Cluster, load_cluster, parse_cluster
+from ucnb.reference.cluster import Cluster, load_cluster, parse_cluster
 
 __all__ = ["Cluster", "load_cluster", "parse_cluster"]

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..errors import ParameterError
+from ucnb.errors import ParameterError
 
 BY_ID_PREFIX = "/dev/disk/by-id/"
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # safe in URLs, file names and kernel parameters

@@ -51,9 +51,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..errors import HarnessError, InfrastructureError, ParameterError, UcnbError
-from ..redact import Redactor
-from .cluster import NAME_PATTERN, Cluster, ResolvedNode, describe_validation_error, load_cluster
+from ucnb.errors import HarnessError, InfrastructureError, ParameterError, UcnbError
+from ucnb.evidence.redact import Redactor
+from ucnb.reference.cluster import (
+    NAME_PATTERN,
+    Cluster,
+    ResolvedNode,
+    describe_validation_error,
+    load_cluster,
+)
 
 BOOTSTRAP_TOKEN_ENV = "ULTRACLOUD_BOOTSTRAP_TOKEN"
 ADMIN_TOKEN_ENV = "ULTRACLOUD_DEPLOYER_ADMIN_TOKEN"

@@ -31,7 +31,7 @@ from typing import Any
 
 import bcrypt
 
-from ..errors import InfrastructureError, LaneFailure
+from ucnb.errors import InfrastructureError, LaneFailure
 
 LISTEN_IP = "127.0.0.1"
 
@@ -59,7 +59,7 @@ class SushyEmulator:
 
     def start(self, timeout: float = 20.0) -> SushyEmulator:
         """Create the image pool, write the config and start the emulator; wait until it answers."""
-        from ..lab.lab import connect
+        from ucnb.lab.registry import connect
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         pool_dir = self.state_dir / "pool"
@@ -100,7 +100,7 @@ class SushyEmulator:
 
     def stop(self) -> None:
         """Stop the emulator (its process group, by pid) and remove the image pool."""
-        from ..lab.lab import connect
+        from ucnb.lab.registry import connect
 
         proc, self._proc = self._proc, None
         if proc is not None and proc.poll() is None:

@@ -11,10 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import cli_baremetal, cli_hardware
-from .budget import budget_app
-from .errors import ParameterError, UcnbError
-from .guards import guard_app
+from ucnb.cli import baremetal as cli_baremetal
+from ucnb.cli import hardware as cli_hardware
+from ucnb.cli.budget import budget_app
+from ucnb.cli.guards import guard_app
+from ucnb.errors import ParameterError, UcnbError
 
 app = typer.Typer(help="UltraCloud proof notebooks: run release-validation lanes, keep the evidence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -45,7 +46,7 @@ def run(
     progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
 ) -> None:
     """Run a lane: validate parameters, execute its notebook, write the dated proof root."""
-    from . import runner
+    from ucnb.runner import execute as runner
 
     try:
         lane_obj, params = runner.prepare(lane, profile, file or [], param or [])
@@ -62,7 +63,7 @@ def run(
 
 
 def _print_plan(lane: object, params: object) -> None:
-    from .lanes import single_node_quickstart
+    from ucnb.lanes import single_node_quickstart
 
     if getattr(params, "profile", "lab") == "ultracloud" and getattr(lane, "name", "") == \
             single_node_quickstart.LANE.name:
@@ -77,7 +78,7 @@ def _print_plan(lane: object, params: object) -> None:
 @app.command("list")
 def list_lanes() -> None:
     """The lanes, their aliases and profiles."""
-    from . import lanes
+    from ucnb import lanes
 
     table = Table("lane", "aliases", "profiles", "notebook")
     for lane in lanes.all_lanes().values():
@@ -89,11 +90,11 @@ def list_lanes() -> None:
 @app.command()
 def preflight() -> None:
     """Check this host can run the lab: tools, daemons, namespace, accelerator, guest image."""
-    from . import profiles
-    from .host import daemons
-    from .host.accel import choose
-    from .image import build_image
-    from .lab.lab import connect
+    from ucnb import profiles
+    from ucnb.host import daemons
+    from ucnb.host.accel import choose
+    from ucnb.image import build_image
+    from ucnb.lab.registry import connect
 
     table = Table("check", "result")
     try:
@@ -115,7 +116,7 @@ def verify(proof_root: Path) -> None:
     """Re-check a proof root for a reviewer: checksums and notebook validity."""
     import nbformat
 
-    from .evidence import verify_checksums
+    from ucnb.evidence.proof import verify_checksums
 
     if not (proof_root / "SHA256SUMS").exists():
         _fail(ParameterError(f"{proof_root} has no SHA256SUMS: not a sealed proof root"))
@@ -148,7 +149,7 @@ def suite(
     1 when nothing failed but a named lane was not run (unless --allow-incomplete); 3 when KVM is
     required (--require-kvm, or the suite requires it) and this host would use TCG.
     """
-    from . import suites
+    from ucnb.runner import suites
 
     try:
         suite_plan = suites.plan(name, profile, surface_path)
@@ -178,7 +179,7 @@ def report(
 ) -> None:
     """One static, self-contained HTML page of every indexed run, failed runs diffed against the
     last good run of the same lane."""
-    from . import report as report_mod
+    from ucnb.evidence import report as report_mod
 
     path = report_mod.write_report(output)
     if screenshot is not None:
@@ -193,7 +194,7 @@ def report(
 @host_app.command("up")
 def host_up() -> None:
     """Create the lab namespace and start virtlogd and libvirtd (idempotent)."""
-    from .host import daemons
+    from ucnb.host import daemons
 
     try:
         daemons.up()
@@ -206,17 +207,17 @@ def host_up() -> None:
 @host_app.command("down")
 def host_down() -> None:
     """Clean every lab, stop libvirtd and virtlogd, delete the namespace."""
-    from .host import daemons
-    from .lab import lab
+    from ucnb.host import daemons
+    from ucnb.lab import registry
 
     if daemons.pid_of("libvirtd") is not None:
-        lab.clean(log=out.print)
+        registry.clean(log=out.print)
     daemons.down()
 
 
 @host_app.command("status")
 def host_status() -> None:
-    from .host import daemons
+    from ucnb.host import daemons
 
     for key, value in daemons.status().items():
         out.print(f"{key}: {value}")
@@ -226,10 +227,10 @@ def host_status() -> None:
 @lab_app.command("status")
 def lab_status() -> None:
     """Every lab's nodes, their state and address."""
-    from .lab import lab
+    from ucnb.lab import registry
 
     try:
-        rows = lab.status_rows()
+        rows = registry.status_rows()
     except UcnbError as exc:
         _fail(exc)
     table = Table("lab", "run", "node", "address", "domain", "state", "kept", "owner_pid")
@@ -243,12 +244,12 @@ def lab_status() -> None:
 def lab_ssh(node: str, lab_id: Annotated[str | None, typer.Option("--lab")] = None,
             command: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """SSH into a node of the newest lab (or --lab ID), inside the lab namespace."""
-    from .host import netns
-    from .image.keys import lab_keys
-    from .lab import lab
+    from ucnb.host import netns
+    from ucnb.image.keys import lab_keys
+    from ucnb.lab import registry
 
     try:
-        _, info = lab.find_node(node, lab_id)
+        _, info = registry.find_node(node, lab_id)
     except UcnbError as exc:
         _fail(exc)
     keys = lab_keys()
@@ -263,10 +264,10 @@ def lab_ssh(node: str, lab_id: Annotated[str | None, typer.Option("--lab")] = No
 @lab_app.command("logs")
 def lab_logs(node: str, lab_id: Annotated[str | None, typer.Option("--lab")] = None) -> None:
     """A node's serial console log."""
-    from .lab import lab
+    from ucnb.lab import registry
 
     try:
-        _, info = lab.find_node(node, lab_id)
+        _, info = registry.find_node(node, lab_id)
     except UcnbError as exc:
         _fail(exc)
     out.print(Path(info["serial_log"]).read_text(errors="replace"), markup=False, highlight=False)
@@ -275,9 +276,9 @@ def lab_logs(node: str, lab_id: Annotated[str | None, typer.Option("--lab")] = N
 @lab_app.command("stop")
 def lab_stop() -> None:
     """Power off every lab's VMs (files are kept until `ucnb lab clean`)."""
-    from .lab import lab
+    from ucnb.lab import registry
 
-    lab.stop(log=out.print)
+    registry.stop(log=out.print)
 
 
 @lab_app.command("attach")
@@ -286,7 +287,7 @@ def lab_attach(
     probe: Annotated[bool, typer.Option(help="run `hostname` on every node over SSH")] = False,
 ) -> None:
     """Reattach to a kept lab: its nodes, and the Python that drives them from a new kernel."""
-    from .lab.lab import Lab
+    from ucnb.lab.lab import Lab
 
     try:
         lab = Lab.attach(lab_id)
@@ -310,10 +311,10 @@ print(node.run("uptime").stdout)
 @lab_app.command("clean")
 def lab_clean(lab_id: Annotated[str | None, typer.Argument(help="one lab; default all")] = None) -> None:
     """Remove labs: domains, networks, overlay disks, and any process still owning them."""
-    from .lab import lab
+    from ucnb.lab import registry
 
     try:
-        removed = lab.clean(lab_id=lab_id, log=out.print)
+        removed = registry.clean(lab_id=lab_id, log=out.print)
     except UcnbError as exc:
         _fail(exc)
     if not removed:

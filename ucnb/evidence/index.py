@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import paths
+from ucnb import paths
 
 INDEX_NAME = "index.jsonl"
 

@@ -6,8 +6,8 @@ LOGDIR, and refuses TCG unless `--allow-tcg` says it is acceptable. `LOGDIR/envi
 records the execution model, whether TCG was allowed and the accelerator used; `LOGDIR/state`
 points at the proof root (whose own environment.txt carries `vm_accelerator_mode`).
 
-Mount it in the main CLI with `app.add_typer(cli_baremetal.app)` (merges the command), or run it
-as `python -m ucnb.cli_baremetal LOGDIR`.
+Mount it in the main CLI with `app.add_typer(baremetal.app)` (merges the command), or run it
+as `python -m ucnb.cli.baremetal LOGDIR`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from typing import Annotated
 
 import typer
 
-from . import evidence
-from .errors import UcnbError
+from ucnb.errors import UcnbError
+from ucnb.evidence import proof as evidence
 
 EXECUTION_MODEL = "check-runner"  # one command over the lane's harness (the seed's materialized runner)
 app = typer.Typer(help="Bare-metal proof runners.")
@@ -34,7 +34,7 @@ def baremetal_iso_e2e(
     progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
 ) -> None:
     """Run baremetal-iso into LOGDIR; exit 0 passed, 1 failed, 3 infrastructure (e.g. no KVM)."""
-    from .runner import run_lane
+    from ucnb.runner.execute import run_lane
 
     logdir.mkdir(parents=True, exist_ok=True)
     assignments = [*(param or []), f"allow_tcg={str(allow_tcg).lower()}",

@@ -6,8 +6,8 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from .errors import LaneFailure, UcnbError
-from .record import Recorder
+from ucnb.errors import LaneFailure, UcnbError
+from ucnb.kernel.record import Recorder
 
 T = TypeVar("T")
 

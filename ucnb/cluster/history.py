@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 
 import pandas as pd
 
-from .lab.ssh import CommandResult
+from ucnb.lab.ssh import CommandResult
 
 # Errors that prove the request never reached a member: the write certainly did not happen.
 DEFINITE_FAILURES = ("connection refused", "no route to host", "network is unreachable")

@@ -11,12 +11,12 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import LaneFailure
-from .kv import KV, KVUnavailable, Member
-from .lab.lab import Lab, Node, NodeConfig
-from .profiles import Profile
-from .record import Recorder
-from .wait import wait_until
+from ucnb.cluster.kv import KV, KVUnavailable, Member
+from ucnb.errors import LaneFailure
+from ucnb.kernel.record import Recorder
+from ucnb.kernel.wait import wait_until
+from ucnb.lab.lab import Lab, Node, NodeConfig
+from ucnb.profiles import Profile
 
 CHECK_PREFIX = "check/"  # keys the lanes write and expect on every member, read in one range
 

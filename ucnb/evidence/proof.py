@@ -21,9 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from . import __version__, paths
-from .record import field_names, load_events
-from .redact import Redactor
+from ucnb import __version__, paths
+from ucnb.evidence.redact import Redactor
+from ucnb.kernel.record import field_names, load_events
 
 CSV_NAMES = {"steps": "timeline.csv", "markers": "markers.csv", "checks": "checks.csv",
              "faults": "faults.csv"}
@@ -57,7 +57,7 @@ def _version(cmd: list[str]) -> str:
 
 def host_environment() -> dict[str, str]:
     """What a reviewer needs to trust the host side of a run."""
-    from .overrides import resolve
+    from ucnb.overrides import resolve
 
     env = {
         "ucnb_version": __version__,

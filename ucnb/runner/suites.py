@@ -27,9 +27,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from . import evidence, index, junit, lanes, paths
-from .errors import InfrastructureError, Interrupted, LaneFailure, ParameterError, UcnbError
-from .record import load_events
+from ucnb import lanes, paths
+from ucnb.errors import InfrastructureError, Interrupted, LaneFailure, ParameterError, UcnbError
+from ucnb.evidence import index, junit
+from ucnb.evidence import proof as evidence
+from ucnb.kernel.record import load_events
 
 SUITES_FILE = Path(__file__).resolve().with_name("suites.yaml")
 GUARDS = ("surface", "profiles")
@@ -146,7 +148,7 @@ def lane_entry(name: str, profile: str) -> SuiteEntry:
 def plan(name: str, profile: str | None = None, surface_path: Path | None = None,
          suites: dict[str, SuiteSpec] | None = None) -> SuitePlan:
     """Resolve a suite to its ordered entries (included suites expanded, lanes listed once)."""
-    from . import profiles
+    from ucnb import profiles
 
     suites = suites if suites is not None else load_suites()
     if name not in suites:
@@ -186,11 +188,11 @@ def plan(name: str, profile: str | None = None, surface_path: Path | None = None
 # -- running ---------------------------------------------------------------------------------
 def host_accelerator() -> Any:
     """The accelerator lanes would get on this host (`ucnb.host.accel.choose` on the lab image)."""
-    from . import profiles
-    from .host import daemons
-    from .host.accel import choose
-    from .image import build_image
-    from .lab.lab import connect
+    from ucnb import profiles
+    from ucnb.host import daemons
+    from ucnb.host.accel import choose
+    from ucnb.image import build_image
+    from ucnb.lab.registry import connect
 
     daemons.up()
     return choose(build_image(profiles.load("lab")), connect())
@@ -216,10 +218,10 @@ class SuiteOutcome:
 
 def _guard_entry(entry: SuiteEntry, root: Path) -> None:
     """Run a guard in-process; its report goes to guards/<name>.txt, its checks to entry.rows."""
-    from .guards import check_profiles, scan
-    from .guards.profiles import FAILED as CHECK_FAILED
-    from .guards.profiles import NOT_BUILT as CHECK_NOT_BUILT
-    from .guards.profiles import NOT_EVALUATED, summary
+    from ucnb.guards import check_profiles, scan
+    from ucnb.guards.profiles import FAILED as CHECK_FAILED
+    from ucnb.guards.profiles import NOT_BUILT as CHECK_NOT_BUILT
+    from ucnb.guards.profiles import NOT_EVALUATED, summary
 
     log = root / "guards" / f"{entry.name}.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -257,7 +259,7 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
 
 def _lane_entry(entry: SuiteEntry, root: Path, profile: str, console: Console, progress: bool) -> None:
     """Run one lane through the runner, its proof root inside the suite root."""
-    from . import runner
+    from ucnb.runner import execute as runner
 
     try:
         outcome = runner.run_lane(entry.name, profile, progress=progress, console=console,

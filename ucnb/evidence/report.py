@@ -21,8 +21,10 @@ from pathlib import Path
 
 import yaml
 
-from . import evidence, index, paths
-from .errors import InfrastructureError
+from ucnb import paths
+from ucnb.errors import InfrastructureError
+from ucnb.evidence import index
+from ucnb.evidence import proof as evidence
 
 # Always differ between two runs, and say nothing about why one failed.
 ENVIRONMENT_NOISE = frozenset({"run_id"})

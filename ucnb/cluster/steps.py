@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any, Literal
 import pandas as pd
 from pydantic import Field
 
-from .controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
-from .errors import LaneFailure
-from .faults import Fault, Nemesis
-from .history import History, WriteWorkload, check_acknowledged, classify
-from .lab.lab import Lab
-from .lanes import LaneParameters
-from .wait import wait_until
+from ucnb.cluster.controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
+from ucnb.cluster.faults import Fault, Nemesis
+from ucnb.cluster.history import History, WriteWorkload, check_acknowledged, classify
+from ucnb.errors import LaneFailure
+from ucnb.kernel.wait import wait_until
+from ucnb.lab.lab import Lab
+from ucnb.lanes import LaneParameters
 
 if TYPE_CHECKING:
-    from .run import Run
+    from ucnb.kernel.run import Run
 
 DISCONNECTING = ("power_loss", "pause", "link_down")
 
@@ -166,7 +166,7 @@ def durability(run: Run, env: ClusterEnv) -> pd.DataFrame:
 
 
 def latency_plot(run: Run, env: ClusterEnv) -> None:
-    from .plots import latency
+    from ucnb.kernel.plots import latency
 
     ops = [(o.t, o.latency, o.type) for o in env.history.completions()]
     run.show_figure(latency(run.recorder, ops, f"{run.lane.name}: workload writes"), "latency.png")

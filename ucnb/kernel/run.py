@@ -18,11 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from . import evidence, lanes, profiles
-from .errors import LaneFailure
-from .lab.lab import Lab, NodeConfig, connect
-from .record import Recorder, StepRow
-from .redact import from_environment, generated_secrets_file
+from ucnb import lanes, profiles
+from ucnb.errors import LaneFailure
+from ucnb.evidence import proof as evidence
+from ucnb.evidence.redact import from_environment, generated_secrets_file
+from ucnb.kernel.record import Recorder, StepRow
+from ucnb.lab.lab import Lab, NodeConfig
+from ucnb.lab.registry import connect
 
 RESULT_MIME = "application/vnd.ucnb.result+json"
 
@@ -85,7 +87,7 @@ class Run:
         import shutil
         import subprocess
 
-        from .errors import InfrastructureError
+        from ucnb.errors import InfrastructureError
 
         if shutil.which(tool) is None:
             raise InfrastructureError(f"`{tool}` is not installed on this host; "
@@ -108,10 +110,10 @@ class Run:
 
         `warm` makes the lab under the id and subnet of the snapshot that `Lab.boot_warm` restores
         (falling back to a fresh lab, which boots cold, when they are taken)."""
-        from .host.accel import choose
-        from .image import build_image
-        from .lab import warm as warm_mod
-        from .lab.lab import LabUnavailable
+        from ucnb.host.accel import choose
+        from ucnb.image import build_image
+        from ucnb.lab import warm as warm_mod
+        from ucnb.lab.lab import LabUnavailable
 
         with self.step("build guest image"):
             image = build_image(self.profile, log=lambda m: print(m, flush=True))
@@ -162,7 +164,7 @@ class Run:
     # -- the end ---------------------------------------------------------------------------
     def timeline(self, save_as: str = "timeline.png") -> None:
         """Show the run's timeline plot and save it under plots/ (rendered once, as PNG)."""
-        from .plots import timeline
+        from ucnb.kernel.plots import timeline
 
         fig = timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
         self.show_figure(fig, save_as)
@@ -200,7 +202,7 @@ class Run:
 
 
 def _preload_plotting() -> None:
-    from . import plots  # noqa: F401  (imports matplotlib.pyplot)
+    pass
 
 
 def _verdict_markdown(result: dict[str, Any]) -> str:

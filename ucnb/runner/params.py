@@ -10,9 +10,9 @@ from typing import Any
 
 import yaml
 
-from . import profiles
-from .errors import ParameterError
-from .lanes import Lane, LaneParameters
+from ucnb import profiles
+from ucnb.errors import ParameterError
+from ucnb.lanes import Lane, LaneParameters
 
 
 def read_yaml_mapping(path: Path) -> dict[str, Any]:

@@ -39,7 +39,7 @@ import re
 import shlex
 import stat
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import AnyStr, Generic
@@ -523,7 +523,7 @@ def generated_secrets_file(run_id: str) -> Path:
 
     Outside the proof root, readable by root only, deleted once the run is sealed.
     """
-    from . import paths
+    from ucnb import paths
 
     directory = paths.work_root() / "secrets"
     directory.mkdir(parents=True, exist_ok=True)
@@ -531,9 +531,11 @@ def generated_secrets_file(run_id: str) -> Path:
     return directory / run_id
 
 
-def from_environment() -> Redactor:
-    """A redactor for the secrets the runner declared (comma-separated variable names)."""
+def from_environment(environ: Mapping[str, str] | None = None) -> Redactor:
+    """A redactor for the secrets the runner declared (comma-separated variable names) in `environ`
+    (the process environment by default)."""
+    environ = os.environ if environ is None else environ
     redactor = Redactor()
-    for name in filter(None, os.environ.get(SECRETS_ENV, "").split(",")):
-        redactor.add_env(name)
+    for name in filter(None, environ.get(SECRETS_ENV, "").split(",")):
+        redactor.add(environ.get(name), source=f"environment variable {name}")
     return redactor

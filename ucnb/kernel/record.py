@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .redact import Redactor
+from ucnb.evidence.redact import Redactor
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -36,13 +36,13 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from . import paths
-from .errors import LaneFailure, ParameterError
-from .installer.build import InstallerArtifacts, build_iso
-from .markers import Marker, SequenceCheck, check_sequence, is_failure, parse_text
-from .redact import MASK, Redactor
-from .reference.cluster import NAME_PATTERN, describe_validation_error
-from .reference.deployer import BOOTSTRAP_TOKEN_ENV, atomic_write_text, read_secret
+from ucnb import paths
+from ucnb.errors import LaneFailure, ParameterError
+from ucnb.evidence.redact import MASK, Redactor
+from ucnb.installer.build import InstallerArtifacts, build_iso
+from ucnb.markers import Marker, SequenceCheck, check_sequence, is_failure, parse_text
+from ucnb.reference.cluster import NAME_PATTERN, describe_validation_error
+from ucnb.reference.deployer import BOOTSTRAP_TOKEN_ENV, atomic_write_text, read_secret
 
 # The proven sequence from verify-baremetal-iso.sh; hardware expects the same (seed).
 EXPECTED_MARKERS: tuple[str, ...] = (
@@ -507,7 +507,7 @@ def write_usb(iso: Path, device: Path) -> dict[str, Any]:
 def redfish_present(params: HardwareSmokeParams, password: str, iso: Path) -> dict[str, Any]:
     """Insert the ISO as virtual media (served on 127.0.0.1 for the BMC), optionally override the
     boot to Cd, and power the system on (or force-restart it when it is already on)."""
-    from .reference.redfish import RedfishClient, serve_file
+    from ucnb.reference.redfish import RedfishClient, serve_file
 
     assert params.redfish_url and params.redfish_username
     client = RedfishClient(params.redfish_url, params.redfish_username, password)

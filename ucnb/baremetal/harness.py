@@ -21,12 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from .. import evidence
-from ..errors import InfrastructureError, LaneFailure
-from ..lab.lab import DiskConfig, Lab, Node, NodeConfig, connect
-from ..reference.cluster import Cluster, load_cluster
-from ..reference.deployer import REQUEST_LOG, STATE_FILE, Deployer
-from .build import (
+from ucnb.errors import InfrastructureError, LaneFailure
+from ucnb.evidence import proof as evidence
+from ucnb.installer.build import (
     InstallerArtifacts,
     build_installer,
     build_iso,
@@ -34,9 +31,13 @@ from .build import (
     write_install_bundle,
     write_target_system,
 )
+from ucnb.lab.lab import DiskConfig, Lab, Node, NodeConfig
+from ucnb.lab.registry import connect
+from ucnb.reference.cluster import Cluster, load_cluster
+from ucnb.reference.deployer import REQUEST_LOG, STATE_FILE, Deployer
 
 if TYPE_CHECKING:
-    from ..run import Run
+    from ucnb.kernel.run import Run
 
 CLUSTER_FILE = Path(__file__).resolve().parent / "baremetal-cluster.yaml"
 INSTALL_MARKERS = ("pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",
@@ -103,8 +104,8 @@ def gateway_address(lab: Lab) -> str:
 
 def refuse_tcg_unless_allowed(run: Run, allow_tcg: bool) -> None:
     """Stop before any VM exists when the host would fall back to TCG and that was not allowed."""
-    from ..host.accel import choose
-    from ..image import build_image
+    from ucnb.host.accel import choose
+    from ucnb.image import build_image
 
     with run.step("accelerator gate") as row:
         accelerator = choose(build_image(run.profile), connect())

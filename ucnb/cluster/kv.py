@@ -11,10 +11,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import LaneFailure, ParameterError
-from .lab.lab import Lab, Node
-from .lab.ssh import CommandResult
-from .profiles import Role
+from ucnb.errors import LaneFailure, ParameterError
+from ucnb.lab.lab import Lab, Node
+from ucnb.lab.ssh import CommandResult
+from ucnb.profiles import Role
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
 

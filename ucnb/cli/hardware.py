@@ -9,9 +9,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from . import hardware_smoke, paths
-from .errors import InfrastructureError, ParameterError, UcnbError
-from .params import parse_assignment, read_yaml_mapping
+from ucnb import paths
+from ucnb.baremetal import hardware_smoke
+from ucnb.errors import InfrastructureError, ParameterError, UcnbError
+from ucnb.runner.params import parse_assignment, read_yaml_mapping
 
 app = typer.Typer(help="Hardware bring-up: preflight, present the ISO (USB or Redfish), capture.",
                   no_args_is_help=True)
@@ -62,9 +63,9 @@ def run_media(
     try:
         artifacts = None
         if iso is None:
-            from . import profiles
-            from .image import build_image
-            from .installer.build import build_installer
+            from ucnb import profiles
+            from ucnb.image import build_image
+            from ucnb.installer.build import build_installer
 
             artifacts = build_installer(build_image(profiles.load("lab")))
         outcome = hardware_smoke.run(path, artifacts=artifacts, iso=iso)

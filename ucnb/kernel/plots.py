@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.figure import Figure
 
-from .record import Recorder
+from ucnb.kernel.record import Recorder
 
 COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#9e9e9e", "running": "#f9a825"}
 

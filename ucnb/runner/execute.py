@@ -16,10 +16,12 @@ from typing import Any
 import yaml
 from rich.console import Console
 
-from . import evidence, index, lanes, paths
-from . import params as params_mod
-from .errors import HarnessError, InfrastructureError, Interrupted, classify
-from .redact import SECRETS_ENV, from_environment, generated_secrets_file
+from ucnb import lanes, paths
+from ucnb.errors import HarnessError, InfrastructureError, Interrupted, classify
+from ucnb.evidence import index
+from ucnb.evidence import proof as evidence
+from ucnb.evidence.redact import SECRETS_ENV, from_environment, generated_secrets_file
+from ucnb.runner import params as params_mod
 
 KERNEL_NAME = "ucnb"
 
@@ -62,7 +64,7 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    from .lab import lab as lab_mod
+    from ucnb.lab import registry
 
     console = console or Console(stderr=True)
     run_id = evidence.new_run_id()
@@ -104,7 +106,7 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
         exit_code = 1 if kind == "timeout" else HarnessError.exit_code
     finally:
         try:
-            lab_mod.clean(run_id=run_id, include_kept=False)  # the kernel's own teardown may not have run
+            registry.clean(run_id=run_id, include_kept=False)  # the kernel's own teardown may not have run
         except InfrastructureError as exc:
             console.print(f"[yellow]warning:[/] could not clean this run's labs: {exc}")
     generated = generated_secrets_file(run_id)
@@ -128,7 +130,7 @@ class LaneProgressOrNone:
     """Progress display when wanted (a TTY or --progress), silence otherwise."""
 
     def __init__(self, root: Path, console: Console, title: str, enabled: bool) -> None:
-        from .progress import LaneProgress
+        from ucnb.runner.progress import LaneProgress
 
         self._inner = LaneProgress(root / evidence.EVENTS, console, title) if enabled else None
 
@@ -147,7 +149,7 @@ def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = No
     """Validate, bring the lab host up when the profile needs it, execute and seal."""
     lane, params = prepare(lane_name, profile, files or [], assignments or [])
     if profile == "lab":
-        from .host import daemons
+        from ucnb.host import daemons
 
         daemons.up()
     return execute(lane, params, console, progress, parent)

@@ -14,10 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import LaneFailure, ParameterError
-from .lab.lab import Lab
-from .profiles import ServiceManager
-from .record import Recorder
+from ucnb.errors import LaneFailure, ParameterError
+from ucnb.kernel.record import Recorder
+from ucnb.lab.lab import Lab
+from ucnb.profiles import ServiceManager
 
 FaultKind = Literal["power_loss", "reset", "pause", "link_down", "service_restart"]
 SPECIAL_TARGETS = ("leader", "one", "minority", "majority")

@@ -1,0 +1,1 @@
+"""The evidence: proof roots, the run index, the report, JUnit, redaction and the work-root budget."""

@@ -1,0 +1,1 @@
+"""The kernel side: what a lane notebook imports (the run, its recorder, waits, plots)."""

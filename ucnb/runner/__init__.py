@@ -1,0 +1,1 @@
+"""The runner side: the CLI process around papermill (parameters, execution stages, progress, suites)."""
