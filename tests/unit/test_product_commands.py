@@ -50,7 +50,7 @@ def test_flake_must_be_an_existing_checkout_and_nothing_runs_otherwise(
     (tmp_path / "file").write_text("x")
     with pytest.raises(ParameterError, match="not a directory"):
         commands.resolve_flake(tmp_path / "file")
-    with pytest.raises(ParameterError, match="no flake.nix"):
+    with pytest.raises(ParameterError, match=r"no flake\.nix"):
         commands.resolve_flake(tmp_path)
     assert not pwned.exists()
 
@@ -87,9 +87,10 @@ def test_overrides_become_max_jobs_and_cores_and_are_exported(flake: Path) -> No
     assert env == {"PATH": "/bin", **OVERRIDES, "X": "1"}
 
 
-def test_overrides_default_from_the_cpu_count_and_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_overrides_default_from_the_cpu_count_and_the_environment_wins() -> None:
     values = commands.resolve_overrides(environ={}, cpus=16)
-    assert values["ULTRACLOUD_LOCAL_NIX_MAX_JOBS"] == "8" and values["ULTRACLOUD_LOCAL_NIX_BUILD_CORES"] == "2"
+    assert values["ULTRACLOUD_LOCAL_NIX_MAX_JOBS"] == "8"
+    assert values["ULTRACLOUD_LOCAL_NIX_BUILD_CORES"] == "2"
     assert commands.resolve_overrides(environ={}, cpus=1)["PHOTON_CLUSTER_NIX_BUILD_CORES"] == "1"
     env = {"PHOTON_CLUSTER_NIX_MAX_JOBS": "4"}
     assert commands.resolve_overrides(environ=env, cpus=16)["PHOTON_CLUSTER_NIX_MAX_JOBS"] == "4"
@@ -152,7 +153,7 @@ def test_expected_output_is_checked_like_the_seeds_rg(flake: Path) -> None:
 
 def test_a_missing_product_script_is_a_failure_naming_it(flake: Path) -> None:
     command = Command(("./nix/test-cluster/work-root-budget.sh", "status"), flake, needs_nix=False)
-    with pytest.raises(LaneFailure, match="work-root-budget.sh does not exist"):
+    with pytest.raises(LaneFailure, match=r"work-root-budget\.sh does not exist"):
         commands.run(command)
 
 
@@ -196,3 +197,16 @@ def test_environment_inherits_os_environ(flake: Path, monkeypatch: pytest.Monkey
     env = Command(("true",), flake, env={"ULTRACLOUD_QUICKSTART_KEEP_VM": "1"}).environment(OVERRIDES)
     assert env["UCNB_SOME_SETTING"] == "kept" and env["ULTRACLOUD_QUICKSTART_KEEP_VM"] == "1"
     assert env["PATH"] == os.environ["PATH"]
+
+
+def test_a_child_left_holding_the_output_is_left_alone(flake: Path, tmp_path: Path) -> None:
+    """A command that exits leaving a child on its output (a kept VM) is done; the child is not killed."""
+    command = Command(("/bin/sh", "-c", "sleep 30 & echo $! > child.pid; echo started"), flake,
+                      needs_nix=False, timeout_s=10)
+    result = commands.run(command, tmp_path / "log", exit_grace_s=0.3)
+    child = int((flake / "child.pid").read_text())
+    try:
+        assert result.exit_status == 0 and result.lingering and result.duration < 5
+        assert os.path.exists(f"/proc/{child}")
+    finally:
+        os.kill(child, 9)

@@ -56,6 +56,7 @@ NIX_INSTALL_HINT = ("install nix (Debian: `apt-get install --no-install-recommen
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 TAIL_LINES = 20
+MAX_LINE_BYTES = 1 << 20
 CONTEXT_LINES = 10
 
 
@@ -343,6 +344,8 @@ def run(command: Command, log_path: Path | None = None, on_line: OnLine | None =
                 while b"\n" in buffer and not stop:
                     raw, buffer = buffer.split(b"\n", 1)
                     stop = handle(raw)
+                if len(buffer) > MAX_LINE_BYTES and not stop:  # no newline in sight: a line anyway
+                    stop, buffer = handle(buffer), b""
             if not stop and proc.poll() is not None:
                 exited_at = exited_at or time.time()
                 if time.time() - exited_at > exit_grace_s:

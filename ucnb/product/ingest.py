@@ -86,7 +86,8 @@ class Ingested:
         return values
 
     def file_rows(self) -> list[dict[str, Any]]:
-        return [{"file": r.file, "bytes": r.bytes, "sha256": r.sha256, "copied": r.copied} for r in self.files]
+        return [{"file": r.file, "bytes": r.bytes, "sha256": r.sha256, "copied": r.copied}
+                for r in self.files]
 
     def key_value_rows(self) -> list[dict[str, str]]:
         return [{"file": r.file, "key": r.key, "value": r.value} for r in self.key_values]
@@ -128,11 +129,11 @@ def ingest(folder: str, destination: Path, *, work_root: Path, exit_status: int 
                               + (" (dangling link)" if expected.is_symlink() else ""))
         return found
     found.source = source
-    if since is not None and source.stat().st_mtime < since - 1:
-        found.problems.append(f"{expected} points at {source.name}, older than this run "
-                              f"(the product did not refresh latest)")
     destination.mkdir(parents=True, exist_ok=True)
-    _copy_tree(source, destination, found, max_copy_bytes)
+    newest = _copy_tree(source, destination, found, max_copy_bytes)
+    if since is not None and newest < since - 1:
+        found.problems.append(f"{expected} points at {source.name}, where nothing is newer than this run "
+                              f"(the product did not refresh latest)")
     _read_result(found, source, result_json)
     _read_key_values(found, destination)
     _read_markers(found, destination)
@@ -157,7 +158,9 @@ def _exit_phrase(exit_status: int | None) -> str:
     return "the product did not finish" if exit_status is None else f"the product exited {exit_status}"
 
 
-def _copy_tree(source: Path, destination: Path, found: Ingested, max_copy_bytes: int) -> None:
+def _copy_tree(source: Path, destination: Path, found: Ingested, max_copy_bytes: int) -> float:
+    """Copy the tree; returns the newest modification time in it."""
+    newest = source.stat().st_mtime
     for directory, dirnames, filenames in os.walk(source, followlinks=False):
         here = Path(directory)
         for name in sorted(dirnames):
@@ -178,6 +181,7 @@ def _copy_tree(source: Path, destination: Path, found: Ingested, max_copy_bytes:
                     found.skipped.append((relative, f"a link out of the proof root ({os.readlink(path)})"))
                     continue
             info = real.lstat()
+            newest = max(newest, info.st_mtime)
             if not stat.S_ISREG(info.st_mode):
                 found.skipped.append((relative, "not a regular file"))
                 continue
@@ -188,6 +192,7 @@ def _copy_tree(source: Path, destination: Path, found: Ingested, max_copy_bytes:
             found.files.append(FileRow(relative, info.st_size, digest, copy))
             if not copy:
                 found.skipped.append((relative, f"{info.st_size} bytes: checksummed, not copied"))
+    return newest
 
 
 def _copy_and_hash(path: Path, target: Path | None) -> str:
