@@ -46,8 +46,8 @@ def test_copies_with_checksums_and_parses_what_it_knows(tmp_path: Path) -> None:
         assert row.bytes == copied.stat().st_size
     assert found.environment == {"execution_model": "materialized-check-runner", "vm": "a=b",
                                  "vm_accelerator_mode": "kvm"}
-    row = {"file": "state/environment.txt", "key": "vm_accelerator_mode", "value": "kvm"}
-    assert row in found.key_value_rows()
+    expected_row = {"file": "state/environment.txt", "key": "vm_accelerator_mode", "value": "kvm"}
+    assert expected_row in found.key_value_rows()
     assert [(m.file, m.marker.name) for m in found.markers] == [("serial.log", "pre-install.boot.n1"),
                                                                ("serial.log", "reboot.n1")]
     assert found.file_rows()[0].keys() == {"file", "bytes", "sha256", "copied"}

@@ -302,9 +302,9 @@ def run(command: Command, log_path: Path | None = None, on_line: OnLine | None =
     def handle(raw: bytes) -> bool:
         """One line; True when it carries a failure marker."""
         nonlocal offset
-        found, _ = markers_mod.parse(raw + b"\n", offset)
-        offset += len(raw) + 1
         text = ANSI_RE.sub("", raw.decode("utf-8", "replace")).replace("\r", "")
+        found, _ = markers_mod.parse(text.encode() + b"\n", offset)  # offsets: of the raw output
+        offset += len(raw) + 1
         if redactor is not None:
             text = redactor.text(text)
         log.write(text + "\n")
