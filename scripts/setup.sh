@@ -32,6 +32,14 @@ if [ ${#missing[@]} -gt 0 ] || ! apt-cache show linux-image-cloud-amd64 >/dev/nu
   [ ${#missing[@]} -eq 0 ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# The ultracloud profile runs the product's own nix commands. Debian's nix-bin (12: nix 2.8, no
+# daemon) without recommends: nix-setup-systemd would take over /etc/nix/nix.conf.
+if ! command -v nix >/dev/null 2>&1; then
+  echo "setup: apt-get install nix-bin (no nix on PATH)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null
+fi
+
 PYTHON=${PYTHON:-python3}
 stamp=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.ucnb-setup 2>/dev/null)" != "$stamp" ]; then

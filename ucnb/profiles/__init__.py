@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict
@@ -82,6 +82,8 @@ class Profile(BaseModel):
     roles: dict[str, Role] = {}
     cluster_file: str | None = None
     node_classes: dict[str, NodeClassServices] = {}
+    # The product's own commands (ultracloud): validated by ucnb.product.contract, which owns them.
+    commands: dict[str, Any] | None = None
 
     def role(self, name: str) -> Role:
         """A role, or a missing one naming why (so the lane skips its steps with that reason)."""

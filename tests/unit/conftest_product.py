@@ -1,0 +1,50 @@
+"""Fixtures for the product-command tests: real nix, offline, against the contract flake.
+
+Imported by the test modules (`from .conftest_product import ...`): pytest loads only files
+named conftest.py by itself.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ucnb.product.commands import OVERRIDES, offline_nix_config
+
+CONTRACT_FLAKE = Path(__file__).resolve().parents[1] / "contract-flake"
+HAVE_NIX = shutil.which("nix") is not None
+needs_nix = pytest.mark.skipif(not HAVE_NIX, reason="nix is not installed (apt-get install nix-bin)")
+
+
+def copy_contract_flake(destination: Path, fail: tuple[str, ...] = ()) -> Path:
+    """The contract flake in its own git repository (a flake sees only git-added files; inside
+    ucnb's tree it would see ucnb's index instead). `fail`: builds/evals to fail (fail/<name>)."""
+    shutil.copytree(CONTRACT_FLAKE, destination, ignore=shutil.ignore_patterns("work", "result"))
+    for name in fail:
+        (destination / "fail").mkdir(exist_ok=True)
+        (destination / "fail" / name).write_text("steered by the test\n")
+    git = ["git", "-c", "init.defaultBranch=main", "-c", "user.name=ucnb", "-c", "user.email=ucnb@localhost"]
+    subprocess.run([*git, "init", "-q"], cwd=destination, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=destination, check=True)
+    return destination
+
+
+@pytest.fixture()
+def nix_offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> str:
+    """NIX_CONFIG that reaches for nothing on the network; no ambient overrides or work root."""
+    config = offline_nix_config(tmp_path_factory.mktemp("nix-config"))
+    monkeypatch.setenv("NIX_CONFIG", config)
+    for name in (*OVERRIDES, "ULTRACLOUD_WORK_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("FAIL", "SUCCESS_FALSE", "NO_RESULT", "FAIL_MARKER", "HANG", "HW_TRANSPORT"):
+        monkeypatch.delenv(f"UCNB_CONTRACT_{name}", raising=False)
+    return config
+
+
+@pytest.fixture()
+def contract_flake(tmp_path: Path, nix_offline: str) -> Path:
+    """A fresh copy of the contract flake (git-initialised) with offline nix settings."""
+    return copy_contract_flake(tmp_path / "flake")
