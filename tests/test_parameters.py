@@ -77,7 +77,8 @@ def test_notebook_cells_hold_calls_not_control_flow(path: Path) -> None:
 
 
 def test_the_deployer_notebooks_differ_only_in_prose_and_defaults() -> None:
-    smoke, rollback = (_code_cells(ROOT / "notebooks" / f"deployer-vm-{n}.ipynb") for n in ("smoke", "rollback"))
+    smoke, rollback = (_code_cells(ROOT / "notebooks" / f"deployer-vm-{n}.ipynb")
+                       for n in ("smoke", "rollback"))
     assert smoke[1:] == rollback[1:]  # every cell but the parameters cell is the same code
     names = [[line.split(" = ")[0] for line in cells[0].splitlines()[1:]] for cells in (smoke, rollback)]
     assert names[0] == names[1]  # the same parameters, in the same order; only values differ

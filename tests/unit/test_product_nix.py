@@ -10,11 +10,11 @@ import psutil
 import pytest
 
 from ucnb.errors import LaneFailure
+from ucnb.kernel.record import Recorder
 from ucnb.markers import check_sequence
 from ucnb.product import commands, contract
 from ucnb.product.commands import Command, CommandResult
 from ucnb.product.ingest import ingest_result
-from ucnb.record import Recorder
 
 from .conftest_product import contract_flake, copy_contract_flake, needs_nix, nix_offline
 

@@ -178,6 +178,9 @@ def acknowledged_writes(run: Run, env: ClusterEnv) -> pd.DataFrame:
                            recorder=run.recorder)[0]
         result = check_acknowledged(history, final)
         run.recorder.check("acknowledged writes lost", 0, len(result.lost))
+        run.recorder.figure("acknowledged writes", result.acknowledged)
+        run.recorder.figure("acknowledged writes lost", len(result.lost))
+        run.recorder.figure("indeterminate writes", result.indeterminate_present + result.indeterminate_absent)
         if result.lost:
             keys = ", ".join(o.key for o in result.lost[:10])
             raise LaneFailure(f"{len(result.lost)} acknowledged writes lost: {keys}")

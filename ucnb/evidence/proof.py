@@ -25,7 +25,7 @@ from ucnb.files import read_kv, refresh_latest, update_kv, utc_stamp
 from ucnb.kernel.record import field_names, load_events
 
 CSV_NAMES = {"steps": "timeline.csv", "markers": "markers.csv", "checks": "checks.csv",
-             "faults": "faults.csv"}
+             "faults": "faults.csv", "figures": "figures.csv"}
 EVENTS = "events.jsonl"
 ERROR_FILE = "error.json"  # the error a cell ended with, by class (written by the kernel's Run)
 
@@ -119,6 +119,8 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
                           "last_observation": failing["detail"]} if failing and verdict != "passed"
                          else None),
         "error": error,
+        # The lane's headline figures, as a CI would read them: {name: {"value": v, "unit": u}}.
+        "figures": {f["name"]: {"value": f["value"], "unit": f["unit"]} for f in tables["figures"]},
         "accelerator": env.get("vm_accelerator_mode"),
         "accelerator_reason": env.get("vm_accelerator_reason"),
         "proof_root": str(root),

@@ -65,7 +65,17 @@ class FaultRow:
     end: float | None = None
 
 
-TABLES: dict[str, type] = {"steps": StepRow, "markers": MarkerRow, "checks": CheckRow, "faults": FaultRow}
+@dataclass
+class FigureRow:
+    """A headline figure of the lane (acknowledged writes lost, install time…) for result.json."""
+
+    name: str
+    value: float | int | str | bool | None
+    unit: str = ""
+
+
+TABLES: dict[str, type] = {"steps": StepRow, "markers": MarkerRow, "checks": CheckRow, "faults": FaultRow,
+                           "figures": FigureRow}
 
 
 def field_names(table: str) -> list[str]:
@@ -127,6 +137,10 @@ class Recorder:
         self._emit("checks", CheckRow(name, str(expected), str(observed), bool(result), node))
         return bool(result)
 
+    def figure(self, name: str, value: float | int | str | bool | None, unit: str = "") -> None:
+        """A headline figure; the last value recorded under a name is the one result.json keeps."""
+        self._emit("figures", FigureRow(name, value, unit))
+
     @contextmanager
     def fault(self, kind: str, targets: str) -> Iterator[FaultRow]:
         """A fault interval (Jepsen's nemesis): start when injected, end when healed."""
@@ -173,6 +187,7 @@ def load_events(path: Path) -> dict[str, list[dict[str, Any]]]:
             row = event["row"]
             table = event["table"]
             key = (row.get("index") if table == "steps" else
-                   (row["kind"], row["targets"], row["start"]) if table == "faults" else n)
+                   (row["kind"], row["targets"], row["start"]) if table == "faults" else
+                   row["name"] if table == "figures" else n)
             tables[table][key] = row
     return {name: list(rows.values()) for name, rows in tables.items()}

@@ -31,13 +31,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
-from .. import markers as markers_mod
-from ..errors import InfrastructureError, LaneFailure, ParameterError
-from ..markers import Marker
+from ucnb import markers as markers_mod
+from ucnb.errors import InfrastructureError, LaneFailure, ParameterError
+from ucnb.markers import Marker
 
 if TYPE_CHECKING:
-    from ..record import Recorder, StepRow
-    from ..redact import Redactor
+    from ucnb.evidence.redact import Redactor
+    from ucnb.kernel.record import Recorder, StepRow
 
 EXPERIMENTAL_FLAG = "--extra-experimental-features"
 EXPERIMENTAL_VALUE = "nix-command flakes"

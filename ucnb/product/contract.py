@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..errors import ParameterError
-from .commands import Command, NixInfo, resolve_flake, resolve_overrides
+from ucnb.errors import ParameterError
+from ucnb.product.commands import Command, NixInfo, resolve_flake, resolve_overrides
 
 CONTRACT_FILE = Path(__file__).resolve().parents[1] / "profiles" / "ultracloud.yaml"
 SCHEMA = "ucnb.product-commands/v1"

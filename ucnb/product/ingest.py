@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import markers as markers_mod
-from ..errors import LaneFailure
-from ..markers import Marker
-from .commands import Command, CommandResult
+from ucnb import markers as markers_mod
+from ucnb.errors import LaneFailure
+from ucnb.markers import Marker
+from ucnb.product.commands import Command, CommandResult
 
 KEY_VALUE_FILES = ("environment.txt", "status.env")
 MARKER_SUFFIXES = (".log", ".txt")
