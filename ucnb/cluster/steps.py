@@ -180,7 +180,8 @@ def acknowledged_writes(run: Run, env: ClusterEnv) -> pd.DataFrame:
         run.recorder.check("acknowledged writes lost", 0, len(result.lost))
         run.recorder.figure("acknowledged writes", result.acknowledged)
         run.recorder.figure("acknowledged writes lost", len(result.lost))
-        run.recorder.figure("indeterminate writes", result.indeterminate_present + result.indeterminate_absent)
+        run.recorder.figure("indeterminate writes",
+                            result.indeterminate_present + result.indeterminate_absent)
         if result.lost:
             keys = ", ".join(o.key for o in result.lost[:10])
             raise LaneFailure(f"{len(result.lost)} acknowledged writes lost: {keys}")
