@@ -96,14 +96,20 @@ class KV:
             timeout: float = 5.0) -> CommandResult:
         return self.ctl(via, endpoints, f"put {shlex.quote(key)} {shlex.quote(value)}", timeout)
 
-    def get(self, via: Node, endpoint: str, key: str, serializable: bool = True) -> str | None:
-        """A single read; serializable reads are answered locally by that member."""
+    def read(self, via: Node, endpoints: list[str], key: str, serializable: bool = False,
+             timeout: float = 5.0) -> CommandResult:
+        """One read as a client call (its value: `value_of`); linearizable unless `serializable`
+        (then answered locally by the member that takes it)."""
         consistency = "s" if serializable else "l"
-        result = self.ctl(via, [endpoint], f"get {shlex.quote(key)} --consistency={consistency} -w json")
+        return self.ctl(via, endpoints, f"get {shlex.quote(key)} --consistency={consistency} -w json",
+                        timeout)
+
+    def get(self, via: Node, endpoint: str, key: str, serializable: bool = True) -> str | None:
+        """A single read of one member; serializable reads are answered locally by that member."""
+        result = self.read(via, [endpoint], key, serializable)
         if not result.ok:
             raise KVUnavailable(f"{endpoint}: get {key} failed: {result}")
-        kvs = json.loads(result.stdout).get("kvs") or []
-        return _b64(kvs[0]["value"]) if kvs else None
+        return value_of(result)
 
     def read_prefix(self, via: Node, endpoint: str, prefix: str, serializable: bool = False
                     ) -> dict[str, str]:
@@ -164,6 +170,16 @@ class KV:
 
     def health(self, via: Node, endpoint: str) -> CommandResult:
         return self.ctl(via, [endpoint], "endpoint health", timeout=5)
+
+
+def value_of(result: CommandResult) -> str | None:
+    """The value a successful `read` returned (None: the key is absent); ValueError when the
+    reply is not etcd's JSON."""
+    try:
+        kvs = json.loads(result.stdout).get("kvs") or []
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"not a get reply: {result.stdout[:200]!r}") from exc
+    return _b64(kvs[0]["value"]) if kvs else None
 
 
 def _b64(value: str) -> str:

@@ -170,6 +170,11 @@ class Run:
         fig = timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
         self.show_figure(fig, save_as)
 
+    def show(self, obj: Any) -> None:
+        """Show a table (anything IPython displays) from inside a step, beside the table the step
+        returns: e.g. the operations around a violation, shown before the step fails."""
+        _display(obj)
+
     def show_figure(self, fig: Any, save_as: str) -> None:
         """Save a matplotlib figure under plots/ and show that same PNG in the notebook."""
         import matplotlib.pyplot as plt

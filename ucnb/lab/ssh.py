@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class GuestShell:
         self._host_key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
         self._log = log
         self._client: paramiko.SSHClient | None = None
+        # Clients of a workload share one connection (a channel each): one of them reconnects.
+        self._connecting = threading.Lock()
 
     def connect(self, timeout: float = 5.0) -> None:
         """Open the connection once (no retry): refuses outside the lab network namespace."""
@@ -75,11 +78,12 @@ class GuestShell:
             stdin: str | None = None) -> CommandResult:
         """Run a command with an overall deadline, draining stdout and stderr together."""
         start = time.monotonic()
-        if not self.connected():
-            self.close()
-            self.connect(timeout=min(timeout, 10.0))
-        assert self._client is not None
-        transport = self._client.get_transport()
+        with self._connecting:
+            if not self.connected():
+                self.close()
+                self.connect(timeout=min(timeout, 10.0))
+            assert self._client is not None
+            transport = self._client.get_transport()
         assert transport is not None
         channel = transport.open_session(timeout=timeout)
         channel.settimeout(0.2)
