@@ -11,7 +11,7 @@ from collections import defaultdict
 import pytest
 
 from ucnb.cluster.checker import check, pair
-from ucnb.cluster.history import History, Op, Workload, lost_acknowledged
+from ucnb.cluster.history import Client, History, Op, Workload, lost_acknowledged
 from ucnb.lab.ssh import CommandResult
 
 
@@ -60,7 +60,10 @@ def _run(workload: Workload, ops: int = 200, timeout: float = 10.0) -> History:
 def test_clients_read_and_overwrite_a_small_key_space_one_op_in_flight_each() -> None:
     store = Register()
     keys, clients = ["k0", "k1"], ["n/c1", "n/c2", "n/c3"]
-    history = _run(Workload(store.put, store.get, keys, clients, interval=0, seed="t"))
+    closed = []
+    history = _run(Workload({p: Client(store.put, store.get, lambda p=p: closed.append(p)) for p in clients},
+                            keys, interval=0, seed="t"))
+    assert sorted(closed) == clients
     ops, warnings = pair(history.ops)
     assert warnings == []
     assert {o.f for o in ops} == {"read", "write"} and {o.key for o in ops} == set(keys)
@@ -80,7 +83,8 @@ def test_clients_read_and_overwrite_a_small_key_space_one_op_in_flight_each() ->
 
 def test_a_stale_replica_is_caught_by_the_checker() -> None:
     store = Register(stale=True)
-    history = _run(Workload(store.put, store.get, ["k0"], ["a", "b"], interval=0, seed="s"))
+    clients = {p: Client(store.put, store.get) for p in ("a", "b")}
+    history = _run(Workload(clients, ["k0"], interval=0, seed="s"))
     result = check(history.ops, dict(store.data))
     assert result.linearizable is False
     assert result.violations[0].kind in ("stale-read", "lost-write")
@@ -100,7 +104,7 @@ def test_failures_and_unreadable_replies_are_recorded_as_such() -> None:
     def get(key: str) -> tuple[CommandResult, str | None]:
         raise ValueError("not a get reply")
 
-    history = _run(Workload(put, get, ["k"], ["a"], interval=0), ops=30)
+    history = _run(Workload({"a": Client(put, get)}, ["k"], interval=0), ops=30)
     done = [o for o in history.ops if o.type != "invoke"]
     assert {o.type for o in done if o.f == "write"} == {"fail", "info"}
     assert {(o.type, o.value) for o in done if o.f == "read"} == {("info", "")}
@@ -111,7 +115,8 @@ def test_failures_and_unreadable_replies_are_recorded_as_such() -> None:
 def test_the_same_seed_makes_the_same_choices() -> None:
     def choices(seed: str) -> list[tuple[str, str]]:
         store = Register()
-        history = _run(Workload(store.put, store.get, ["a", "b", "c"], ["p"], interval=0, seed=seed), ops=20)
+        history = _run(Workload({"p": Client(store.put, store.get)}, ["a", "b", "c"], interval=0, seed=seed),
+                       ops=20)
         return [(o.f, o.key) for o in history.ops if o.type == "invoke"][:20]
 
     assert choices("x") == choices("x") != choices("y")
@@ -120,4 +125,4 @@ def test_the_same_seed_makes_the_same_choices() -> None:
 def test_a_workload_needs_keys_and_clients() -> None:
     store = Register()
     with pytest.raises(ValueError, match="at least one key"):
-        Workload(store.put, store.get, [], ["a"])
+        Workload({"a": Client(store.put, store.get)}, [])

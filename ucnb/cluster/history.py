@@ -110,24 +110,31 @@ def lost_acknowledged(history: History | list[Op], final: dict[str, str]) -> Dur
         failed=sum(1 for o in writes if o.status == "fail"))
 
 
-class Workload:
-    """`processes` clients, each a thread with one operation in flight, reading and writing
-    random keys of `keys` through `put(key, value)` and `get(key)` (a read returns the call's
-    result and the value it found, None when absent) until stopped. Values are unique (client and
-    sequence number), so a read names the write it saw. Seeded: the same seed, the same choices."""
+@dataclass(frozen=True)
+class Client:
+    """One client's calls: `put(key, value)`, and `get(key)` giving the call's result and the
+    value it found (None when absent); `close` when the workload stops."""
 
-    def __init__(self, put: Callable[[str, str], CommandResult],
-                 get: Callable[[str], tuple[CommandResult, str | None]], keys: list[str],
-                 processes: list[str], history: History | None = None, interval: float = 0.2,
-                 read_fraction: float = 0.5, seed: str = "") -> None:
-        if not keys or not processes:
+    put: Callable[[str, str], CommandResult]
+    get: Callable[[str], tuple[CommandResult, str | None]]
+    close: Callable[[], None] = lambda: None
+
+
+class Workload:
+    """Clients (name -> Client), each a thread with one operation in flight, reading and writing
+    random keys of `keys` until stopped. Values are unique (client and sequence number), so a
+    read names the write it saw. Seeded: the same seed, the same choices."""
+
+    def __init__(self, clients: dict[str, Client], keys: list[str], history: History | None = None,
+                 interval: float = 0.2, read_fraction: float = 0.5, seed: str = "") -> None:
+        if not keys or not clients:
             raise ValueError("a workload needs at least one key and one client")
-        self.put, self.get, self.keys, self.interval = put, get, keys, interval
+        self.clients, self.keys, self.interval = clients, keys, interval
         self.read_fraction, self.seed = read_fraction, seed
         self.history = history if history is not None else History()
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, args=(p,), name=f"workload-{p}", daemon=True)
-                         for p in processes]
+                         for p in clients]
 
     def start(self) -> Workload:
         for thread in self._threads:
@@ -136,11 +143,13 @@ class Workload:
 
     def stop(self, timeout: float = 60.0) -> History:
         """Stop every client after its current operation (one still running at the deadline stays
-        open: the checker counts it as indeterminate)."""
+        open: the checker counts it as indeterminate), then close the clients."""
         self._stop.set()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for client in self.clients.values():
+            client.close()
         return self.history
 
     def _client(self, process: str) -> None:
@@ -156,13 +165,14 @@ class Workload:
             self._stop.wait(self.interval)
 
     def _op(self, process: str, f: str, key: str, value: str) -> None:
+        client = self.clients[process]
         start = time.time()
         self.history.record(Op(process, "invoke", f, key, value, start))
         try:
             if f == "write":
-                kind, error = classify(self.put(key, value))
+                kind, error = classify(client.put(key, value))
             else:
-                result, seen = self.get(key)
+                result, seen = client.get(key)
                 kind, error = classify(result)
                 value = (seen or "") if kind == "ok" else ""
         except Exception as exc:  # the client host failed, or a reply we cannot read: indeterminate

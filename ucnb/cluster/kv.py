@@ -6,6 +6,7 @@ Every call runs on a chosen node over SSH, so it travels the lab network like a 
 
 from __future__ import annotations
 
+import base64
 import json
 import shlex
 from dataclasses import dataclass
@@ -13,10 +14,12 @@ from typing import Any
 
 from ucnb.errors import ParameterError, Transient
 from ucnb.lab.lab import Lab, Node
-from ucnb.lab.ssh import CommandResult
+from ucnb.lab.ssh import CommandResult, GuestShell
 from ucnb.profiles import Role
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
+# What a client prints when a request could not leave for a member (the light client's words).
+UNREACHABLE = ("Connection refused", "No route to host", "Network is unreachable")
 
 
 class KVUnavailable(Transient):
@@ -67,6 +70,37 @@ class KV:
         urls = ",".join(self.client_url(e) for e in endpoints)
         command = self.role.ctl.format(endpoints=urls, timeout=int(timeout))  # type: ignore[union-attr]
         return via.run(f"{command} {args}", timeout=timeout + 5)
+
+    def request(self, via: Node | GuestShell, endpoints: list[str], path: str, body: dict[str, Any],
+                timeout: float = 5.0) -> CommandResult:
+        """One call to the role's JSON API (etcd's v3 gateway: `/v3/kv/put`, `/v3/kv/range`) with
+        its light client on `via`. Endpoints are tried in order only while one cannot be reached
+        (connection refused, no route: the request never left), never after anything else, so a
+        write that may have been applied is not sent twice."""
+        if self.role.http is None:
+            raise ParameterError("the KV role has no light client (`http`) in this profile")
+        attempts = [self.role.http.format(timeout=int(timeout), body=shlex.quote(json.dumps(body)),
+                                          url=shlex.quote(self.client_url(e) + path)) for e in endpoints]
+        unreachable = "|".join(f"*{shlex.quote(e)}*" for e in UNREACHABLE)
+        script = ("for attempt in " + " ".join(shlex.quote(a) for a in attempts) + "; do "
+                  'out=$(eval "$attempt" 2>&1) && { printf "%s\n" "$out"; exit 0; }; '
+                  f'case "$out" in {unreachable}) continue ;; esac; break; done; '
+                  'printf "%s\n" "$out" >&2; exit 1')
+        return via.run(script, timeout=timeout * len(endpoints) + 5)
+
+    def put_value(self, via: Node | GuestShell, endpoints: list[str], key: str, value: str,
+                  timeout: float = 5.0) -> CommandResult:
+        """A put through the light client (the workload's writes)."""
+        return self.request(via, endpoints, "/v3/kv/put", {"key": _b64e(key), "value": _b64e(value)}, timeout)
+
+    def read_value(self, via: Node | GuestShell, endpoints: list[str], key: str, serializable: bool = False,
+                   timeout: float = 5.0) -> CommandResult:
+        """A read through the light client (its value: `value_of`); linearizable unless
+        `serializable`."""
+        body: dict[str, Any] = {"key": _b64e(key)}
+        if serializable:
+            body["serializable"] = True
+        return self.request(via, endpoints, "/v3/kv/range", body, timeout)
 
     # -- configuration ---------------------------------------------------------------------
     def config(self, name: str, cluster: dict[str, str], state: str, token: str) -> str:
@@ -183,6 +217,8 @@ def value_of(result: CommandResult) -> str | None:
 
 
 def _b64(value: str) -> str:
-    import base64
-
     return base64.b64decode(value).decode()
+
+
+def _b64e(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

@@ -3,6 +3,7 @@ inject faults with health checked before and after each, and judge the history."
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -14,13 +15,13 @@ from ucnb import files
 from ucnb.cluster.checker import CheckResult, check
 from ucnb.cluster.controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
 from ucnb.cluster.faults import SPECIAL_TARGETS, Fault, Nemesis
-from ucnb.cluster.history import DurabilityCheck, History, Workload, classify, lost_acknowledged
+from ucnb.cluster.history import Client, DurabilityCheck, History, Workload, classify, lost_acknowledged
 from ucnb.cluster.kv import value_of
 from ucnb.errors import HarnessError, LaneFailure
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab
-from ucnb.lab.ssh import CommandResult
+from ucnb.lab.ssh import CommandResult, GuestShell
 from ucnb.lanes import LaneParameters
 
 if TYPE_CHECKING:
@@ -116,26 +117,34 @@ def workload_state(run: Run, env: ClusterEnv) -> dict[str, str]:
 @lab_step("start the workload")
 def start_workload(run: Run, env: ClusterEnv) -> pd.DataFrame:
     """`workload_clients` clients on `client`, each with one operation in flight, read
-    (linearizably) and write `workload_keys` keys through every member's endpoint (failing over)
-    until the history is checked; every operation is recorded with its invoke and completion
-    times. The keys must be absent at the start: the checker's registers start empty."""
+    (linearizably) and write `workload_keys` keys through the members' endpoints (the KV role's
+    light client, failing over only past members it cannot reach) until the history is checked;
+    every operation is recorded with its invoke and completion times. The keys must be absent at
+    the start: the checker's registers start empty."""
     params = run.parameters(ClusterParameters)
-    cp, client, members = env.cp, env.lab[env.client], list(env.cp.members)
+    cp, node, members = env.cp, env.lab[env.client], list(env.cp.members)
     with run.step("the workload's keys are absent at the start"):
         present = workload_state(run, env)
         if not run.recorder.check("workload keys absent at the start", 0, len(present)):
             raise LaneFailure(f"the store is not empty at the start: {sorted(present)[:5]}")
 
-    def get(key: str) -> tuple[CommandResult, str | None]:
-        result = cp.kv.read(client, members, key)
-        return result, value_of(result) if result.ok else None
+    turn = itertools.count()
+
+    def endpoints() -> list[str]:  # each call starts at the next member: a dead one delays few calls
+        i = next(turn) % len(members)
+        return members[i:] + members[:i]
+
+    def client(shell: GuestShell) -> Client:  # each client its own SSH connection to the node
+        def get(key: str) -> tuple[CommandResult, str | None]:
+            result = cp.kv.read_value(shell, endpoints(), key)
+            return result, value_of(result) if result.ok else None
+        return Client(lambda k, v: cp.kv.put_value(shell, endpoints(), k, v), get, shell.close)
 
     keys = [f"{WORKLOAD_PREFIX}k{i}" for i in range(params.workload_keys)]
-    processes = [f"{env.client}/c{i}" for i in range(1, params.workload_clients + 1)]
-    env.workload = Workload(lambda k, v: cp.kv.put(client, members, k, v), get, keys, processes,
-                            env.history, params.write_interval_s, params.read_fraction,
+    clients = {f"{env.client}/c{i}": client(node.open_shell()) for i in range(1, params.workload_clients + 1)}
+    env.workload = Workload(clients, keys, env.history, params.write_interval_s, params.read_fraction,
                             seed=run.run_id).start()
-    return pd.DataFrame([{"clients": ", ".join(processes), "endpoints": ", ".join(members),
+    return pd.DataFrame([{"clients": ", ".join(clients), "endpoints": ", ".join(members),
                           "keys": ", ".join(keys), "read fraction": params.read_fraction,
                           "pause between a client's operations (s)": params.write_interval_s}])
 

@@ -50,7 +50,7 @@ class GuestShell:
         self._host_key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
         self._log = log
         self._client: paramiko.SSHClient | None = None
-        # Clients of a workload share one connection (a channel each): one of them reconnects.
+        # Callers on several threads (a wait beside a step): one of them (re)connects.
         self._connecting = threading.Lock()
 
     def connect(self, timeout: float = 5.0) -> None:
