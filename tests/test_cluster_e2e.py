@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -18,15 +19,31 @@ UCNB = str(ROOT / ".venv/bin/ucnb")
 
 def _run(outputs: Path, lane: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
     done = subprocess.run([UCNB, "run", lane, "--no-progress", *args], capture_output=True, text=True,
-                          env={**os.environ, "UCNB_OUTPUTS": str(outputs)}, timeout=900)
+                          env={**os.environ, "UCNB_OUTPUTS": str(outputs)}, timeout=1800)
     root = (outputs / lane / "latest").resolve()
     return done, json.loads((root / "result.json").read_text())
 
 
 def _checks(outputs: Path, lane: str) -> list[dict[str, str]]:
-    import csv
-
     return list(csv.DictReader(((outputs / lane / "latest") / "checks.csv").open()))
+
+
+def _assert_history_checked_whole(outputs: Path, lane: str, result: dict) -> None:  # type: ignore[type-arg]
+    """The writing lanes' history figures: linearizable, reads and writes recorded, none lost."""
+    figures = {name: f["value"] for name, f in result["figures"].items()}
+    assert figures["linearizable"] is True, figures
+    assert figures["reads"] > 0 and figures["writes"] > 0 and figures["ok"] > 0
+    assert figures["operations"] == figures["reads"] + figures["writes"] == (
+        figures["ok"] + figures["fail"] + figures["info"])
+    assert figures["acknowledged writes lost"] == 0
+    checks = {c["name"]: c for c in _checks(outputs, lane)}
+    assert checks["the whole history is linearizable"]["ok"] == "True"
+    assert checks["workload keys absent at the start"]["ok"] == "True"
+    members = [c for n, c in checks.items() if n.startswith("workload final state: serializable reads on ")]
+    assert members and all(c["ok"] == "True" for c in members)
+    history = (outputs / lane / "latest" / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2 * figures["operations"]  # header, then an invoke and a completion per op
+    assert any(",ok,read,workload/" in line for line in history)
 
 
 def test_fresh_smoke_passes_with_no_acknowledged_write_lost(outputs: Path, no_leaks: None) -> None:
@@ -42,6 +59,7 @@ def test_fresh_smoke_passes_with_no_acknowledged_write_lost(outputs: Path, no_le
     assert {s["name"] for s in result["skipped"]} >= {
         "worker registrations advertise exactly HYPERVISOR_TYPE_KVM"}
     assert (outputs / "fresh-smoke" / "latest" / "plots" / "latency.png").stat().st_size > 10_000
+    _assert_history_checked_whole(outputs, "fresh-smoke", result)
 
 
 def test_membership_proof_passes_every_transition(outputs: Path, no_leaks: None) -> None:
@@ -53,8 +71,45 @@ def test_membership_proof_passes_every_transition(outputs: Path, no_leaks: None)
     assert checks["moving leadership to a learner is refused"]["ok"] == "True"
     assert checks["final members"]["observed"] == "['node01', 'node02', 'node03']"
     transitions = {n.split(":")[0] for n in checks if ": serializable reads on " in n}
+    transitions -= {"workload final state"}  # the history check's, after the workload
     assert len(transitions) == 8  # canonical + seven transitions, each read-checked on every member
     assert checks["acknowledged writes lost"]["observed"] == "0"
+    _assert_history_checked_whole(outputs, "chainfire-live-membership-proof", result)
+
+
+def test_rollout_soak_holds_each_worker_down_and_checks_the_whole_history(outputs: Path,
+                                                                         no_leaks: None) -> None:
+    hold = 3
+    done, result = _run(outputs, "rollout-soak", "-p", f"hold_s={hold}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert result["verdict"] == "passed"
+    root = (outputs / "rollout-soak" / "latest").resolve()
+    with (root / "faults.csv").open() as f:
+        faults = list(csv.DictReader(f))
+    losses = [f for f in faults if f["kind"] == "power_loss"]
+    assert [f["targets"] for f in losses] == ["node04", "node05"]
+    for f in losses:  # each degraded state held at least hold_s, inside its fault interval
+        assert float(f["held_s"]) >= hold and float(f["end"]) - float(f["start"]) >= float(f["held_s"])
+    restarts = [f["targets"] for f in faults if f["kind"] == "service_restart"]
+    assert restarts == ["node01", "node02", "node03"] * 2  # chainfire, then flaredb, one node at a time
+    skipped = {s["name"]: s["reason"] for s in result["skipped"]}
+    for worker in ("node04", "node05"):
+        assert "fleet-scheduler" in skipped[f"planned drain cycle on {worker} (active -> draining -> active)"]
+    assert {"restart deployer", "restart fleet-scheduler", "restart node-agent"} <= set(skipped)
+    checks = {c["name"]: c for c in _checks(outputs, "rollout-soak")}
+    for worker in ("node04", "node05"):
+        assert checks[f"{worker} power-loss cycle: seen down from node06"]["ok"] == "True"
+        assert checks[f"{worker} power-loss cycle: degraded state held"]["ok"] == "True"
+        back = checks[f"after the {worker} power-loss cycle: {worker} reaches the control plane"]
+        assert back["ok"] == "True"
+    assert checks["chainfire restart on node02: healthy after"]["ok"] == "True"
+    contract = json.loads((root / "scope-fixed-contract.json").read_text())
+    assert contract["hold_s"] == hold and len(contract["exercised"]["power_loss_cycles"]) == 2
+    assert contract["exercised"]["history"]["linearizable"] is True
+    assert all(s["reason"] for s in contract["skipped"])
+    assert "restart deployer" in (root / "deployer-scope-fixed.txt").read_text()
+    assert "planned drain cycle on node05" in (root / "fleet-scheduler-scope-fixed.txt").read_text()
+    _assert_history_checked_whole(outputs, "rollout-soak", result)
 
 
 def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(outputs: Path,

@@ -301,9 +301,13 @@ def restart(run: Run, soak: Soak, service: str, name: str) -> dict[str, Any]:
     spec, node, label = run.profile.component(service), soak.env.lab[name], f"{service} restart on {name}"
     health, unit = spec.health, spec.service
     assert health is not None and unit is not None  # service_restarts skips a service without them
-    before = node.run(health, timeout=15)
-    if not run.recorder.check(f"{label}: healthy before", "healthy", str(before), ok=before.ok, node=name):
-        raise LaneFailure(f"{label}: not healthy before the restart: {before}")
+    try:  # a probe is retried for a while: on a starved host one misses its deadline now and then
+        before = wait_until(lambda: node.run(health, timeout=15), timeout=soak.params.recovery_timeout_s,
+                            what=f"{service} healthy before its restart", node=name, recorder=run.recorder)
+    except LaneFailure as exc:
+        run.recorder.check(f"{label}: healthy before", "healthy", str(exc), ok=False, node=name)
+        raise
+    run.recorder.check(f"{label}: healthy before", "healthy", str(before), ok=True, node=name)
     took: list[float] = []
 
     def healthy_again(targets: list[str]) -> None:  # right after the restart, before the cluster checks
