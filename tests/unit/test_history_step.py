@@ -81,7 +81,8 @@ def test_a_linearizable_history_passes_with_its_figures(tmp_path: Path) -> None:
     table = steps.acknowledged_writes(run, env(GOOD, {"workload/k0": "a-2"}))  # type: ignore[arg-type]
     assert run.checks()["the whole history is linearizable"] is True
     figures = run.figures()
-    names = ["linearizable", "operations", "reads", "writes", "ok", "fail", "info", "acknowledged writes lost"]
+    names = ["linearizable", "operations", "reads", "writes", "ok", "fail", "info",
+             "acknowledged writes lost"]
     assert [figures[n] for n in names] == [True, 4, 2, 2, 3, 0, 1, 0]
     assert dict(zip(table["history"], table["value"], strict=True))["linearizable"] is True
     assert len((tmp_path / "history.csv").read_text().splitlines()) == 1 + 8
