@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ucnb.product.commands import OVERRIDES, offline_nix_config
+from ucnb.overrides import OVERRIDES
+from ucnb.product.commands import offline_nix_config
 
 CONTRACT_FLAKE = Path(__file__).resolve().parents[1] / "contract-flake"
 HAVE_NIX = shutil.which("nix") is not None
