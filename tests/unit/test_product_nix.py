@@ -181,7 +181,8 @@ def test_a_failure_marker_ends_the_command_at_once(contract_flake: Path, tmp_pat
     assert time.time() - started < 10  # the program sleeps 300 s after the marker
     message = str(caught.value)
     assert "failure marker install.disko.failed.contract" in message and "about to fail" in message
-    assert [r.marker for r in recorder.rows["markers"]] == ["pre-install.boot.contract",
+    assert [r.marker for r in recorder.rows["markers"]] == ["contract-flake.start.baremetal-iso",
+                                                            "pre-install.boot.contract",
                                                             "install.disko.failed.contract"]
     result = commands.run(step, check=False, kill_grace_s=2)
     assert result.exit_status is None and result.failure_marker is not None and result.pid is not None

@@ -26,9 +26,9 @@ if TYPE_CHECKING:
 __all__ = ["LANE", "Parameters", "boot", "product_result"]
 
 LAB_UNAVAILABLE = (
-    "no honest stand-in here for authoritative FlashDNS, FiberLB backend drain or PlasmaVMC shared- "
-    "storage migration: the lab provides none of these services, and its TCG guests cannot host or "
-    "migrate VMs")
+    "no honest stand-in here for authoritative FlashDNS, FiberLB backend drain or PlasmaVMC "
+    "shared-storage migration: the lab provides none of these services, and its TCG guests cannot "
+    "host or migrate VMs")
 
 
 class Parameters(LaneParameters):
