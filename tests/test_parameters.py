@@ -96,7 +96,7 @@ def test_every_parameter_file_validates(profile_file: Path) -> None:
     if lane.unavailable(profile_file.parent.name):  # a lane the lab cannot run: the file says why
         assert params.read_yaml_mapping(profile_file) == {}
         assert lane.lab_unavailable in " ".join(profile_file.read_text().replace("#", " ").split())
-        with pytest.raises(ParameterError, match="profile: lane .* is not runnable on the lab profile"):
+        with pytest.raises(ParameterError, match=r"profile: lane .* is not runnable on the lab profile"):
             params.resolve(lane, profile_file.parent.name)
         return
     params.resolve(lane, profile_file.parent.name)

@@ -71,18 +71,20 @@ class Case:
 
 FAILURES = [
     Case("exit-1", "fresh-smoke", {"UCNB_CONTRACT_FAIL": "fresh-smoke"}),
-    Case("exit-1-and-success-false", "provider-vm-reality-proof", {"UCNB_CONTRACT_FAIL": "provider-vm-reality-proof"}),
+    Case("exit-1-and-success-false", "provider-vm-reality-proof",
+         {"UCNB_CONTRACT_FAIL": "provider-vm-reality-proof"}),
     Case("exit-0-but-success-false", "core-control-plane-ops-proof",
          {"UCNB_CONTRACT_SUCCESS_FALSE": "core-control-plane-ops-proof"}),
-    Case("no-result-json", "provider-vm-reality-proof", {"UCNB_CONTRACT_NO_RESULT": "provider-vm-reality-proof"}),
+    Case("no-result-json", "provider-vm-reality-proof",
+         {"UCNB_CONTRACT_NO_RESULT": "provider-vm-reality-proof"}),
     Case("failure-marker", "baremetal-iso", {"UCNB_CONTRACT_FAIL_MARKER": "baremetal-iso"}),
     Case("hang", "fresh-matrix", {"UCNB_CONTRACT_HANG": "fresh-matrix", commands.TIMEOUT_CAP_VAR: "3"}),
 ]
 
 
 def base_env(nix_config: str, outputs: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("UCNB_CONTRACT_") and k not in ("ULTRACLOUD_WORK_ROOT", commands.TIMEOUT_CAP_VAR)}
+    dropped = ("ULTRACLOUD_WORK_ROOT", commands.TIMEOUT_CAP_VAR)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("UCNB_CONTRACT_") and k not in dropped}
     return {**env, "NIX_CONFIG": nix_config, "UCNB_OUTPUTS": str(outputs), "UCNB_PROJECT_ROOT": str(ROOT),
             "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
 
@@ -136,8 +138,10 @@ def assert_sealed_and_nothing_left(case: Case) -> dict[str, str]:
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=root).returncode == 0
     nbformat.validate(nbformat.read(root / f"{case.lane}.ipynb", as_version=4))
     env = read_environment(root)
-    assert env["profile"] == "ultracloud" and env["nix_version"] == ".".join(map(str, commands.detect_nix().version))
-    assert env["product_flake"] == str(case.flake) and "local_nix_max_jobs" in env and "cluster_nix_build_cores" in env
+    assert env["profile"] == "ultracloud"
+    assert env["nix_version"] == ".".join(map(str, commands.detect_nix().version))
+    assert env["product_flake"] == str(case.flake)
+    assert "local_nix_max_jobs" in env and "cluster_nix_build_cores" in env
     deadline = time.monotonic() + 10
     while processes_of(env["run_id"]) and time.monotonic() < deadline:  # the kernel exiting
         time.sleep(0.2)
@@ -208,7 +212,8 @@ def failed(case: Case) -> tuple[dict[str, object], str]:
     ("exit-0-but-success-false", "the product exited 0 but result.json says success: false"),
     ("no-result-json", "the product exited 0 but wrote no result.json"),
 ])
-def test_a_failing_product_fails_the_lane_naming_which(runs: dict[str, Case], case_name: str, says: str) -> None:
+def test_a_failing_product_fails_the_lane_naming_which(runs: dict[str, Case], case_name: str,
+                                                      says: str) -> None:
     case = runs[case_name]
     result, observed = failed(case)
     assert says in observed
@@ -243,7 +248,8 @@ def test_a_hanging_command_is_ended_at_its_timeout_with_nothing_left(runs: dict[
     assert "hanging (UCNB_CONTRACT_HANG)" in (case.root / "logs" / "product.log").read_text()
 
 
-def test_a_flake_value_with_a_shell_command_is_refused_and_nothing_runs(tmp_path: Path, nix_config: str) -> None:
+def test_a_flake_value_with_a_shell_command_is_refused_and_nothing_runs(tmp_path: Path,
+                                                                        nix_config: str) -> None:
     pwned = Path(f"/tmp/pwned-{uuid.uuid4().hex}")
     outputs = tmp_path / "outputs"
     for extra in ((), ("--plan",)):

@@ -6,6 +6,7 @@ named conftest.py by itself.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -49,3 +50,18 @@ def nix_offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 def contract_flake(tmp_path: Path, nix_offline: str) -> Path:
     """A fresh copy of the contract flake (git-initialised) with offline nix settings."""
     return copy_contract_flake(tmp_path / "flake")
+
+
+@pytest.fixture()
+def path_without_nix(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH with every program of this one but nix (links to them in one folder)."""
+    folder = tmp_path_factory.mktemp("path-without-nix")
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            target = Path(directory) / name
+            if not name.startswith("nix") and not (folder / name).exists() and os.access(target, os.X_OK):
+                (folder / name).symlink_to(target)
+    assert shutil.which("nix", path=str(folder)) is None
+    return str(folder)
