@@ -528,14 +528,15 @@ def _describe(row: StepRow, result: CommandResult) -> None:
 
 # -- nix for tests ----------------------------------------------------------------------------------
 def offline_nix_config(directory: Path, experimental: bool = True) -> str:
-    """A NIX_CONFIG that reaches for nothing on the network: no substituters, an empty flake
-    registry file (2.8 tries to download an empty value), no sandbox (builders are /bin/sh), no
-    build users (a daemonless root nix without the nixbld group), no dirty-tree warnings."""
+    """A NIX_CONFIG that reaches for nothing on the network: no substituters (else each build
+    retries the public cache for ~5 s), an empty flake registry file (2.8 tries to download an
+    empty value), no sandbox (the contract flake's builders are /bin/sh), no dirty-tree warnings.
+    Build users stay nix's default (`nixbld`, which scripts/setup.sh creates), as for a release
+    engineer's own runs."""
     directory.mkdir(parents=True, exist_ok=True)
     registry = directory / "registry.json"
     registry.write_text(json.dumps({"flakes": [], "version": 2}))
-    lines = ["substituters =", f"flake-registry = {registry}", "sandbox = false",
-             "build-users-group =", "warn-dirty = false"]
+    lines = ["substituters =", f"flake-registry = {registry}", "sandbox = false", "warn-dirty = false"]
     if experimental:
         lines.append("extra-experimental-features = nix-command flakes")
     return "\n".join(lines) + "\n"
