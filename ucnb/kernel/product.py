@@ -93,7 +93,7 @@ def _show(run: Run, outcome: CommandOutcome) -> None:
     values = {f"product_{k}": v for k, v in product_env.items()}
     if "vm_accelerator_mode" in product_env:  # ucnb chose no accelerator: the product did
         values |= {"vm_accelerator_mode": product_env["vm_accelerator_mode"],
-                   "vm_accelerator_reason": f"reported by the product ({found.expected}/environment.txt)"}
+                   "vm_accelerator_reason": f"reported by the product (environment.txt in {found.expected})"}
     evidence.write_environment(run.proof_root, values)
     where = found.destination.relative_to(run.proof_root)
     _table(found.file_rows(),
