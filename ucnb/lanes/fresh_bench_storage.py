@@ -48,6 +48,8 @@ JOB_OVERHEAD_S = 2.0
 STORAGE_SERVICES_REASON = ("the lab runs no stand-in for the product's storage services (CoronaFS, "
                            "LightningStor): only the guests' virtio disks are measured")
 CacheMode = Literal["none", "writethrough", "writeback", "directsync", "unsafe"]
+Metric = Literal["iops", "bw_MiBps", "lat_p50_us", "lat_p99_us", "lat_p99_9_us"]
+COUNTED_METRICS: tuple[Metric, ...] = ("iops", "bw_MiBps", "lat_p50_us", "lat_p99_us")
 
 
 class Parameters(LaneParameters):
@@ -69,6 +71,9 @@ class Parameters(LaneParameters):
     host_reference: bool = True
     baseline_file: str = Field("bench/baseline.json", pattern=r"^[^\x00-\x1f]+$")
     tolerances: Tolerances = Field(default_factory=Tolerances)
+    # Metrics whose regression counts; the others are reported as informational. p99.9 from runs of
+    # a few seconds rests on a handful of samples.
+    counted_metrics: list[Metric] = Field(default_factory=lambda: list(COUNTED_METRICS), min_length=1)
     fail_on_regression: bool = False
     update_baseline: bool = True
     throttle_iops: int = Field(0, ge=0, le=10_000_000)
@@ -383,7 +388,8 @@ def compare(run: Run, bench: Bench) -> pd.DataFrame:
     store = load_baseline(params.baseline_path())
     entry = store.get(bench.fingerprint)
     table = compare_runs(bench.side("guest"), store, bench.fingerprint, params.tolerances)
-    result = bench.verdict = verdict(table)
+    informational = tuple(m for m in fio.METRICS if m not in params.counted_metrics)
+    result = bench.verdict = verdict(table, informational)
     files.atomic_write_text(run.proof_root / "fio-comparison.csv", table.to_csv(index=False))
     against = f"run {entry.run_id} of {entry.recorded_at}" if entry is not None else "no comparable baseline"
     run.recorder.figure("baseline", against)
