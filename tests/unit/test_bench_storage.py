@@ -78,6 +78,13 @@ def test_verdict_no_baseline() -> None:
     assert v.reason == "no baseline recorded yet"
 
 
+def test_verdict_never_across_fingerprints(store: regression.BaselineStore) -> None:
+    kvm = FP.model_copy(update={"accelerator": "kvm", "disk_format": "qcow2"})
+    v = regression.verdict(regression.compare(table(scale=0.05), store, kvm))
+    assert v.status == "no-baseline" and not v.regressed
+    assert "accelerator 'tcg' → 'kvm'" in v.reason and "disk_format 'raw' → 'qcow2'" in v.reason
+
+
 def test_verdict_ok_and_regression(store: regression.BaselineStore) -> None:
     ok = regression.verdict(regression.compare(table(), store, FP))
     assert (ok.status, ok.compared, ok.regressions) == ("ok", 10, [])
