@@ -58,7 +58,7 @@ class Parameters(LaneParameters):
     vcpus: int = Field(1, ge=1, le=4)
     disk_format: Literal["raw", "qcow2"] = "raw"
     cache_mode: CacheMode = "none"
-    # The FioMatrix fields, with defaults that keep the default lane to a few minutes under TCG.
+    # The FioMatrix fields; runtime, ramp, size and repetitions keep the default lane to ~8 min on TCG.
     jobs: Jobs = Field(default_factory=default_jobs)
     runtime_s: RuntimeS = 5
     ramp_s: RampS = 1
