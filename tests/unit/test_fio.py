@@ -230,7 +230,7 @@ def test_ratios() -> None:
 # -- regression tracking ------------------------------------------------------------------------
 
 FP = Fingerprint(accelerator="tcg", qemu_version="7.2.0", disk_bus="virtio-blk", cache_mode="none",
-                 fio_version="fio-3.33", guest_memory_mib=1024)
+                 disk_format="raw", fio_version="fio-3.33", guest_memory_mib=1024, guest_vcpus=1)
 
 
 @pytest.fixture()

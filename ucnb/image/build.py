@@ -68,7 +68,8 @@ def _hash_files(digest: hashlib._Hash, files: Iterable[Path]) -> None:
             digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
 
 
-def _shared_libraries(program: str) -> list[Path]:
+def shared_libraries(program: str) -> list[Path]:
+    """Every library `ldd` resolves for `program` (absolute paths, the loader included)."""
     out = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
     libs = []
     for line in out.splitlines():
@@ -165,7 +166,7 @@ def _build_initramfs(root: Path, out: Path, kernel_root: Path, kver: str, runit_
         _copy(runit_root / program, root, "bin/" + Path(program).name)
     for program in INITRAMFS_PROGRAMS:
         _copy(Path(program), root, "bin/" + Path(program).name)
-        for lib in _shared_libraries(program):
+        for lib in shared_libraries(program):
             _copy(lib, root)
     for mod in _module_closure(kernel_root, kver):
         _copy(kernel_root / "lib/modules" / kver / mod, root, f"lib/modules/{kver}/{mod}")

@@ -150,7 +150,7 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
         (root / "etc/shells").write_text("/bin/sh\n")
     for program in programs:
         image_build._copy(program, root, "bin/" + program.name)
-        for lib in image_build._shared_libraries(str(program)):
+        for lib in image_build.shared_libraries(str(program)):
             image_build._copy(lib, root)
     image_build.pack_initramfs(root, out)
 

@@ -44,10 +44,16 @@ NETWORK_PREFIXES = ("10.77", "10.78")
 
 @dataclass(frozen=True)
 class DiskConfig:
-    """A blank qcow2 disk, seen in the guest as /dev/disk/by-id/virtio-<serial>."""
+    """A disk seen in the guest as /dev/disk/by-id/virtio-<serial>: a blank one of `size` in
+    `format` (raw or qcow2), or with `image` an existing raw image attached read-only (a tools
+    disk). `cache` is QEMU's host cache mode; `total_iops_sec` throttles it (libvirt iotune)."""
 
     serial: str
     size: str = "2G"
+    format: str = "qcow2"
+    cache: str = "writeback"
+    total_iops_sec: int = 0
+    image: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -261,7 +267,11 @@ class Lab:
         if config.networks > len(NETWORK_PREFIXES) or config.boot not in ("kernel", "firmware"):
             raise ParameterError(f"{config.name}: at most {len(NETWORK_PREFIXES)} networks and boot "
                                  f"'kernel' or 'firmware' (got {config.networks}, {config.boot!r})")
-        disks = [domain_mod.DiskSpec(self._blank_disk(config.name, d), d.serial) for d in config.disks]
+        disks = [domain_mod.DiskSpec(d.image, d.serial, "raw", readonly=True, cache=d.cache)
+                 if d.image is not None else
+                 domain_mod.DiskSpec(self._blank_disk(config.name, d), d.serial, d.format, cache=d.cache,
+                                     total_iops_sec=d.total_iops_sec)
+                 for d in config.disks]
         if config.boot == "kernel":
             overlay = self.directory / f"{config.name}-system.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
@@ -284,8 +294,10 @@ class Lab:
         return Node(self, spec, self.address(index))
 
     def _blank_disk(self, node: str, disk: DiskConfig) -> Path:
-        path = self.directory / f"{node}-{disk.serial}.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), disk.size], check=True)
+        if disk.format not in ("raw", "qcow2"):
+            raise ParameterError(f"{node}: disk {disk.serial}: format raw or qcow2, not {disk.format!r}")
+        path = self.directory / f"{node}-{disk.serial}.{disk.format}"
+        subprocess.run(["qemu-img", "create", "-q", "-f", disk.format, str(path), disk.size], check=True)
         return path
 
     def _save_state(self) -> None:
@@ -429,7 +441,10 @@ def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> do
     def os_text(tag: str) -> str:
         return (dom.findtext(f"os/{tag}") or "").strip()
 
-    disks = tuple(domain_mod.DiskSpec(Path(attr(d, "source", "file")), d.findtext("serial") or "")
+    disks = tuple(domain_mod.DiskSpec(Path(attr(d, "source", "file")), d.findtext("serial") or "",
+                                      attr(d, "driver", "type") or "qcow2", d.find("readonly") is not None,
+                                      attr(d, "driver", "cache") or "writeback",
+                                      int(d.findtext("iotune/total_iops_sec") or 0))
                   for d in dom.iter("disk") if d.get("device") == "disk")
     host = ".".join(address.split(".")[2:])  # nic i of a node is NETWORK_PREFIXES[i].<subnet>.<host>
     nics = tuple(domain_mod.NicSpec(attr(n, "source", "network"), attr(n, "mac", "address"),
