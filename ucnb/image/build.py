@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError
 from ucnb.image import debs
 from ucnb.image.keys import lab_keys
@@ -143,12 +143,7 @@ def build_image(profile: Profile, log: Callable[[str], None] = lambda _: None) -
         (staging / "build.json").write_text(json.dumps(
             {"key": key, "kernel_package": kernel_pkg, "kernel_version": kver,
              "format": BUILD_FORMAT}, indent=2) + "\n")
-        try:
-            staging.rename(directory)
-        except OSError:
-            if not (directory / "product-surface.json").exists():  # not a concurrent build's result
-                shutil.rmtree(directory, ignore_errors=True)
-                staging.rename(directory)
+        files.publish_dir(staging, directory, complete="product-surface.json")
     log(f"guest image {key} ready")
     return image
 

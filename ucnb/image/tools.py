@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError
 from ucnb.image.build import shared_libraries
 
@@ -139,11 +139,6 @@ def build_tools_disk(programs: Sequence[str], log: Callable[[str], None] = lambd
         if done.returncode != 0:
             raise InfrastructureError(f"mke2fs of the tools disk failed: {done.stderr.strip()[-300:]}")
         shutil.copy2(root / "packages.json", staging / "packages.json")
-        try:
-            staging.rename(directory)
-        except OSError:
-            if not (directory / "packages.json").exists():   # not a concurrent build's result
-                shutil.rmtree(directory, ignore_errors=True)
-                staging.rename(directory)
+        files.publish_dir(staging, directory, complete="packages.json")
     log(f"tools disk {key} ready ({size_mib} MiB)")
     return disk

@@ -15,34 +15,13 @@ The product's own lane: the lab profile has no stand-in for it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
-
-from ucnb.kernel.product import product_result
-from ucnb.kernel.steps import boots
-from ucnb.lanes import Lane, LaneParameters
-
-if TYPE_CHECKING:
-    from ucnb.kernel.run import Run
+from ucnb.lanes.product_only import Parameters, boot, product_lane, product_result
 
 __all__ = ["LANE", "Parameters", "boot", "product_result"]
 
-LAB_UNAVAILABLE = (
-    "no honest stand-in here for the provider bundles (prismnet, flashdns, fiberlb, plasmavmc, "
-    "coronafs, lightningstor), k8shost, creditservice or the API gateway: the lab provides none of "
-    "their APIs, and its TCG guests cannot be KVM workers")
-
-
-class Parameters(LaneParameters):
-    # The lane's only profile: the notebook's defaults run the product.
-    profile: Literal["lab", "ultracloud"] = "ultracloud"
-
-
-LANE = Lane(name="fresh-matrix", title="Provider bundle composition matrix",
-            parameters=Parameters, lab_unavailable=LAB_UNAVAILABLE)
-
-
-@boots
-def boot(run: Run) -> None:
-    """The product's command for this lane (ultracloud). The lab profile is refused before a run
-    starts, so on the lab this is never reached; if it were, it refuses with the same reason."""
-    LANE.check_profile(run.profile.name)
+LANE = product_lane(
+    "fresh-matrix", "Provider bundle composition matrix",
+    lab_unavailable=(
+        "no honest stand-in here for the provider bundles (prismnet, flashdns, fiberlb, plasmavmc, "
+        "coronafs, lightningstor), k8shost, creditservice or the API gateway: the lab provides none of "
+        "their APIs, and its TCG guests cannot be KVM workers"))
