@@ -7,7 +7,7 @@ its runs' ids or labs requests it by name and gets the same object.
 
 import pytest
 
-from tests.lab_fixtures import OwnRuns, lab_host, own_runs
+from ..lab_fixtures import OwnRuns, lab_host, own_runs
 
 __all__ = ["lab_host", "own_runs"]
 

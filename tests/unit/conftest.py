@@ -18,8 +18,9 @@ from pathlib import Path
 import libvirt
 import pytest
 
-from tests.contract_fixtures import contract_flake, nix_offline
 from ucnb.host import daemons, netns
+
+from ..contract_fixtures import contract_flake, nix_offline
 
 __all__ = ["contract_flake", "nix_offline"]
 UNREACHABLE_LIBVIRT = "qemu+unix:///system?socket=/nonexistent/ucnb-unit-tests"
