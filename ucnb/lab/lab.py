@@ -183,6 +183,17 @@ class Node:
                    recorder=self.lab.recorder)
 
 
+def _subnets_in_use(conn: libvirt.virConnect) -> set[int]:
+    """Subnets of the lab networks libvirt runs now (bridges are named `ucnb<subnet>n<i>`)."""
+    used = set()
+    for net in conn.listAllNetworks():
+        with contextlib.suppress(libvirt.libvirtError):
+            bridge = net.bridgeName()
+            if bridge.startswith("ucnb") and "n" in bridge[4:] and bridge[4:].split("n")[0].isdigit():
+                used.add(int(bridge[4:].split("n")[0]))
+    return used
+
+
 class Lab:
     """A set of nodes on one isolated network; use as a context manager or call teardown()."""
 
@@ -221,10 +232,12 @@ class Lab:
     def _allocate_network(self, wanted: int | None) -> int:
         """Pick a free /24 (or the wanted one) and create the lab's networks, under a lock
         shared by all labs."""
-        with open(paths.labs_dir() / ".lock", "w") as lock:
+        # One lock and one view for the whole host: labs of other work roots (another checkout,
+        # another user's CI job) share this libvirtd, so its live networks count as used too.
+        with open(paths.host_lock("subnets"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
-                    if (d / "state.json").exists()}
+                    if (d / "state.json").exists()} | _subnets_in_use(self.conn)
             if wanted in used:
                 raise LabUnavailable(f"subnet {wanted} is in use by another lab")
             subnet = wanted or next(n for n in range(1, 250) if n not in used)
