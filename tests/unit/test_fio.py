@@ -6,7 +6,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -388,7 +387,7 @@ def test_run_host_timeout_names_the_job(tmp_path: Path, monkeypatch: pytest.Monk
         fio.run_host(FioMatrix(), tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")
+@pytest.mark.requires("fio")
 def test_run_host_for_real(tmp_path: Path) -> None:
     matrix = FioMatrix(jobs=(FioJob(rw="randread", bs="4k", iodepth=4),), runtime_s=1, ramp_s=0, size="16M",
                        repetitions=1)

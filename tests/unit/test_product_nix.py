@@ -16,10 +16,9 @@ from ucnb.product import commands, contract
 from ucnb.product.commands import Command, CommandResult
 from ucnb.product.ingest import ingest_result
 
-from .conftest_product import contract_flake, copy_contract_flake, needs_nix, nix_offline
+from ..contract_fixtures import copy_contract_flake
 
-pytestmark = needs_nix
-__all__ = ["contract_flake", "nix_offline"]  # fixtures, imported for pytest
+pytestmark = pytest.mark.requires("nix with a writable store")
 
 LOCAL = {"ULTRACLOUD_LOCAL_NIX_MAX_JOBS": "1", "ULTRACLOUD_LOCAL_NIX_BUILD_CORES": "2",
          "PHOTON_CLUSTER_NIX_MAX_JOBS": "3", "PHOTON_CLUSTER_NIX_BUILD_CORES": "1"}

@@ -1,7 +1,7 @@
-"""Fixtures for the product-command tests: real nix, offline, against the contract flake.
+"""Real nix, offline, against the contract flake: the fixtures of the product-command tests.
 
-Imported by the test modules (`from .conftest_product import ...`): pytest loads only files
-named conftest.py by itself.
+Imported by the conftest.py of a layer that runs the product's commands (tests/unit today);
+`copy_contract_flake` by the tests themselves.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import pytest
 from ucnb.overrides import OVERRIDES
 from ucnb.product.commands import offline_nix_config
 
-CONTRACT_FLAKE = Path(__file__).resolve().parents[1] / "contract-flake"
-HAVE_NIX = shutil.which("nix") is not None
-needs_nix = pytest.mark.skipif(not HAVE_NIX, reason="nix is not installed (apt-get install nix-bin)")
+CONTRACT_FLAKE = Path(__file__).resolve().parent / "contract-flake"
 
 
 def copy_contract_flake(destination: Path, fail: tuple[str, ...] = ()) -> Path:

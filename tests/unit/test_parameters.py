@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from ucnb.errors import ParameterError
 from ucnb.runner import execute as runner
 from ucnb.runner import params
 
-from .conftest import ROOT
+from ..conftest import ROOT, Cli
 
 LANE = lanes.get("single-node-quickstart")
 
@@ -126,8 +125,8 @@ def test_notebooks_are_committed_without_outputs() -> None:
                 assert cell["outputs"] == [] and cell["execution_count"] is None, path
 
 
-def test_cli_bad_input_exit_code_before_any_domain() -> None:
-    out = subprocess.run([str(ROOT / ".venv/bin/ucnb"), "run", "single-node-quickstart", "-p", "bogus=1"],
-                         capture_output=True, text=True)
+def test_cli_bad_input_exit_code_before_any_domain(cli: Cli) -> None:
+    """Refused before libvirt is reached: the unit layer's libvirt address has nothing behind it."""
+    out = cli("run", "single-node-quickstart", "-p", "bogus=1", timeout=60)
     assert out.returncode == 2
     assert "bogus" in out.stderr
