@@ -1,5 +1,5 @@
-"""hardware-smoke run: USB media (a plain file standing in) and Redfish virtual media through a real
-BMC emulator (sushy-tools) over a lab domain, then capture of the same marker sequence."""
+"""hardware-smoke run with Redfish virtual media through a real BMC emulator (sushy-tools) over a lab
+domain: the BMC inserts the ISO and powers the machine on, the installer's markers are captured."""
 
 from __future__ import annotations
 
@@ -11,54 +11,17 @@ from pathlib import Path
 import pytest
 
 from ucnb.baremetal import hardware_smoke as hw
-from ucnb.installer import build as installer
+from ucnb.evidence.redact import generated_secrets_file
+
+from ..conftest import assert_no_secret
+from ..lab_fixtures import OwnRuns
 
 TOKEN = "canary-hw-run-token-4d2e9a"
 PASSWORD = "canary-bmc-password-71c3"
 
 
-def _fake_artifacts(tmp_path: Path) -> installer.InstallerArtifacts:
-    art = installer.InstallerArtifacts("k", tmp_path / "art")
-    art.isolinux.mkdir(parents=True)
-    (art.isolinux / "isolinux.bin").write_bytes(installer.ISOLINUX_BIN.read_bytes())
-    (art.isolinux / "ldlinux.c32").write_bytes(b"x")
-    art.kernel.write_bytes(b"kernel")
-    art.installer_initrd.write_bytes(b"initrd")
-    return art
-
-
-def _no_secret_under(root: Path, *secrets: str) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            for secret in secrets:
-                assert secret.encode() not in path.read_bytes(), f"secret in {path}"
-
-
-def test_run_writes_the_iso_to_file_backed_usb_media(tmp_path: Path) -> None:
-    usb = tmp_path / "usb.img"
-    usb.write_bytes(b"\0" * (4 << 20))
-    env = {"ULTRACLOUD_BOOTSTRAP_TOKEN": TOKEN}
-    run_dir = hw.preflight(tmp_path / "work", hw.load_params(
-        {"deployer_url": "http://10.0.0.5:8088", "usb_device": str(usb), "node_id": "n1"}), environ=env)
-    assert hw.read_status(run_dir)["status"] == "ready"
-    done = hw.run(run_dir, artifacts=_fake_artifacts(tmp_path), environ=env)
-    assert done["transport"] == "usb" and done["usb"]["verified"]
-    assert hw.read_status(run_dir)["status"] == "media-presented"
-    assert usb.read_bytes()[0x8001:0x8006] == b"CD001"  # an ISO 9660 volume at the start of the medium
-    _no_secret_under(tmp_path / "work", TOKEN)
-
-
-def test_run_is_refused_while_blocked(tmp_path: Path) -> None:
-    from ucnb.errors import ParameterError
-
-    run_dir = hw.preflight(tmp_path, hw.load_params({"deployer_url": "http://d:1"}), environ={})
-    with pytest.raises(ParameterError, match="blocked"):
-        hw.run(run_dir, artifacts=_fake_artifacts(tmp_path), environ={})
-
-
-@pytest.mark.vm
 def test_redfish_virtual_media_installs_a_lab_machine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                      lab_host: None) -> None:
+                                                      own_runs: OwnRuns) -> None:
     import ucnb
     from ucnb.baremetal import harness
     from ucnb.lab import domain as domain_mod
@@ -69,9 +32,10 @@ def test_redfish_virtual_media_installs_a_lab_machine(tmp_path: Path, monkeypatc
     monkeypatch.setenv(hw.REDFISH_PASSWORD_ENV, PASSWORD)
     for name in ("UCNB_RUN_ID", "UCNB_PROOF_ROOT"):
         monkeypatch.delenv(name, raising=False)
-    run = ucnb.start_run("baremetal-iso", {"profile": "lab"})
+    run = ucnb.start_run({"lane_name": "baremetal-iso", "profile": "lab"})
     bare = harness.prepare(run, [("worker", "worker", "uc-worker-root")], memory_mib=256, disk_size="512M",
                            bootstrap_token_env="ULTRACLOUD_BOOTSTRAP_TOKEN")
+    own_runs.add(bare.lab)
     sushy = None
     try:
         node = bare.nodes["worker"].node
@@ -94,12 +58,13 @@ def test_redfish_virtual_media_installs_a_lab_machine(tmp_path: Path, monkeypatc
         result = hw.capture(run_dir, serial_log=node.spec.serial_log, node="worker")
         assert result.passed, result
         assert hw.read_status(run_dir)["status"] == "passed"
-        _no_secret_under(tmp_path / "work", TOKEN, PASSWORD)
+        assert_no_secret(tmp_path / "work", TOKEN, PASSWORD)
         assert json.loads((run_dir / "run.json").read_text())["transport"] == "redfish"
     finally:
         if sushy is not None:
             sushy.stop()
         bare.stop()
+        # The runner's seal removes a run's generated secrets; this in-process run has no runner.
+        generated_secrets_file(run.run_id).unlink(missing_ok=True)
     assert sushy is not None and sushy._proc is None
     assert sushy.pool not in {p.name() for p in bare.lab.conn.listAllStoragePools()}
-    assert not [d for d in bare.lab.conn.listAllDomains() if d.name().startswith(f"ucnb-{bare.lab.lab_id}-")]

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
-from .conftest import ROOT, assert_run_left_nothing
-
-pytestmark = pytest.mark.e2e
-UCNB = str(ROOT / ".venv/bin/ucnb")
+from ..conftest import Cli
 
 
-def _run(outputs: Path, lane: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    done = subprocess.run([UCNB, "run", lane, "--no-progress", *args], capture_output=True, text=True,
-                          env={**os.environ, "UCNB_OUTPUTS": str(outputs)}, timeout=600)
-    root = (outputs / lane / "latest").resolve()
-    assert_run_left_nothing(root)
-    return done, root
+def _run(cli: Cli, lane: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    return cli.run(lane, *args), cli.latest(lane)
 
 
 def _observed(root: Path) -> list[dict[str, object]]:
@@ -35,8 +25,8 @@ def _checks(root: Path) -> dict[str, dict[str, str]]:
         return {row["name"]: row for row in csv.DictReader(f)}
 
 
-def test_smoke_activates_the_prebuilt_target_system(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs, "deployer-vm-smoke")
+def test_smoke_activates_the_prebuilt_target_system(cli: Cli) -> None:
+    done, root = _run(cli, "deployer-vm-smoke")
     assert done.returncode == 0, done.stderr[-3000:]
     last = _observed(root)[-1]
     assert (last["generation"], last["status"]) == (2, "active")
@@ -45,8 +35,8 @@ def test_smoke_activates_the_prebuilt_target_system(outputs: Path, lab_host: Non
     assert checks["no builder on the node"]["observed"] == "none"
 
 
-def test_rollback_reports_rolled_back_and_keeps_the_previous_system(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs, "deployer-vm-rollback")
+def test_rollback_reports_rolled_back_and_keeps_the_previous_system(cli: Cli) -> None:
+    done, root = _run(cli, "deployer-vm-rollback")
     assert done.returncode == 0, done.stderr[-3000:]
     last = _observed(root)[-1]
     assert (last["generation"], last["status"]) == (2, "rolled-back")
@@ -55,8 +45,8 @@ def test_rollback_reports_rolled_back_and_keeps_the_previous_system(outputs: Pat
     assert checks["current system link"]["observed"] == "lab-system-1"
 
 
-def test_smoke_fails_when_the_agent_rolls_back(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs, "deployer-vm-smoke", "-p", "health_check_command=test -e /nonexistent")
+def test_smoke_fails_when_the_agent_rolls_back(cli: Cli) -> None:
+    done, root = _run(cli, "deployer-vm-smoke", "-p", "health_check_command=test -e /nonexistent")
     assert done.returncode == 1
     result = json.loads((root / "result.json").read_text())
     assert "reported rolled-back for generation 2, expected active" in result["error"]["message"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -11,15 +12,19 @@ from ucnb.errors import LaneFailure
 from ucnb.kernel.record import Recorder
 from ucnb.lab.lab import Lab, NodeConfig
 
-pytestmark = pytest.mark.vm
+from ..lab_fixtures import OwnRuns
 
 
 @pytest.fixture(scope="module")
-def lab(lab_image, accelerator) -> Iterator[Lab]:  # type: ignore[no-untyped-def]
+def lab(lab_image: Any, accelerator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Two booted guests shared by the module's tests; nothing of them left once it is done."""
+    left = OwnRuns(tmp_path_factory.mktemp("lab"))
     with Lab([NodeConfig("node01", services=("chainfire",)), NodeConfig("node02")], lab_image,
              accelerator, recorder=Recorder()) as lab:
+        left.add(lab)
         lab.boot()
         yield lab
+    left.assert_nothing_left()
 
 
 def test_boot_markers_are_timestamped_in_order(lab: Lab) -> None:
@@ -85,8 +90,9 @@ def test_power_loss_and_cold_start_keep_the_disk(lab: Lab) -> None:
     assert node.run("cat /lab/var/canary", check=True).stdout == "survived\n"
 
 
-def test_failure_marker_ends_the_wait_at_once(lab_image, accelerator, no_leaks) -> None:  # type: ignore[no-untyped-def]
+def test_failure_marker_ends_the_wait_at_once(lab_image: Any, accelerator: Any, own_runs: OwnRuns) -> None:
     with Lab([NodeConfig("node01", services=("no-such-service",))], lab_image, accelerator) as bad:
+        own_runs.add(bad)
         node = bad["node01"]
         node.start()
         start = time.monotonic()
@@ -106,12 +112,12 @@ def test_wait_timeout_names_node_condition_and_last_observation(lab: Lab) -> Non
     assert "not-yet" in str(info.value)
 
 
-def test_teardown_removes_everything(lab_image, accelerator, lab_host) -> None:  # type: ignore[no-untyped-def]
-    from .conftest import ucnb_objects
-
-    before = ucnb_objects()
+def test_teardown_removes_everything(lab_image: Any, accelerator: Any, own_runs: OwnRuns) -> None:
     temp = Lab([NodeConfig("node01")], lab_image, accelerator)
+    own_runs.add(temp)
     temp["node01"].start()
-    assert len(ucnb_objects()["domains"]) == len(before["domains"]) + 1
+    assert own_runs.domains() == [f"ucnb-{temp.lab_id}-node01"]
+    # While the lab lives the check sees each kind of thing it owns (so it cannot pass by not looking).
+    assert {kind for kind, _ in own_runs.leftovers()} == {"domain", "network", "lab folder", "process"}
     temp.teardown()
-    assert ucnb_objects() == before
+    assert own_runs.settled_leftovers() == []

@@ -22,6 +22,8 @@ from ucnb.errors import ParameterError
 from ucnb.reference import load_cluster
 from ucnb.reference.deployer import REQUEST_LOG, STATE_FILE, Deployer
 
+from ..conftest import ROOT
+
 TOKEN = "canary-bootstrap-7f3a9c1e5b"
 ADMIN = "canary-admin-2d8e4f6a0c"
 
@@ -301,7 +303,7 @@ def test_cli_serves_with_the_token_from_the_environment(tmp_path: Path, cluster_
         [sys.executable, "-m", "ucnb.reference.deployer", "--state-dir", str(tmp_path / "cli-state"),
          "--cluster", str(cluster_file), "--bind", "127.0.0.1:0"],
         env={"ULTRACLOUD_BOOTSTRAP_TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+        stdout=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         assert process.stdout is not None
         announced = json.loads(process.stdout.readline())

@@ -5,14 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ucnb.cli.guards import guard_app
 from ucnb.errors import ParameterError
 from ucnb.guards import Finding, load_rules, scan
 from ucnb.guards.surface import matches_any
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
+from ..conftest import ROOT, Cli
 
 # rule id -> (file, its lines, the 1-based line holding the violation, the matched text).
 # Trees are generated here rather than checked in, so the ucnb tree never carries violations.
@@ -97,7 +95,7 @@ def test_clean_tree_has_no_findings(clean: Path) -> None:
 
 
 def test_own_tree_is_clean() -> None:
-    findings = scan(PROJECT_ROOT)
+    findings = scan(ROOT)
     assert findings == [], "\n".join(f.format() for f in findings)
 
 
@@ -146,25 +144,22 @@ def test_missing_rules_file_is_a_parameter_error(tmp_path: Path) -> None:
         load_rules(tmp_path / "absent.yaml")
 
 
-runner = CliRunner()
-
-
-def test_cli_dirty_exits_1_and_prints_findings(dirty: Path) -> None:
-    result = runner.invoke(guard_app, ["surface", str(dirty)])
+def test_cli_dirty_exits_1_and_prints_findings(dirty: Path, cli: Cli) -> None:
+    result = cli.invoke("guard", "surface", str(dirty))
     assert result.exit_code == 1
     assert "flake.nix:3: [archived-helper]" in result.stdout
     assert "fiberlb/crates/fiberlb-server/src/listener.rs:2: [completeness-marker]" in result.stdout
 
 
-def test_cli_clean_exits_0(clean: Path) -> None:
-    result = runner.invoke(guard_app, ["surface", str(clean)])
+def test_cli_clean_exits_0(clean: Path, cli: Cli) -> None:
+    result = cli.invoke("guard", "surface", str(clean))
     assert result.exit_code == 0, result.output
 
 
-def test_cli_missing_path_exits_2(tmp_path: Path) -> None:
-    assert runner.invoke(guard_app, ["surface", str(tmp_path / "absent")]).exit_code == 2
+def test_cli_missing_path_exits_2(tmp_path: Path, cli: Cli) -> None:
+    assert cli.invoke("guard", "surface", str(tmp_path / "absent")).exit_code == 2
 
 
-def test_cli_bad_rules_exits_2(clean: Path, tmp_path: Path) -> None:
-    result = runner.invoke(guard_app, ["surface", str(clean), "--rules", str(tmp_path / "absent.yaml")])
+def test_cli_bad_rules_exits_2(clean: Path, tmp_path: Path, cli: Cli) -> None:
+    result = cli.invoke("guard", "surface", str(clean), "--rules", str(tmp_path / "absent.yaml"))
     assert result.exit_code == 2

@@ -5,12 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from ucnb.baremetal.hardware_smoke import EXPECTED_MARKERS
-from ucnb.cli.main import app
 
-runner = CliRunner()
+from ..conftest import Cli, assert_no_secret
+
 URL = "http://10.77.9.1:8080"
 
 
@@ -22,8 +21,8 @@ def work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "work"
 
 
-def test_preflight_without_transport_is_blocked_with_the_missing_inputs(work: Path) -> None:
-    result = runner.invoke(app, ["hardware-smoke", "preflight", "-p", f"deployer_url={URL}"])
+def test_preflight_without_transport_is_blocked_with_the_missing_inputs(work: Path, cli: Cli) -> None:
+    result = cli.invoke("hardware-smoke", "preflight", "-p", f"deployer_url={URL}")
     assert result.exit_code == 3
     latest = work / "hardware-smoke" / "latest"
     assert "status=blocked" in (latest / "status.env").read_text()
@@ -33,28 +32,26 @@ def test_preflight_without_transport_is_blocked_with_the_missing_inputs(work: Pa
         assert (latest / name).is_file()
 
 
-def test_usb_run_then_capture(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_usb_run_then_capture(work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                              cli: Cli) -> None:
     canary = "canary-hw-token-61c0ffee"
     monkeypatch.setenv("ULTRACLOUD_BOOTSTRAP_TOKEN", canary)
     usb = tmp_path / "usb.img"
     usb.write_bytes(b"\0" * 4096)
-    ready = runner.invoke(app, ["hardware-smoke", "preflight", "-p", f"deployer_url={URL}",
-                                "-p", f"usb_device={usb}"])
+    ready = cli.invoke("hardware-smoke", "preflight", "-p", f"deployer_url={URL}", "-p", f"usb_device={usb}")
     assert ready.exit_code == 0, ready.output
     iso = tmp_path / "given.iso"
     iso.write_bytes(b"ISO" * 1000)
-    ran = runner.invoke(app, ["hardware-smoke", "run", "--iso", str(iso)])
+    ran = cli.invoke("hardware-smoke", "run", "--iso", str(iso))
     assert ran.exit_code == 0, ran.output
     assert usb.read_bytes().startswith(b"ISO" * 1000)
     log = tmp_path / "console.log"
     log.write_text("".join(f"[ 1.0] noise\r\nULTRACLOUD_MARKER {m}.node01\r\n" for m in EXPECTED_MARKERS)
                    + f"Command line: ultracloud.bootstrap_token={canary}\n")
-    captured = runner.invoke(app, ["hardware-smoke", "capture", "--serial-log", str(log)])
+    captured = cli.invoke("hardware-smoke", "capture", "--serial-log", str(log))
     assert captured.exit_code == 0, captured.output
-    for path in (work / "hardware-smoke").rglob("*"):
-        if path.is_file():
-            assert canary.encode() not in path.read_bytes(), path
+    assert_no_secret(work / "hardware-smoke", canary)
     bad = tmp_path / "bad.log"
     bad.write_text("ULTRACLOUD_MARKER pre-install.boot.node01\n"
                    "ULTRACLOUD_MARKER install.disko.failed.no-disk\n")
-    assert runner.invoke(app, ["hardware-smoke", "capture", "--serial-log", str(bad)]).exit_code == 1
+    assert cli.invoke("hardware-smoke", "capture", "--serial-log", str(bad)).exit_code == 1

@@ -1,51 +1,22 @@
-"""Suites: loading and planning (units), not-built lanes, the JUnit writer, KVM refusal, and the
-portable suite for real (e2e)."""
+"""Suites: loading and planning, not-built lanes, the JUnit writer, KVM refusal (the portable suite
+for real: tests/e2e/test_suites.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from junitparser import Failure, JUnitXml, Skipped
-from typer.testing import CliRunner
 
 from ucnb import lanes
-from ucnb.cli.main import app
 from ucnb.errors import InfrastructureError, ParameterError
 from ucnb.evidence import index, junit
 from ucnb.host.accel import Accelerator
 from ucnb.runner import suites
 
-from .conftest import ROOT, kernel_processes
-
-UCNB = str(ROOT / ".venv/bin/ucnb")
-
-
-@pytest.fixture()
-def own_no_leaks(outputs: Path, lab_host: None) -> Iterator[None]:
-    """No lab, domain or kernel of *this test's* runs is left (other runs may share the host)."""
-    yield
-    from ucnb.lab.registry import connect, list_labs
-
-    run_ids = {e.run_id for e in index.load(outputs)}
-    labs = {s.lab_id for s in list_labs() if s.run_id in run_ids}
-    domains = [d.name() for d in connect().listAllDomains()
-               if any(d.name().startswith(f"ucnb-{lab}-") for lab in labs)]
-    assert not labs and not domains, f"leaked labs {labs}, domains {domains}"
-    assert [pid for pid in kernel_processes()
-            if f"UCNB_OUTPUTS={outputs}".encode() in _environ(pid)] == [], "a kernel of this test lives on"
-
-
-def _environ(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/environ").read_bytes()
-    except OSError:
-        return b""
+from ..conftest import ROOT, Cli
 
 
 def _suites(tmp_path: Path, data: dict[str, object]) -> dict[str, suites.SuiteSpec]:
@@ -149,13 +120,14 @@ def test_a_suite_of_unbuilt_lanes_reports_them_skipped_never_passed(
     assert [e.kind for e in index.load(outputs)] == ["suite"]
 
 
-def test_require_kvm_refuses_to_start_under_tcg(outputs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_require_kvm_refuses_to_start_under_tcg(outputs: Path, cli: Cli,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(suites, "host_accelerator",
                         lambda: Accelerator("tcg", "/dev/kvm is absent"))
     with pytest.raises(InfrastructureError, match=r"requires KVM.*/dev/kvm is absent"):
         suites.run(suites.plan("portable"), kvm=True)
     for name in ("publishable", "final-proof"):  # these imply it
-        result = CliRunner().invoke(app, ["suite", name])
+        result = cli.invoke("suite", name)
         assert result.exit_code == InfrastructureError.exit_code, result.output
     assert not outputs.exists(), "a refused suite leaves no dated root"
 
@@ -191,70 +163,3 @@ def test_junit_writer_maps_failed_and_skipped_steps(tmp_path: Path) -> None:
     assert results["04 manifest [node01]"][0].message == "did not finish"
     assert suites_by_name["lane-y"].skipped == 1
     assert (xml.tests, xml.failures, xml.skipped) == (6, 3, 2)
-
-
-# -- for real --------------------------------------------------------------------------------
-@pytest.mark.e2e
-def test_portable_suite_passes_for_real_with_parseable_junit(outputs: Path, tmp_path: Path,
-                                                             own_no_leaks: None) -> None:
-    junit_file = tmp_path / "ci" / "portable.xml"
-    done = subprocess.run([UCNB, "suite", "portable", "--junit", str(junit_file), "--no-progress"],
-                          capture_output=True, text=True, env={**os.environ, "UCNB_OUTPUTS": str(outputs)},
-                          timeout=900)
-    assert done.returncode == 0, done.stdout + done.stderr
-    root = Path(done.stdout.strip().splitlines()[-1])
-    assert root.parent == outputs / "suites" / "portable" and "suite portable: PASSED" in done.stdout
-    summary = json.loads((root / "suite.json").read_text())
-    assert summary["verdict"] == "passed"
-    lane = next(e for e in summary["entries"] if e["name"] == "single-node-quickstart")
-    proof_root = root / lane["proof_root"]
-    assert json.loads((proof_root / "result.json").read_text())["verdict"] == "passed"
-    assert subprocess.run([UCNB, "verify", str(proof_root)], capture_output=True).returncode == 0
-    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=root).returncode == 0
-    xml = JUnitXml.fromfile(str(junit_file))
-    by_name = {s.name: s for s in xml}
-    assert {"guard: profiles", "guard: surface", "single-node-quickstart"} <= set(by_name)
-    quickstart = by_name["single-node-quickstart"]
-    assert quickstart.failures == 0 and quickstart.skipped >= 3  # iam, plasmavmc, prismnet
-    assert any("boot [node01]" in case.name and case.is_passed for case in quickstart)
-    entries = index.load(outputs)
-    assert sorted((e.kind, e.lane, e.verdict) for e in entries) == [
-        ("lane", "deployer-vm-smoke", "passed"), ("lane", "single-node-quickstart", "passed"),
-        ("suite", "portable", "passed")]
-    assert all(e.path(outputs).is_dir() for e in entries)
-    assert next(e for e in entries if e.kind == "lane").suite == f"portable/{root.name}"
-    # The report of this run, as a reviewer's browser shows it (the PNG stays with the suite root).
-    page = subprocess.run([UCNB, "report", "--output", str(root / "report.html"),
-                           "--screenshot", str(root / "report.png")], capture_output=True, text=True,
-                          env={**os.environ, "UCNB_OUTPUTS": str(outputs)}, timeout=180)
-    assert page.returncode == 0, page.stderr
-    html = (root / "report.html").read_text()
-    assert f'href="{lane["proof_root"]}/single-node-quickstart.html"' in html
-    png = (root / "report.png").read_bytes()
-    assert png.startswith(b"\x89PNG") and len(png) > 20_000
-
-
-@pytest.mark.e2e
-def test_a_kept_lab_is_reattached_from_a_new_process(outputs: Path, own_no_leaks: None) -> None:
-    env = {**os.environ, "UCNB_OUTPUTS": str(outputs)}
-    done = subprocess.run([UCNB, "run", "single-node-quickstart", "--no-progress", "-p", "keep_vm=true"],
-                          capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr
-    run_id = json.loads((Path(done.stdout.strip()) / "result.json").read_text())["run_id"]
-    from ucnb.lab.registry import list_labs
-
-    lab_id = next(s.lab_id for s in list_labs() if s.run_id == run_id)
-    try:
-        shown = subprocess.run([UCNB, "lab", "attach", lab_id, "--probe"], capture_output=True, text=True,
-                               timeout=120)
-        assert shown.returncode == 0, shown.stderr
-        assert f"lab = ucnb.attach('{lab_id}')" in shown.stdout and "running" in shown.stdout
-        script = (f"import ucnb\nlab = ucnb.attach({lab_id!r})\nnode = lab['node01']\n"
-                  f"print(node.run('hostname', check=True).stdout.strip(), node.running(), "
-                  f"len(node.spec.nics), node.spec.memory_mib)\n")
-        attached = subprocess.run([str(ROOT / ".venv/bin/python"), "-c", script], capture_output=True,
-                                  text=True, timeout=120)
-        assert attached.stdout.split() == ["node01", "True", "1", "256"], attached.stderr
-        assert lab_id in {s.lab_id for s in list_labs()}, "an attached lab outlives the process"
-    finally:
-        subprocess.run([UCNB, "lab", "clean", lab_id], capture_output=True, timeout=120)

@@ -7,9 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from ucnb.cli.budget import budget_app
 from ucnb.errors import ParameterError
 from ucnb.evidence import budget
 from ucnb.evidence.budget import (
@@ -24,7 +22,7 @@ from ucnb.evidence.budget import (
     status,
 )
 
-runner = CliRunner()
+from ..conftest import Cli
 
 FRESH_SMOKE = [  # oldest first
     "20260401T080000Z-aaaa01",
@@ -144,18 +142,18 @@ def test_dated_names_sort_across_zones() -> None:
     assert dated("20260410T040000Z-run1") == datetime(2026, 4, 10, 4, 0, tzinfo=UTC)
 
 
-def test_cli_enforce_exit_codes(roots: tuple[Path, Path]) -> None:
+def test_cli_enforce_exit_codes(roots: tuple[Path, Path], cli: Cli) -> None:
     _fill(roots[0] / "tmp" / "x", 64 * 1024)
-    assert runner.invoke(budget_app, ["enforce"]).exit_code == 0
-    assert runner.invoke(budget_app, ["enforce", "--budget", "tmp=1K"]).exit_code == 1
-    assert runner.invoke(budget_app, ["enforce", "--budget", "nope=1K"]).exit_code == 2
-    assert runner.invoke(budget_app, ["enforce", "--budget", "tmp"]).exit_code == 2
+    assert cli.invoke("budget", "enforce").exit_code == 0
+    assert cli.invoke("budget", "enforce", "--budget", "tmp=1K").exit_code == 1
+    assert cli.invoke("budget", "enforce", "--budget", "nope=1K").exit_code == 2
+    assert cli.invoke("budget", "enforce", "--budget", "tmp").exit_code == 2
 
 
-def test_cli_status_and_advice(lanes: tuple[Path, Path]) -> None:
+def test_cli_status_and_advice(lanes: tuple[Path, Path], cli: Cli) -> None:
     _fill(lanes[1].parent / "tmp" / "x", 4096)
-    assert runner.invoke(budget_app, ["status"]).exit_code == 0
-    assert runner.invoke(budget_app, ["cleanup-advice"]).exit_code == 0
+    assert cli.invoke("budget", "status").exit_code == 0
+    assert cli.invoke("budget", "cleanup-advice").exit_code == 0
 
 
 # --- cleanup advice ------------------------------------------------------------------------------
@@ -218,18 +216,18 @@ def test_dangling_latest_is_repointed(roots: tuple[Path, Path]) -> None:
     assert os.readlink(lane / "latest") == FRESH_SMOKE[0]
 
 
-def test_prune_keeps_at_least_one(roots: tuple[Path, Path]) -> None:
+def test_prune_keeps_at_least_one(roots: tuple[Path, Path], cli: Cli) -> None:
     with pytest.raises(ParameterError):
         prune_proof_logs(0)
-    assert runner.invoke(budget_app, ["prune-proof-logs", "0"]).exit_code == 2
+    assert cli.invoke("budget", "prune-proof-logs", "0").exit_code == 2
 
 
-def test_cli_prune(lanes: tuple[Path, Path]) -> None:
+def test_cli_prune(lanes: tuple[Path, Path], cli: Cli) -> None:
     fresh, _ = lanes
-    dry = runner.invoke(budget_app, ["prune-proof-logs", "2"])
+    dry = cli.invoke("budget", "prune-proof-logs", "2")
     assert dry.exit_code == 0 and "dry run" in dry.stdout
     assert _names(fresh) == FRESH_SMOKE
-    assert runner.invoke(budget_app, ["prune-proof-logs", "2", "--delete"]).exit_code == 0
+    assert cli.invoke("budget", "prune-proof-logs", "2", "--delete").exit_code == 0
     assert _names(fresh) == FRESH_SMOKE[2:]
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -111,7 +110,7 @@ def test_report_is_self_contained_escaped_and_links_runs_relatively(outputs: Pat
 
 
 # -- in a browser ----------------------------------------------------------------------------
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed (make setup)")
+@pytest.mark.requires("chromium")
 def test_report_renders_in_headless_chromium(outputs: Path) -> None:
     _proof_root(outputs, "good0001", "2026-11-26T09:00:00Z", "passed")
     failed = _proof_root(outputs, "fail0002", "2026-11-26T10:00:00Z", "failed", memory=128, health_s=4.0,

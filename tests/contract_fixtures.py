@@ -1,22 +1,22 @@
-"""Fixtures for the product-command tests: real nix, offline, against the contract flake.
+"""Real nix, offline, against the contract flake: the fixtures of the product-command tests.
 
-Imported by the test modules (`from .conftest_product import ...`): pytest loads only files
-named conftest.py by itself.
+Imported by the conftest.py of a layer that runs the product's commands (tests/unit today);
+`copy_contract_flake` by the tests themselves.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from ucnb.product.commands import OVERRIDES, offline_nix_config
+from ucnb.overrides import OVERRIDES
+from ucnb.product.commands import offline_nix_config
 
-CONTRACT_FLAKE = Path(__file__).resolve().parents[1] / "contract-flake"
-HAVE_NIX = shutil.which("nix") is not None
-needs_nix = pytest.mark.skipif(not HAVE_NIX, reason="nix is not installed (apt-get install nix-bin)")
+CONTRACT_FLAKE = Path(__file__).resolve().parent / "contract-flake"
 
 
 def copy_contract_flake(destination: Path, fail: tuple[str, ...] = ()) -> Path:
@@ -48,3 +48,18 @@ def nix_offline(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
 def contract_flake(tmp_path: Path, nix_offline: str) -> Path:
     """A fresh copy of the contract flake (git-initialised) with offline nix settings."""
     return copy_contract_flake(tmp_path / "flake")
+
+
+@pytest.fixture()
+def path_without_nix(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A PATH with every program of this one but nix (links to them in one folder)."""
+    folder = tmp_path_factory.mktemp("path-without-nix")
+    for directory in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(directory):
+            continue
+        for name in os.listdir(directory):
+            target = Path(directory) / name
+            if not name.startswith("nix") and not (folder / name).exists() and os.access(target, os.X_OK):
+                (folder / name).symlink_to(target)
+    assert shutil.which("nix", path=str(folder)) is None
+    return str(folder)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,7 @@ from ucnb.errors import ParameterError
 from ucnb.runner import execute as runner
 from ucnb.runner import params
 
-from .conftest import ROOT
+from ..conftest import ROOT, Cli
 
 LANE = lanes.get("single-node-quickstart")
 
@@ -93,7 +92,27 @@ def test_a_notebook_refuses_another_lanes_name() -> None:
                          ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_parameter_file_validates(profile_file: Path) -> None:
     lane = lanes.get(profile_file.stem)
+    if lane.unavailable(profile_file.parent.name):  # a lane the lab cannot run: the file says why
+        assert params.read_yaml_mapping(profile_file) == {}
+        assert lane.lab_unavailable in " ".join(profile_file.read_text().replace("#", " ").split())
+        with pytest.raises(ParameterError, match=r"profile: lane .* is not runnable on the lab profile"):
+            params.resolve(lane, profile_file.parent.name)
+        return
     params.resolve(lane, profile_file.parent.name)
+
+
+@pytest.mark.parametrize("lane", [lane for lane in lanes.all_lanes().values() if lane.lab_unavailable],
+                         ids=lambda lane: lane.name)
+def test_a_lane_the_lab_cannot_run_is_refused_on_it_with_the_reason_before_anything_starts(
+        lane: lanes.Lane) -> None:
+    assert lane.profiles == ("ultracloud",)
+    for attempt in (lambda: runner.prepare(lane.name, "lab", [], []),
+                    lambda: lane.validate({"profile": "lab"})):  # the notebook's own start_run
+        with pytest.raises(ParameterError) as caught:
+            attempt()
+        assert str(caught.value).startswith("profile: ") and lane.lab_unavailable in str(caught.value)
+        assert "--profile ultracloud" in str(caught.value)
+    assert lane.parameters().profile == "ultracloud"  # the notebook's defaults run the product
 
 
 def test_notebooks_are_committed_without_outputs() -> None:
@@ -106,8 +125,8 @@ def test_notebooks_are_committed_without_outputs() -> None:
                 assert cell["outputs"] == [] and cell["execution_count"] is None, path
 
 
-def test_cli_bad_input_exit_code_before_any_domain() -> None:
-    out = subprocess.run([str(ROOT / ".venv/bin/ucnb"), "run", "single-node-quickstart", "-p", "bogus=1"],
-                         capture_output=True, text=True)
+def test_cli_bad_input_exit_code_before_any_domain(cli: Cli) -> None:
+    """Refused before libvirt is reached: the unit layer's libvirt address has nothing behind it."""
+    out = cli("run", "single-node-quickstart", "-p", "bogus=1", timeout=60)
     assert out.returncode == 2
     assert "bogus" in out.stderr

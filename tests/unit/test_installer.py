@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -42,11 +41,12 @@ def test_kernel_params_in_the_seed_order_with_optional_ones_only_when_set() -> N
         installer.installer_kernel_params("http://d:1", "a token")
 
 
-def _sh(script: str, cwd: Path) -> str:
+def _sh(script: str, cwd: Path) -> str:  # the guest's shell (busybox-static, installed by setup)
     return subprocess.run(["busybox", "sh", "-c", f". {COMMON}; {script}"], cwd=cwd, capture_output=True,
                           text=True, check=True).stdout
 
 
+@pytest.mark.requires("busybox")
 def test_json_get_reads_the_deployer_answers(tmp_path: Path) -> None:
     (tmp_path / "plan.json").write_text(PLAN)
     get = {k: _sh(f"json_get {k} plan.json", tmp_path).rstrip("\n") for k in (
@@ -64,6 +64,7 @@ def test_json_get_reads_the_deployer_answers(tmp_path: Path) -> None:
     ("wget: can't connect to remote host (10.77.1.1): Connection refused", "connection-refused"),
     ("wget: bad address", "unreachable"),
 ])
+@pytest.mark.requires("busybox")
 def test_http_reason_names_the_refusal(tmp_path: Path, stderr: str, reason: str) -> None:
     (tmp_path / "err").write_text(stderr + "\n")
     assert _sh("http_reason err", tmp_path).strip() == reason
@@ -78,7 +79,7 @@ def test_failure_reasons_make_failure_markers() -> None:
     assert not is_failure("desired-system-rolled-back.worker.generation-2")  # an expected outcome
 
 
-@pytest.mark.skipif(shutil.which("xorriso") is None, reason="xorriso not installed")
+@pytest.mark.requires("xorriso", str(installer.ISOLINUX_BIN))
 def test_iso_carries_the_kernel_params_and_is_private(tmp_path: Path) -> None:
     art = installer.InstallerArtifacts("k", tmp_path / "art")
     (art.isolinux).mkdir(parents=True)

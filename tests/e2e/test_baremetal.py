@@ -3,41 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from ucnb.evidence.proof import read_environment
 
-from .conftest import ROOT, assert_run_left_nothing
+from ..conftest import Cli, assert_no_secret
 
-pytestmark = pytest.mark.e2e
-UCNB = str(ROOT / ".venv/bin/ucnb")
 LANE = "baremetal-iso"
 CANARY = "canary-token-5e1f9a7c2b"
 WRONG = "wrong-token-0d9c8b7a6f"
 
 
-def _run(outputs: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-    done = subprocess.run([UCNB, "run", LANE, "--no-progress", *args], capture_output=True, text=True,
-                          env={**os.environ, "UCNB_OUTPUTS": str(outputs), **env}, timeout=600)
-    return done, (outputs / LANE / "latest").resolve()
+def _run(cli: Cli, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[str], Path]:
+    return cli.run(LANE, *args, **env), cli.latest(LANE)
 
 
-def _assert_no_secret(root: Path, *secrets: str) -> None:
-    for path in root.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            for secret in secrets:
-                assert secret.encode() not in data, f"a token leaked into {path}"
-
-
-def test_both_nodes_install_reboot_and_report_active(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs, ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY)
+def test_both_nodes_install_reboot_and_report_active(cli: Cli) -> None:
+    done, root = _run(cli, ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_run_left_nothing(root)
     result = json.loads((root / "result.json").read_text())
     assert result["verdict"] == "passed"
     markers = (root / "markers.csv").read_text()
@@ -52,26 +36,24 @@ def test_both_nodes_install_reboot_and_report_active(outputs: Path, lab_host: No
     env = (root / "environment.txt").read_text()
     assert "vm_accelerator_mode=" in env and "execution_model=papermill-notebook" in env
     assert (root / "plots/baremetal-timeline.png").exists()
-    _assert_no_secret(root, CANARY)
+    assert_no_secret(root, CANARY)
 
 
-def test_wrong_token_fails_at_phone_home_and_leaks_nothing(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs, "-p", "installer_token_env=UCNB_TEST_WRONG_TOKEN",
+def test_wrong_token_fails_at_phone_home_and_leaks_nothing(cli: Cli) -> None:
+    done, root = _run(cli, "-p", "installer_token_env=UCNB_TEST_WRONG_TOKEN",
                       ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY, UCNB_TEST_WRONG_TOKEN=WRONG)
     assert done.returncode == 1, done.stderr[-3000:]
-    assert_run_left_nothing(root)
     result = json.loads((root / "result.json").read_text())
     assert "pre-install.phone-home.failed.unauthorized" in result["error"]["message"]
     requests = [json.loads(line) for line in (root / "deployer/requests.jsonl").read_text().splitlines()]
     assert any(r["path"] == "/api/v1/phone-home" and r["status"] == 401 and r["auth"] == "invalid"
                for r in requests)
-    _assert_no_secret(root, CANARY, WRONG)
+    assert_no_secret(root, CANARY, WRONG)
 
 
-def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs, "-p", "worker_disk_serial=uc-other-disk")
+def test_disk_selector_matching_no_disk_ends_the_lane_at_once(cli: Cli) -> None:
+    done, root = _run(cli, "-p", "worker_disk_serial=uc-other-disk")
     assert done.returncode == 1, done.stderr[-3000:]
-    assert_run_left_nothing(root)
     result = json.loads((root / "result.json").read_text())
     message = result["error"]["message"]
     assert "install.disko.failed.target-disk-missing" in message
@@ -81,13 +63,8 @@ def test_disk_selector_matching_no_disk_ends_the_lane_at_once(outputs: Path, lab
     assert wall < 45, "a failure marker must end the lane at once, not at the install timeout"
 
 
-def _e2e(logdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(ROOT / ".venv/bin/python"), "-m", "ucnb.cli.baremetal", str(logdir),
-                           "--no-progress", *args], capture_output=True, text=True, timeout=600)
-
-
-def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(tmp_path: Path, lab_host: None) -> None:
-    refused = _e2e(tmp_path / "refused")
+def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(cli: Cli, tmp_path: Path) -> None:
+    refused = cli("baremetal-iso-e2e", str(tmp_path / "refused"), "--no-progress")
     env = read_environment(tmp_path / "refused")
     assert env["execution_model"] == "check-runner" and env["allow_tcg"] == "false"
     if env.get("vm_accelerator_mode") == "kvm":  # a real KVM host: nothing to refuse
@@ -95,9 +72,8 @@ def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(tmp_path: Path, l
     assert refused.returncode == 3, refused.stderr[-2000:]
     result = json.loads((tmp_path / "refused/state/result.json").read_text())
     assert "--allow-tcg" in result["error"]["message"]
-    allowed = _e2e(tmp_path / "allowed", "--allow-tcg")
+    allowed = cli("baremetal-iso-e2e", str(tmp_path / "allowed"), "--no-progress", "--allow-tcg")
     assert allowed.returncode == 0, allowed.stderr[-3000:]
     env = read_environment(tmp_path / "allowed")
     assert (env["allow_tcg"], env["vm_accelerator_mode"], env["verdict"]) == ("true", "tcg", "passed")
     assert read_environment(tmp_path / "allowed/state")["execution_model"] == "check-runner"
-    assert_run_left_nothing(tmp_path / "allowed/state")
