@@ -9,9 +9,13 @@ import pytest
 
 from ..lab_fixtures import OwnRuns, lab_host, own_runs
 
-__all__ = ["lab_host", "own_runs"]
+__all__ = ["OwnRuns", "lab_host", "own_runs"]
 
 
 @pytest.fixture(autouse=True)
-def _every_test_checks_its_runs(own_runs: OwnRuns) -> None:
-    """Brings `own_runs` (whose teardown is the check) into every e2e test."""
+def _every_test_checks_its_runs(request: pytest.FixtureRequest) -> None:
+    """Brings `own_runs` (whose teardown is the check) into every e2e test, except a module
+    whose runs are shared between its tests (module-scoped fixtures) and checked there, each run
+    with `OwnRuns(<its proof root>).assert_nothing_left()` (marker `runs_checked_by_module`)."""
+    if request.node.get_closest_marker("runs_checked_by_module") is None:
+        request.getfixturevalue("own_runs")

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 from ucnb import lanes
-from ucnb.cli.main import app
 from ucnb.errors import InfrastructureError, ParameterError
 from ucnb.guards import profiles as guard
 from ucnb.product import commands, contract
@@ -23,7 +20,8 @@ from ucnb.product.steps import run_recorded
 from ucnb.runner import execute as runner
 from ucnb.runner import suites
 
-from .conftest_product import contract_flake, copy_contract_flake, needs_nix, nix_offline, path_without_nix
+from ..conftest import Cli
+from ..contract_fixtures import contract_flake, copy_contract_flake, nix_offline, path_without_nix
 
 __all__ = ["contract_flake", "nix_offline", "path_without_nix"]  # fixtures, imported for pytest
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,10 +41,10 @@ def test_every_lane_has_the_contracts_commands() -> None:
 
 
 @pytest.mark.parametrize("lane", ULTRACLOUD_LANES)
-def test_plan_prints_the_products_commands_for_every_lane(lane: str, tmp_path: Path) -> None:
+def test_plan_prints_the_products_commands_for_every_lane(lane: str, tmp_path: Path, cli: Cli) -> None:
     missing = tmp_path / "no-checkout-here"
-    done = CliRunner().invoke(app, ["run", lane, "--profile", "ultracloud", "--plan",
-                                    "-p", f"flake={missing}"])
+    done = cli.invoke("run", lane, "--profile", "ultracloud", "--plan",
+                                    "-p", f"flake={missing}")
     assert done.exit_code == 0, done.output
     nix = commands.detect_nix() if commands.shutil.which("nix") else None
     planned = contract.plan(lane, flake=missing, check_flake=False)
@@ -57,13 +55,15 @@ def test_plan_prints_the_products_commands_for_every_lane(lane: str, tmp_path: P
     assert "papermill" not in done.output
 
 
-def test_lab_plan_keeps_printing_the_papermill_call() -> None:
-    done = CliRunner().invoke(app, ["run", "single-node-quickstart", "--plan"])
+def test_lab_plan_keeps_printing_the_papermill_call(cli: Cli) -> None:
+    done = cli.invoke("run", "single-node-quickstart", "--plan")
     assert done.exit_code == 0 and done.output.startswith("papermill notebooks/single-node-quickstart.ipynb")
 
 
-def test_publishable_suite_plan_on_ultracloud_prints_the_contract_commands_in_order() -> None:
-    done = CliRunner().invoke(app, ["suite", "publishable", "--profile", "ultracloud", "--plan"])
+def test_publishable_suite_plan_on_ultracloud_prints_the_contract_commands_in_order(
+        cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ULTRACLOUD_WORK_ROOT", raising=False)  # the product's own default: ./work
+    done = cli.invoke("suite", "publishable", "--profile", "ultracloud", "--plan")
     assert done.exit_code == 0, done.output
     lines = command_lines(done.output.split("┘", 1)[1])  # after the table
     order = ["fresh-smoke", "fresh-demo-vm-webapp", "fresh-matrix", "chainfire-live-membership-proof"]
@@ -181,7 +181,7 @@ def test_the_profile_guard_says_not_evaluated_on_the_ucnb_checkout(monkeypatch: 
     assert all(c.profile == "lab" for c in not_runnable)
 
 
-@needs_nix
+@pytest.mark.requires("nix with a writable store")
 def test_the_profile_guard_evaluates_through_the_product_layer(contract_flake: Path, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                path_without_nix: str) -> None:
@@ -196,22 +196,18 @@ def test_the_profile_guard_evaluates_through_the_product_layer(contract_flake: P
     assert {(c.status, c.detail) for c in checks} == {(guard.NOT_EVALUATED, "not evaluated: no nix")}
 
 
-def test_the_lab_side_needs_no_nix(path_without_nix: str, tmp_path: Path) -> None:
-    env = {**os.environ, "PATH": path_without_nix, "UCNB_OUTPUTS": str(tmp_path / "outputs"),
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
-    ucnb = [sys.executable, "-m", "ucnb.cli.main"]
-    guarded = subprocess.run([*ucnb, "guard", "profiles"], capture_output=True, text=True, env=env, cwd=ROOT,
-                             timeout=120)
+def test_the_lab_side_needs_no_nix(path_without_nix: str, cli: Cli) -> None:
+    guarded = cli("guard", "profiles", timeout=120, PATH=path_without_nix)
     assert guarded.returncode == 0, guarded.stdout[-3000:] + guarded.stderr
     assert "0 failed" in guarded.stdout and "not evaluated" in guarded.stdout
     for args in (["run", "single-node-quickstart", "--plan"], ["suite", "portable", "--plan"],
                  ["run", "fresh-smoke", "--profile", "ultracloud", "--plan"]):
-        done = subprocess.run([*ucnb, *args], capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        done = cli(*args, timeout=120, PATH=path_without_nix)
         assert done.returncode == 0, (args, done.stderr)
     assert "no nix on this host: `ucnb run` would refuse to start (exit 3)" in done.stdout
 
 
-@needs_nix
+@pytest.mark.requires("nix with a writable store")
 def test_a_recorded_command_fails_when_the_contracts_marker_sequence_is_incomplete(
         tmp_path: Path, nix_offline: str) -> None:
     from ucnb.kernel.record import Recorder

@@ -15,7 +15,6 @@ noise: 50 IOPS at queue depth 4 and 16 is a p50 latency of 80 and 320 ms against
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -24,10 +23,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from .conftest import ROOT, assert_run_left_nothing
+from ..conftest import Cli
+from .conftest import OwnRuns
 
-pytestmark = pytest.mark.e2e
-UCNB = str(ROOT / ".venv/bin/ucnb")
+pytestmark = pytest.mark.runs_checked_by_module
 LANE = "fresh-bench-storage"
 FAST = ["-p", "jobs=[{rw: randread, bs: 4k, iodepth: 4}, {rw: randread, bs: 4k, iodepth: 16}]",
         "-p", "runtime_s=2", "-p", "ramp_s=0", "-p", "size=32M", "-p", "repetitions=2",
@@ -47,12 +46,10 @@ class Runs:
         self.first: Path | None = None
 
     def run(self, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
-        argv = [UCNB, "run", LANE, "--no-progress", *FAST, "-p", f"baseline_file={self.baseline}", *args]
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "UCNB_OUTPUTS": str(self.outputs)})
+        done = Cli(self.outputs).run(LANE, *FAST, "-p", f"baseline_file={self.baseline}", *args)
         assert done.returncode in (0, 1), done.stderr[-3000:]             # passed, or the lane failed
         root = (self.outputs / LANE / "latest").resolve()
-        assert_run_left_nothing(root)
+        OwnRuns(root).assert_nothing_left()
         return done, root
 
 

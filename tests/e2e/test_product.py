@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,11 +25,11 @@ from ucnb import lanes, markers
 from ucnb.evidence.proof import read_environment
 from ucnb.product import commands, contract
 
-from .conftest import ROOT
-from .unit.conftest_product import copy_contract_flake, needs_nix
+from ..conftest import ROOT, Cli
+from ..contract_fixtures import copy_contract_flake
 
-pytestmark = [pytest.mark.e2e, needs_nix]
-UCNB = [sys.executable, "-m", "ucnb.cli.main"]
+pytestmark = pytest.mark.runs_checked_by_module  # no labs: each run is checked for leftover processes
+UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
 ULTRACLOUD_LANES = sorted(name for name, lane in lanes.all_lanes().items() if "ultracloud" in lane.profiles)
 BAREMETAL = ["pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",
              "install.disko.complete", "install.nixos-install.complete", "reboot", "post-install.boot",
