@@ -109,7 +109,7 @@ def test_the_scope_files_say_what_ran_what_did_not_and_why(tmp_path: Path) -> No
         recorder.figure(name, value)
     run = SimpleNamespace(profile=LAB, lane=lanes.get("rollout-soak"), run_id="r1", proof_root=tmp_path,
                           recorder=recorder, skip=lambda what, reason, node="": None)
-    s = soak()
+    s = soak(nodes={f"node0{i}": CannedNode("absent\n") for i in range(1, 7)})
     reason = LAB.role("scheduler").missing or ""
     for worker in ("node04", "node05"):
         s.skip(run, f"planned drain cycle on {worker} (active -> draining -> active)", reason)  # type: ignore[arg-type]
@@ -133,7 +133,10 @@ def test_the_scope_files_say_what_ran_what_did_not_and_why(tmp_path: Path) -> No
     assert contract["stand_ins"]["chainfire"].startswith("etcd")
     deployer = (tmp_path / "deployer-scope-fixed.txt").read_text()
     assert "restart deployer: the lab cluster is booted from the lab image" in deployer
-    assert "one active writer" in deployer and "nix-agent" in deployer
+    assert "one active writer" in deployer
+    assert "nix-agent scope markers (observed on each node): node01 absent, node02 absent" in deployer
+    assert contract["nix_agent_scope_markers"] == {f"node0{i}": "absent" for i in range(1, 7)}
+    assert all(c.ok for c in recorder.rows["checks"] if c.name.startswith("nix-agent scope marker"))
     scheduler = (tmp_path / "fleet-scheduler-scope-fixed.txt").read_text()
     assert "planned drain cycle on node05" in scheduler and "restart fleet-scheduler" in scheduler
     assert "node04: fail-stop power loss held 30.4 s (hold_s 30)" in scheduler

@@ -280,7 +280,8 @@ def service_restarts(run: Run, soak: Soak) -> pd.DataFrame:
     """Each service of `restarts` restarted one node at a time, its health probed before and
     after and the whole cluster revalidated after each; the services the lab does not run are
     skipped with the reason."""
-    reasons = {**NOT_ON_THE_LAB, "fleet-scheduler": run.profile.role("scheduler").missing or ""}
+    scheduler = run.profile.role("scheduler").missing
+    reasons = {**NOT_ON_THE_LAB, "fleet-scheduler": f"nothing to restart: {scheduler}" if scheduler else ""}
     for service in soak.params.restarts:
         spec = run.profile.component(service)
         nodes = [n for n in soak.params.nodes if expected_states(soak, n).get(spec.service or "") == "run"]
@@ -352,6 +353,12 @@ def scope_files(run: Run, soak: Soak) -> pd.DataFrame:
     history = {k: figures.get(k) for k in ("linearizable", "operations", "reads", "writes", "ok", "fail",
                                             "info", "acknowledged writes lost")}
     cycles = [c for c in soak.cycles if c["outcome"] != "skipped"]
+    markers = nix_agent_markers(run, soak)
+    nix_agent_lines = [
+        "nix-agent scope markers (observed on each node): "
+        + ", ".join(f"{node} {seen}" for node, seen in markers.items()) + "; on the lab, nix-agent's "
+        "part is played by the reference node agent in deployer-vm-smoke, deployer-vm-rollback and "
+        "baremetal-iso.", f"nix-agent (the product's documentation): {PRODUCT_BOUNDARY['nix-agent']}."]
     contract = {
         "schema": "ucnb.rollout-soak.scope/v1", "lane": run.lane.name, "profile": run.profile.name,
         "run_id": run.run_id, "workers": soak.params.workers, "hold_s": soak.params.hold_s,
@@ -359,13 +366,14 @@ def scope_files(run: Run, soak: Soak) -> pd.DataFrame:
                       "service_restarts": [r for r in soak.restarted if r["outcome"] != "skipped"],
                       "history": history},
         "skipped": soak.skipped,
+        "nix_agent_scope_markers": markers,
         "stand_ins": {name: c.stands_in for name, c in run.profile.components.items() if c.provided},
         "product_release_boundary": PRODUCT_BOUNDARY,
     }
     texts = {
         SCOPE_FILES[0]: json.dumps(contract, indent=2, default=str) + "\n",
         SCOPE_FILES[1]: _scope_text(run, soak, "deployer", ["deployer"], PRODUCT_BOUNDARY["deployer"],
-                                    extra=[f"nix-agent: {PRODUCT_BOUNDARY['nix-agent']}"]),
+                                    extra=nix_agent_lines),
         SCOPE_FILES[2]: _scope_text(run, soak, "fleet-scheduler", ["drain", "fleet-scheduler", "node-agent"],
                                     PRODUCT_BOUNDARY["fleet-scheduler"],
                                     extra=["Exercised on the workers instead: " + "; ".join(
@@ -376,6 +384,19 @@ def scope_files(run: Run, soak: Soak) -> pd.DataFrame:
     for name, text in texts.items():
         files.atomic_write_text(run.proof_root / name, text)
     return pd.DataFrame([{"file": name, "bytes": len(text.encode())} for name, text in texts.items()])
+
+
+def nix_agent_markers(run: Run, soak: Soak) -> dict[str, str]:
+    """Whether each node ships a nix-agent (the product's steady-state nodes do not: the lane
+    records that per node instead of exercising one)."""
+    probe = ("if command -v nix-agent >/dev/null || [ -e /run/service/nix-agent ]; "
+             "then echo present; else echo absent; fi")
+    markers = {}
+    for name in soak.params.nodes:
+        seen = soak.env.lab[name].run(probe, timeout=15).stdout.strip() or "not answered"
+        run.recorder.check(f"nix-agent scope marker: {name}", "absent", seen, node=name)
+        markers[name] = seen
+    return markers
 
 
 def _scope_text(run: Run, soak: Soak, subject: str, words: list[str], boundary: str,
