@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -224,7 +225,7 @@ class Lab:
         with open(paths.labs_dir() / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
-                    if (d / "state.json").exists()}
+                    if (d / "state.json").exists()} | self._subnets_in_libvirt()
             if wanted in used:
                 raise LabUnavailable(f"subnet {wanted} is in use by another lab")
             subnet = wanted or next(n for n in range(1, 250) if n not in used)
@@ -239,6 +240,16 @@ class Lab:
             self.subnet = subnet
             self._save_state()  # reserves the subnet before the lock is released
             return subnet
+
+    def _subnets_in_libvirt(self) -> set[int]:
+        """Subnets whose bridges exist already: labs of other work roots (other checkouts on this
+        host keep their own labs/ folder and lock) share libvirtd, and with it the bridge names."""
+        used = set()
+        for net in self.conn.listAllNetworks():
+            with contextlib.suppress(libvirt.libvirtError):
+                if m := re.fullmatch(r"ucnb(\d+)n\d+", net.bridgeName()):
+                    used.add(int(m.group(1)))
+        return used
 
     def address(self, index: int, network: int = 0) -> str:
         """The address of the index-th node (from 1) on one of the lab's networks."""
