@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+REMOTE_REFERENCE = re.compile(rb"https?://", re.I)
 
 
 @pytest.fixture(scope="session")
@@ -97,3 +100,31 @@ def no_leaks(lab_host: None) -> Iterator[None]:
     after = ucnb_objects()
     assert after == before, f"leaked lab objects: before {before}, after {after}"
     assert kernel_processes() == [], "a ucnb kernel process was left running"
+
+
+def assert_reviewable_evidence(root: Path, secret: str | None = None) -> list[Path]:
+    """What every sealed proof root promises a reviewer (issue 11): each HTML page is one
+    self-contained file (no `http://` or `https://` anywhere, no script) that opens with the
+    verdict banner; every file is world-readable (0644, folders 0755); `secret` is in no file.
+    Every lane's e2e test calls this on its proof root. Returns the pages checked."""
+    pages = sorted(root.rglob("*.html"))
+    assert pages, f"no HTML page in {root}"
+    for page in pages:
+        data = page.read_bytes()
+        assert not REMOTE_REFERENCE.search(data), \
+            f"{page}: remote reference {REMOTE_REFERENCE.findall(data)[:3]}"
+        assert b"<script" not in data.lower(), f"{page}: a script tag"
+        body = data[data.index(b"<body"):]
+        cells = [m.start() for m in re.finditer(rb'<div class="jp-Cell ', body)]
+        banner = body.find(b'id="ucnb-verdict"')
+        assert banner != -1 and (len(cells) < 2 or cells[0] < banner < cells[1]), \
+            f"{page}: the verdict banner is not the first cell"
+    for path in root.rglob("*"):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        want = 0o755 if stat.S_ISDIR(info.st_mode) else 0o644
+        assert stat.S_IMODE(info.st_mode) == want, f"{path} is {oct(stat.S_IMODE(info.st_mode))}"
+        if secret and stat.S_ISREG(info.st_mode):
+            assert secret.encode() not in path.read_bytes(), f"secret leaked into {path}"
+    return pages

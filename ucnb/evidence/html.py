@@ -42,11 +42,17 @@ def exporter() -> Any:
 
 
 def prewarm() -> None:
-    """Build the exporter and render one empty notebook (compiles the templates) while a lane
-    runs, so the seal at its end pays only for its own page."""
-    from nbformat.v4 import new_notebook
+    """Build the exporter and render a small notebook shaped like a sealed one (compiles the
+    templates, the markdown renderer's and the HTML parser's lazy tables and regexes) while a
+    lane runs, so the seal at its end pays only for its own page."""
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
-    exporter().from_notebook_node(new_notebook())
+    sample = '<div style="x"><table><tr><td>a &amp; b&#10;&lt;c&gt; &quot;d&quot;</td></tr></table></div>'
+    notebook = new_notebook(cells=[
+        new_markdown_cell(sample), new_markdown_cell("## heading\n\n*text* `code`\n\n" + sample),
+        new_code_cell("", outputs=[new_output("display_data", data={"text/html": sample,
+                                                                    "text/plain": "x"})])])
+    self_contained(exporter().from_notebook_node(notebook)[0])
 
 
 def self_contained(page: str) -> str:

@@ -74,7 +74,7 @@ def facts(root: Path, result: dict[str, Any], page_files: list[str], finished: b
     if figures:
         blocks.append(tables.html(["figure", "value", "unit"],
                                   [[k, v.get("value"), v.get("unit") or ""] for k, v in figures.items()],
-                                  "Headline figures (result.json `figures`)"))
+                                  "Headline figures (the figures of result.json)"))
     skipped = result.get("skipped") or []
     if skipped:
         blocks.append(tables.html(

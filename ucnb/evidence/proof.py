@@ -72,7 +72,8 @@ def harness_revision(root: Path | None = None) -> dict[str, str]:
         return {"harness_commit": "unknown (not a git checkout)", "harness_dirty": "unknown"}
     changed = [line for line in (git("status", "--porcelain") or "").splitlines() if line.strip()]
     return {"harness_commit": commit,
-            "harness_dirty": f"dirty: {len(changed)} files modified or untracked" if changed else "clean"}
+            "harness_dirty": (f"dirty: {len(changed)} file{'s' if len(changed) > 1 else ''} modified or "
+                              f"untracked" if changed else "clean")}
 
 
 def host_environment() -> dict[str, str]:
