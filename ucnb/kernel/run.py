@@ -238,10 +238,10 @@ class Run:
             for lab in self.labs:
                 lab.keep_alive()
                 _display(pd.DataFrame({"reach the kept lab with": lab.reach_commands()}))
+        self.collect_guest_logs("end of the run")   # before teardown actions: some end the lab
+        self._sealed_view = True
         for action in self.teardowns:
             action()
-        self.collect_guest_logs("end of the run")
-        self._sealed_view = True
         teardowns = [threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}")
                      for lab in self.labs if not keep]
         for thread in teardowns:
