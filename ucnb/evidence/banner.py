@@ -68,7 +68,7 @@ def coverage_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
     ran = steps.get("passed", 0) + steps.get("failed", 0) + steps.get("running", 0)
     if not lines:
         total = ran + len(skipped)
-        lines.append(("coverage", f"{ran} of {total} steps ran" + (
+        lines.append(("coverage", "no step ran" if not total else f"{ran} of {total} steps ran" + (
             f"; {len(skipped)} skipped: {_reasons(skipped)}" if skipped else "")))
     elif others:
         lines.append(("also skipped", _reasons(others)))

@@ -179,7 +179,8 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
         "success": verdict == "passed",
         "exit_code": exit_code if exit_code is not None else (0 if verdict == "passed" else 1),
         "started": started, "finished": finished,
-        "started_utc": _utc(started), "finished_utc": _utc(finished),
+        # when the run began (the runner's start; else its first step), and its last step ended
+        "started_utc": env.get("run_started_utc") or _utc(started), "finished_utc": _utc(finished),
         "wall_time_s": float(wall) if wall else (round(finished - started, 2) if started and finished
                                                  else None),
         "steps": counts,

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ucnb import files, lanes, profiles
 from ucnb.errors import LaneFailure, error_class
-from ucnb.evidence import banner, tables
+from ucnb.evidence import banner, index, tables
 from ucnb.evidence import proof as evidence
 from ucnb.evidence.page import RESULT_MIME
 from ucnb.evidence.redact import Redactor, from_environment, generated_secrets_file
@@ -63,7 +63,9 @@ class Run:
         _record_cell_errors(proof_root, self.redactor, on_error=self._on_cell_error)
         evidence.write_environment(proof_root, {**evidence.host_environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
-                                                "run_id": run_id})
+                                                "run_id": run_id,
+                                                # `ucnb run` replaces it with its own, earlier start
+                                                "run_started_utc": index.iso_utc(self.recorder.started)})
 
     def parameters(self, schema: type[P]) -> P:
         """The run's parameters as the lane's own schema (typed for the lane's steps)."""
@@ -220,7 +222,7 @@ class Run:
     def _on_cell_error(self, exc: BaseException) -> None:
         """A cell failed (papermill stops here): keep what the end of the run would have kept —
         the guests' logs while they still run, and the timeline plot — for the seal's page."""
-        if self._sealed_view:
+        if self._sealed_view or not self.recorder.rows["steps"]:
             return
         self._sealed_view = True
         with contextlib.suppress(Exception):

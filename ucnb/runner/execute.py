@@ -167,7 +167,8 @@ def seal(ex: Execution) -> dict[str, Any]:
     generated = generated_secrets_file(ex.run_id)
     redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
     generated.unlink(missing_ok=True)
-    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}"})
+    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}",
+                                         "run_started_utc": index.iso_utc(ex.started_at)})
     result = evidence.build_result(ex.root, ex.lane.name, ex.profile, ex.run_id, ex.error, ex.exit_code)
     evidence.seal(ex.root, ex.notebook, redactor, result)
     return result
