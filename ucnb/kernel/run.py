@@ -122,6 +122,7 @@ class Run:
         (falling back to a fresh lab, which boots cold, when they are taken)."""
         from ucnb.host.accel import choose
         from ucnb.image import build_image
+        from ucnb.image.packages import guest_packages
         from ucnb.lab import warm as warm_mod
         from ucnb.lab.lab import LabUnavailable
 
@@ -133,6 +134,7 @@ class Run:
         evidence.write_environment(self.proof_root, {
             "vm_accelerator_mode": accelerator.mode, "vm_accelerator_reason": accelerator.reason,
             "guest_image": image.key, "guest_kernel": image.kernel_version,
+            "guest_packages": guest_packages(image),
             "system_under_test": f"ucnb lab image {image.key} ({self.profile.description})"})
         options: dict[str, Any] = {}
         if warm:
