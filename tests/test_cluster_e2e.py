@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, ucnb_objects
+from .conftest import ROOT, assert_reviewable_evidence, ucnb_objects
 
 pytestmark = pytest.mark.e2e
 UCNB = str(ROOT / ".venv/bin/ucnb")
@@ -42,6 +42,10 @@ def test_fresh_smoke_passes_with_no_acknowledged_write_lost(outputs: Path, no_le
     assert {s["name"] for s in result["skipped"]} >= {
         "worker registrations advertise exactly HYPERVISOR_TYPE_KVM"}
     assert (outputs / "fresh-smoke" / "latest" / "plots" / "latency.png").stat().st_size > 10_000
+    # what a CI reads without parsing checks.csv, and what a reviewer opens
+    assert result["figures"]["acknowledged writes lost"]["value"] == 0
+    assert result["figures"]["acknowledged writes"]["value"] > 0
+    assert_reviewable_evidence((outputs / "fresh-smoke" / "latest").resolve())
 
 
 def test_membership_proof_passes_every_transition(outputs: Path, no_leaks: None) -> None:
@@ -55,6 +59,8 @@ def test_membership_proof_passes_every_transition(outputs: Path, no_leaks: None)
     transitions = {n.split(":")[0] for n in checks if ": serializable reads on " in n}
     assert len(transitions) == 8  # canonical + seven transitions, each read-checked on every member
     assert checks["acknowledged writes lost"]["observed"] == "0"
+    assert result["figures"]["membership transitions"]["value"] == 8
+    assert_reviewable_evidence((outputs / "chainfire-live-membership-proof" / "latest").resolve())
 
 
 def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(outputs: Path,
