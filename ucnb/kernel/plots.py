@@ -95,16 +95,16 @@ def timeline_figure(steps: Sequence[dict[str, Any]], markers: Sequence[dict[str,
             ax.plot([x, x], [row, label_y], color=MARKER_COLOUR, linewidth=0.4, alpha=0.6)
             ax.text(x, label_y, " " + str(m["marker"]).removesuffix(f".{n}"), fontsize=6, va="center",
                     color=MARKER_COLOUR)
-    for f in faults:
+    for k, f in enumerate(faults):   # labels on two alternating lines, so neighbours do not overlap
         ax.axvspan(f["start"] - t0, (f["end"] - t0) if f.get("end") else now, color=FAULT_COLOUR,
                    alpha=0.3, zorder=0)
-        ax.text(f["start"] - t0, -0.9, f"{f['kind']} ({f['targets']})", fontsize=7, va="bottom",
-                color="#8b1a1a")
+        ax.text(f["start"] - t0, -1.0 - 0.7 * (k % 2), f" {f['kind']} ({f['targets']})", fontsize=7,
+                va="bottom", color="#8b1a1a")
     ax.set_yticks([*range(len(steps)), *rows_y.values()], labels, fontsize=8)
-    ax.set_ylim(bottom, -1.2 if faults else -0.6)
+    ax.set_ylim(bottom, -2.0 if faults else -0.6)
     ax.set_xlim(0, xmax)
     ax.set_xlabel(utc_caption(t0))
-    ax.set_title(title)
+    ax.set_title(title, pad=24)
     ax.grid(axis="x", alpha=0.3)
     handles = [Patch(color=COLOURS["passed"], label="step passed"),
                Patch(color=COLOURS["failed"], label="step failed"),
@@ -116,8 +116,10 @@ def timeline_figure(steps: Sequence[dict[str, Any]], markers: Sequence[dict[str,
                       label="serial marker")]
     if faults:
         handles.append(Patch(color=FAULT_COLOUR, alpha=0.5, label="fault window"))
-    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    # Between the title and the plot: next to what it explains, however tall the figure is.
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles),
+              fontsize=7, frameon=False, borderaxespad=0.2)
+    fig.tight_layout()
     return fig
 
 
