@@ -163,7 +163,7 @@ def latency(recorder: Recorder, ops: list[tuple[float, float | None, str]],
     ax.set_ylabel("latency (s)")
     ax.set_title(title)
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)  # off the data
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
