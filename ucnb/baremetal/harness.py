@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -328,10 +329,9 @@ def timeline_plot(bare: BareMetalLab) -> Any:
     ax.set_ylim(-0.5, len(bare.nodes) + 0.2)
     ax.set_xlim(left=0)
     started = [m.node.started_at for m in bare.nodes.values() if m.node.started_at]
-    from ucnb.kernel.plots import utc_caption
-
-    ax.set_xlabel(utc_caption(min(started), "seconds since each machine's power-on") if started
-                  else "seconds since each machine's power-on")
+    first = (f" (first power-on {datetime.fromtimestamp(min(started), UTC):%Y-%m-%d %H:%M:%S} UTC)"
+             if started else "")
+    ax.set_xlabel(f"seconds since each machine's power-on{first}")
     ax.legend(handles=[Line2D([], [], marker="o", linestyle="none", color="#1565c0", label="serial marker"),
                        Line2D([], [], linestyle="--", color="grey", label="reboot into the installed disk")],
               fontsize=7, loc="lower right")
