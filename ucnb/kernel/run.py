@@ -242,17 +242,33 @@ class Run:
             for lab in self.labs:
                 lab.keep_alive()
                 _display(pd.DataFrame({"reach the kept lab with": lab.reach_commands()}))
-        self.collect_guest_logs("end of the run")   # before teardown actions: some end the lab
         self._sealed_view = True
-        for action in self.teardowns:
-            action()
-        teardowns = [threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}")
-                     for lab in self.labs if not keep]
-        for thread in teardowns:
-            thread.start()
-        self.timeline()
-        for thread in teardowns:
-            thread.join()
+        errors: list[BaseException] = []
+
+        def end_labs() -> None:
+            try:
+                self.collect_guest_logs("end of the run")   # before the actions: some end the lab
+                for action in self.teardowns:
+                    action()
+            except BaseException as exc:  # handed to finish() below, after the labs are gone
+                errors.append(exc)
+            teardowns = [threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}")
+                         for lab in self.labs if not keep]
+            for thread in teardowns:
+                thread.start()
+            for thread in teardowns:
+                thread.join()
+
+        # The guests' logs, the lane's teardown actions and the labs' teardown run while the
+        # timeline is drawn (none of them waits for the other).
+        ending = threading.Thread(target=end_labs, name="end-labs")
+        ending.start()
+        try:
+            self.timeline()
+        finally:
+            ending.join()
+        if errors:
+            raise errors[0]
         with contextlib.suppress(OSError):  # a run outside `ucnb run` has no sealing pass
             self.redactor.tree(self.proof_root)
             evidence.world_readable(self.proof_root)
