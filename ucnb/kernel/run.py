@@ -56,7 +56,7 @@ class Run:
         # every lab-only step gives when it skips itself.
         self.delegated = (f"{self.profile.name} profile: the product's own commands for {lane.name} "
                           f"covered this (logs/product.log)" if self.profile.name == "ultracloud" else "")
-        self._sealed_view = False   # finish() drew the timeline and collected the guests' logs
+        self._sealed_view = False   # finish() began: it draws the timeline and pulls the guests' logs
         # The kernel mostly waits on guests: import the plotting stack meanwhile, not at the end.
         threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
         tables.install_formatter()   # every DataFrame a cell shows goes through the one table helper
@@ -223,10 +223,10 @@ class Run:
 
     def _on_cell_error(self, exc: BaseException) -> None:
         """A cell failed (papermill stops here): keep what the end of the run would have kept —
-        the guests' logs while they still run, and the timeline plot — for the seal's page."""
+        the guests' logs while they still run, and the timeline plot — for the seal's page.
+        Interactively, each failing cell refreshes them; after finish() there is nothing to add."""
         if self._sealed_view or not self.recorder.rows["steps"]:
             return
-        self._sealed_view = True
         with contextlib.suppress(Exception):
             self.collect_guest_logs(f"a cell failed: {type(exc).__name__}")
         with contextlib.suppress(Exception):
