@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ucnb.lab.registry import LIBVIRT_URI
 
-from ..conftest import Cli
+from ..conftest import Cli, assert_reviewable_evidence
 from ..lab_fixtures import OwnRuns
 
 
@@ -37,6 +37,10 @@ def test_fresh_smoke_passes_with_no_acknowledged_write_lost(cli: Cli) -> None:
     assert {s["name"] for s in result["skipped"]} >= {
         "worker registrations advertise exactly HYPERVISOR_TYPE_KVM"}
     assert (cli.latest("fresh-smoke") / "plots" / "latency.png").stat().st_size > 10_000
+    # what a CI reads without parsing checks.csv, and what a reviewer opens
+    assert result["figures"]["acknowledged writes lost"]["value"] == 0
+    assert result["figures"]["acknowledged writes"]["value"] > 0
+    assert_reviewable_evidence(cli.latest("fresh-smoke"))
 
 
 def test_membership_proof_passes_every_transition(cli: Cli) -> None:
@@ -50,6 +54,8 @@ def test_membership_proof_passes_every_transition(cli: Cli) -> None:
     transitions = {n.split(":")[0] for n in checks if ": serializable reads on " in n}
     assert len(transitions) == 8  # canonical + seven transitions, each read-checked on every member
     assert checks["acknowledged writes lost"]["observed"] == "0"
+    assert result["figures"]["membership transitions"]["value"] == 8
+    assert_reviewable_evidence(cli.latest("chainfire-live-membership-proof"))
 
 
 def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(cli: Cli, own_runs: OwnRuns) -> None:

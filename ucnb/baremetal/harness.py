@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -209,21 +210,32 @@ def install_and_boot(bare: BareMetalLab, *, install_timeout_s: float, post_insta
     for machine in bare.nodes.values():
         threading.Thread(target=follow, args=(machine,), name=f"install-{machine.name}", daemon=True).start()
     done.wait()
+    record_phase_figures(bare)
     if errors:
         raise errors[0]
     return marker_table(bare)
 
 
+def record_phase_figures(bare: BareMetalLab) -> None:
+    """Install and post-install time per node as headline figures (result.json `figures`)."""
+    for machine in bare.nodes.values():
+        reboot, active = machine.markers.get("reboot"), machine.markers.get("desired-system-active")
+        if reboot is not None:
+            bare.run.recorder.figure(f"install time: {machine.name}", reboot, "s (power-on to reboot)")
+        if reboot is not None and active is not None:
+            bare.run.recorder.figure(f"post-install time: {machine.name}", round(active - reboot, 3),
+                                     "s (reboot to desired system active)")
+
+
 def marker_table(bare: BareMetalLab) -> pd.DataFrame:
-    """Per node and marker: first seen (s since the run started), s since power-on, and its phase."""
+    """Per node and marker: its phase, seconds since the machine's power-on, and UTC."""
     rows = bare.run.recorder.table("markers")
     if rows.empty:
         return rows
     rows = rows[rows["node"].isin(list(bare.nodes))].copy()
     rows["phase"] = ["install" if any(m.startswith(p) for p in INSTALL_MARKERS) else "post-install"
                      for m in rows["marker"]]
-    rows = rows.rename(columns={"first_seen": "first_seen_s", "since_boot": "since_power_on_s"})
-    return rows[["node", "marker", "phase", "first_seen_s", "since_power_on_s"]].reset_index(drop=True)
+    return rows[["node", "marker", "phase", "since_power_on_s", "utc"]].reset_index(drop=True)
 
 
 def phase_times(bare: BareMetalLab) -> pd.DataFrame:
@@ -235,7 +247,7 @@ def phase_times(bare: BareMetalLab) -> pd.DataFrame:
         rows.append({"node": machine.name, "install_s": reboot,
                      "post_install_s": round(active - reboot, 3) if reboot is not None and active is not None
                      else None, "total_s": active})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["node", "install_s", "post_install_s", "total_s"])
 
 
 def phone_home_requests(bare: BareMetalLab) -> pd.DataFrame:
@@ -300,12 +312,13 @@ def disk_layout(bare: BareMetalLab, boot_timeout_s: float) -> pd.DataFrame:
 def timeline_plot(bare: BareMetalLab) -> Any:
     """Markers per node against seconds since power-on, the reboot drawn as a line."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 1.1 * len(bare.nodes)))
+    fig, ax = plt.subplots(figsize=(9, 1.6 + 1.1 * len(bare.nodes)))
     for y, machine in enumerate(bare.nodes.values()):
         times = machine.markers
         xs = list(times.values())
-        ax.scatter(xs, [y] * len(xs), zorder=3)
+        ax.scatter(xs, [y] * len(xs), zorder=3, color="#1565c0")
         for name, x in times.items():
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, 6), rotation=35, fontsize=7)
         if "reboot" in times:
@@ -314,6 +327,13 @@ def timeline_plot(bare: BareMetalLab) -> Any:
             ax.hlines(y, 0, max(xs), linewidth=0.6, color="lightgrey", zorder=1)
     ax.set_yticks(range(len(bare.nodes)), list(bare.nodes))
     ax.set_ylim(-0.5, len(bare.nodes) + 0.2)
-    ax.set_xlabel("seconds since power-on (dashed: reboot into the installed disk)")
+    ax.set_xlim(left=0)
+    started = [m.node.started_at for m in bare.nodes.values() if m.node.started_at]
+    first = (f" (first power-on {datetime.fromtimestamp(min(started), UTC):%Y-%m-%d %H:%M:%S} UTC)"
+             if started else "")
+    ax.set_xlabel(f"seconds since each machine's power-on{first}")
+    ax.legend(handles=[Line2D([], [], marker="o", linestyle="none", color="#1565c0", label="serial marker"),
+                       Line2D([], [], linestyle="--", color="grey", label="reboot into the installed disk")],
+              fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig

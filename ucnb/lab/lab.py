@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -40,6 +41,7 @@ from ucnb.lab.ssh import CommandResult, GuestShell
 # Network i of lab subnet N is 10.(77+i).N.0/24: i=0 the lab network (SSH, clients), i=1 a
 # second one (e.g. Raft traffic, so a partition can cut it and leave SSH to the minority).
 NETWORK_PREFIXES = ("10.77", "10.78")
+LOG_OUTPUT_CHARS = 64 * 1024   # per stream and command in logs/<node>-commands.log
 
 
 @dataclass(frozen=True)
@@ -166,13 +168,15 @@ class Node:
             return seen
 
     def run(self, command: str, timeout: float = 30.0, check: bool = False,
-            stdin: str | None = None) -> CommandResult:
+            stdin: str | None = None, log_output: bool = True) -> CommandResult:
         """Run a shell command in the guest over SSH (`check` raises LaneFailure on non-zero exit).
 
-        A guest that is not running fails at once, naming the node, instead of timing out.
+        A guest that is not running fails at once, naming the node, instead of timing out. The
+        command, its stdout and stderr go to logs/<node>-commands.log (`log_output=False`: only
+        their sizes, for output the caller saves elsewhere).
         """
         try:
-            return self.shell.run(command, timeout=timeout, check=check, stdin=stdin)
+            return self.shell.run(command, timeout=timeout, check=check, stdin=stdin, log_output=log_output)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if not self.running():
                 raise LaneFailure(f"{self.name}: the domain is not running (powered off or crashed) "
@@ -187,17 +191,6 @@ class Node:
             return self.shell.run("true", timeout=5)
         wait_until(probe, timeout=timeout, what="SSH", node=self.name, interval=0.3,
                    recorder=self.lab.recorder)
-
-
-def _subnets_in_use(conn: libvirt.virConnect) -> set[int]:
-    """Subnets of the lab networks libvirt runs now (bridges are named `ucnb<subnet>n<i>`)."""
-    used = set()
-    for net in conn.listAllNetworks():
-        with contextlib.suppress(libvirt.libvirtError):
-            bridge = net.bridgeName()
-            if bridge.startswith("ucnb") and "n" in bridge[4:] and bridge[4:].split("n")[0].isdigit():
-                used.add(int(bridge[4:].split("n")[0]))
-    return used
 
 
 class Lab:
@@ -243,7 +236,7 @@ class Lab:
         with open(paths.host_lock("subnets"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
-                    if (d / "state.json").exists()} | _subnets_in_use(self.conn)
+                    if (d / "state.json").exists()} | self._subnets_in_libvirt()
             if wanted in used:
                 raise LabUnavailable(f"subnet {wanted} is in use by another lab")
             subnet = wanted or next(n for n in range(1, 250) if n not in used)
@@ -258,6 +251,16 @@ class Lab:
             self.subnet = subnet
             self._save_state()  # reserves the subnet before the lock is released
             return subnet
+
+    def _subnets_in_libvirt(self) -> set[int]:
+        """Subnets whose bridges exist already: labs of other work roots (other checkouts on this
+        host keep their own labs/ folder and lock) share libvirtd, and with it the bridge names."""
+        used = set()
+        for net in self.conn.listAllNetworks():
+            with contextlib.suppress(libvirt.libvirtError):
+                if m := re.fullmatch(r"ucnb(\d+)n\d+", net.bridgeName()):
+                    used.add(int(m.group(1)))
+        return used
 
     def address(self, index: int, network: int = 0) -> str:
         """The address of the index-th node (from 1) on one of the lab's networks."""
@@ -317,13 +320,22 @@ class Lab:
         self.teardown()
 
     def log_command(self, result: CommandResult) -> None:
-        """Every guest command goes to logs/<node>-commands.log (redacted)."""
-        line = (f"{time.strftime('%H:%M:%S')} [{result.exit_status}] {result.duration:.2f}s "
-                f"$ {result.command}\n")
-        if result.stderr.strip():
-            line += "  stderr: " + result.stderr.strip()[-500:].replace("\n", "\n  stderr: ") + "\n"
+        """Every guest command goes to logs/<node>-commands.log with its stdout and stderr, each
+        bounded to its last LOG_OUTPUT_CHARS characters (redacted)."""
+        redact = self.recorder.redactor.text  # before the lines are prefixed: a wrapped secret
+        status = "timed out" if result.exit_status is None else f"exit {result.exit_status}"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+        lines = [f"{stamp} [{status}] {result.duration:.2f}s $ {redact(result.command)}"]
+        for name, raw in (("stdout", result.stdout), ("stderr", result.stderr)):
+            text = redact(raw)
+            if text.strip():
+                cut = len(text) > LOG_OUTPUT_CHARS
+                body = text[-LOG_OUTPUT_CHARS:].rstrip("\n")
+                lines.append(f"  {name}:" + (f" (last {LOG_OUTPUT_CHARS} of {len(text)} characters)"
+                                             if cut else ""))
+                lines += [f"  | {line}" for line in body.split("\n")]
         with (self.log_dir / f"{result.node}-commands.log").open("a") as f:
-            f.write(self.recorder.redactor.text(line))
+            f.write(redact("\n".join(lines) + "\n"))
 
     def boot(self, names: list[str] | None = None, ready_marker: str = "lab.init.done",
              timeout: float = 90.0) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,8 +73,11 @@ class GuestShell:
             self._client = None
 
     def run(self, command: str, timeout: float = 30.0, check: bool = False,
-            stdin: str | None = None) -> CommandResult:
-        """Run a command with an overall deadline, draining stdout and stderr together."""
+            stdin: str | None = None, log_output: bool = True) -> CommandResult:
+        """Run a command with an overall deadline, draining stdout and stderr together.
+
+        The log callback gets the result; without `log_output` only its sizes (the caller saves
+        the output elsewhere, e.g. guest logs pulled into files of their own)."""
         start = time.monotonic()
         if not self.connected():
             self.close()
@@ -114,7 +118,9 @@ class GuestShell:
         result = CommandResult(self.node, command, status, out.decode("utf-8", "replace"),
                                err.decode("utf-8", "replace"), time.monotonic() - start)
         if self._log:
-            self._log(result)
+            self._log(result if log_output else dataclasses.replace(
+                result, stdout=f"({len(result.stdout)} characters, saved separately)\n",
+                stderr=f"({len(result.stderr)} characters, saved separately)\n" if result.stderr else ""))
         if check and not result.ok:
             raise LaneFailure(f"{self.node}: `{command}` failed ({result})")
         return result

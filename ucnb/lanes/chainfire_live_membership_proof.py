@@ -61,6 +61,7 @@ class Membership:
     def after(self, transition: str) -> pd.DataFrame:
         """Record a transition: a key written through the cluster, membership, local reads."""
         self.count += 1
+        self.run.recorder.figure("membership transitions", self.count)
         self.cp.write(f"membership/{self.count:02d}", transition)
         table = self.cp.membership(transition)
         self.tables.append(table)
@@ -80,6 +81,8 @@ class Membership:
                    recorder=self.run.recorder)
         self.refusals.append({"change": what, "refused": len(refusals),
                               "first refusal": refusals[0] if refusals else ""})
+        self.run.recorder.figure("membership changes refused before accepted",
+                                 sum(int(str(r["refused"])) for r in self.refusals))
         return len(refusals)
 
     def start_member(self, name: str, wipe: bool) -> None:

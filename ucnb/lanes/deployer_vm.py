@@ -10,6 +10,7 @@ download the prebuilt system, activate, health-check, report `active` — or rol
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
@@ -91,8 +92,11 @@ def publish_and_converge(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
                 return verdicts[seen.marker.name]
         return None
 
+    published = time.time()
     observed = wait_until(verdict, timeout=params.rollout_timeout_s, node=NODE, recorder=run.recorder,
                           what=f"node agent verdict on generation {generation}")
+    run.recorder.figure("node agent verdict", observed)
+    run.recorder.figure("time to verdict", round(time.time() - published, 2), "s from publishing")
     if observed != expect:
         raise LaneFailure(f"{NODE}: the node agent reported {observed} for generation {generation}, "
                           f"expected {expect}; console:\n{node.watcher.tail()}")

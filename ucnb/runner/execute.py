@@ -18,7 +18,7 @@ from rich.console import Console
 
 from ucnb import files, lanes, paths
 from ucnb.errors import HarnessError, InfrastructureError, Interrupted
-from ucnb.evidence import index
+from ucnb.evidence import html, index
 from ucnb.evidence import proof as evidence
 from ucnb.evidence.redact import SECRETS_ENV, from_environment, generated_secrets_file
 from ucnb.runner import params as params_mod
@@ -190,9 +190,10 @@ def seal(ex: Execution) -> dict[str, Any]:
     generated = generated_secrets_file(ex.run_id)
     redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
     generated.unlink(missing_ok=True)
-    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}"})
+    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}",
+                                         "run_started_utc": index.iso_utc(ex.started_at)})
     result = evidence.build_result(ex.root, ex.lane.name, ex.profile, ex.run_id, ex.error, ex.exit_code)
-    evidence.seal(ex.root, ex.notebook, redactor)
+    evidence.seal(ex.root, ex.notebook, redactor, result)
     return result
 
 
@@ -211,8 +212,8 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     console = console or Console(stderr=True)
     ex = new_root(lane, params, parent)
     console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
-    # Build the HTML exporter while the lane runs: it is needed only at the end.
-    threading.Thread(target=evidence.html_exporter, name="prewarm-html", daemon=True).start()
+    # Build the HTML exporter and compile its templates while the lane runs: needed only at the end.
+    threading.Thread(target=html.prewarm, name="prewarm-html", daemon=True).start()
     try:
         with LaneProgressOrNone(ex.root, console, lane.name, progress):
             execute_notebook(ex, kernel_environment(ex))
