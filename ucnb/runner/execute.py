@@ -228,8 +228,9 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
 
 def report(ex: Execution, result: dict[str, Any], console: Console) -> None:
     """The verdict line (and the failing step) on the console."""
-    colour = "green" if result["verdict"] == "passed" else "red"
-    console.print(f"[bold {colour}]{result['verdict'].upper()}[/] {ex.lane.name} in "
+    label = str(result.get("verdict_label") or result["verdict"])
+    colour = "red" if result["verdict"] != "passed" else "yellow" if result.get("gaps") else "green"
+    console.print(f"[bold {colour}]{label.upper()}[/] {ex.lane.name} in "
                   f"{time.monotonic() - ex.started:.1f}s — evidence: {ex.root}")
     failing = result["failing_step"]
     if failing:
