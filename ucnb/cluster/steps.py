@@ -3,6 +3,7 @@ inject faults with health checked before and after each, and judge the history."
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -16,7 +17,7 @@ from ucnb.cluster.history import History, WriteWorkload, check_acknowledged, cla
 from ucnb.errors import HarnessError, LaneFailure
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
-from ucnb.lab.lab import Lab
+from ucnb.lab.lab import DiskConfig, Lab
 from ucnb.lanes import LaneParameters
 
 if TYPE_CHECKING:
@@ -63,10 +64,14 @@ def check_fault_targets(nodes: list[str], faults: list[Fault]) -> None:
                              f"({', '.join(nodes)}) nor one of {', '.join(SPECIAL_TARGETS)}")
 
 
-def boot_lab(run: Run) -> ClusterEnv:
-    """Boot the nodes in parallel (or restore them just-booted) and form the control plane."""
+def boot_lab(run: Run, disks: dict[str, tuple[DiskConfig, ...]] | None = None) -> ClusterEnv:
+    """Boot the nodes in parallel (or restore them just-booted) and form the control plane.
+
+    `disks` gives nodes extra blank disks (by node name), e.g. a data disk to inject faults on."""
     params = run.parameters(ClusterParameters)
-    lab = run.lab(cluster_node_configs(run.profile, params.nodes), warm=params.boot_mode == "restore")
+    configs = [dataclasses.replace(c, disks=c.disks + (disks or {}).get(c.name, ()))
+               for c in cluster_node_configs(run.profile, params.nodes)]
+    lab = run.lab(configs, warm=params.boot_mode == "restore")
     run.boot(lab, params.boot_timeout_s, params.boot_mode)
     cp = ControlPlane(lab, run.profile, run.recorder, params.voters, token=f"ucnb-{run.run_id}")
     with run.step("form the control plane"):
