@@ -98,19 +98,34 @@ class Database:
         """`PRAGMA integrity_check`: `ok`, or the problems sqlite found."""
         return "; ".join(str(r["integrity_check"]) for r in self.query("PRAGMA integrity_check;\n"))
 
-    def schema_digest(self) -> str:
-        rows = self.query("SELECT type, name, tbl_name, sql FROM sqlite_master;\n")
-        return ordered_digest(json.dumps(r, sort_keys=True) for r in rows)
+    def state(self) -> tuple[str, dict[str, TableState]]:
+        """The schema's ordered digest (of sqlite_master) and every table's row count and ordered
+        digest: two sqlite3 runs (the columns, then every table's rows as one JSON array each)."""
+        doc = json.loads(str(self.query(STRUCTURE_QUERY)[0]["doc"]))
+        columns: dict[str, list[str]] = {}
+        for table, _, column in sorted(doc["columns"], key=lambda c: (str(c[0]), int(c[1]))):
+            columns.setdefault(str(table), []).append(str(column))
+        schema = ordered_digest(json.dumps(row) for row in doc["schema"])
+        if not columns:
+            return schema, {}
+        selects = [f"SELECT {quote_literal(t)} AS t, json_group_array(r) AS data FROM ({row_select(t, c)})"
+                   for t, c in sorted(columns.items())]
+        tables = {}
+        for row in self.query(" UNION ALL ".join(selects) + ";\n"):
+            rows = [str(r) for r in json.loads(str(row["data"]))]
+            tables[str(row["t"])] = TableState(len(rows), ordered_digest(json.dumps(r) for r in rows))
+        return schema, tables
 
-    def tables(self) -> list[str]:
-        return [str(r["name"]) for r in self.query("SELECT name FROM sqlite_master WHERE type = 'table' "
-                                                   "AND name NOT LIKE 'sqlite_%' ORDER BY name;\n")]
 
-    def table_state(self, table: str) -> TableState:
-        """The table's row count and the ordered digest of its rows."""
-        columns = [str(c["name"]) for c in self.query(f"PRAGMA table_info({quote_ident(table)});\n")]
-        rows = [str(r["r"]) for r in self.query(row_select(table, columns) + ";\n")]
-        return TableState(len(rows), ordered_digest(json.dumps(r) for r in rows))
+# Tables (ours and the stand-in's, not sqlite's own) with their columns in order, and sqlite_master.
+STRUCTURE_QUERY = """SELECT json_object(
+  'columns', json((SELECT json_group_array(json_array(m.name, p.cid, p.name))
+                   FROM sqlite_master AS m JOIN pragma_table_info(m.name) AS p
+                   WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%')),
+  'schema', json((SELECT json_group_array(json_array(type, name, tbl_name, sql)) FROM sqlite_master))) AS doc;
+"""
 
-    def state(self) -> dict[str, TableState]:
-        return {table: self.table_state(table) for table in self.tables()}
+
+def quote_literal(text: str) -> str:
+    """An SQL string literal (inner quotes doubled)."""
+    return "'" + text.replace("'", "''") + "'"

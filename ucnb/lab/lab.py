@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -220,11 +221,12 @@ class Lab:
     # -- construction ----------------------------------------------------------------------
     def _allocate_network(self, wanted: int | None) -> int:
         """Pick a free /24 (or the wanted one) and create the lab's networks, under a lock
-        shared by all labs."""
+        shared by all labs of this work root. Labs of other work roots on the same host hold no
+        state here: the live libvirt networks' bridges (`ucnb<subnet>n<i>`) count as used too."""
         with open(paths.labs_dir() / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
-                    if (d / "state.json").exists()}
+                    if (d / "state.json").exists()} | self._bridged_subnets()
             if wanted in used:
                 raise LabUnavailable(f"subnet {wanted} is in use by another lab")
             subnet = wanted or next(n for n in range(1, 250) if n not in used)
@@ -239,6 +241,16 @@ class Lab:
             self.subnet = subnet
             self._save_state()  # reserves the subnet before the lock is released
             return subnet
+
+    def _bridged_subnets(self) -> set[int]:
+        """Subnets whose lab bridges exist in libvirt right now (whichever work root made them)."""
+        subnets = set()
+        for network in self.conn.listAllNetworks():
+            with contextlib.suppress(libvirt.libvirtError):
+                match = re.fullmatch(r"ucnb(\d+)n\d+", network.bridgeName())
+                if match:
+                    subnets.add(int(match.group(1)))
+        return subnets
 
     def address(self, index: int, network: int = 0) -> str:
         """The address of the index-th node (from 1) on one of the lab's networks."""

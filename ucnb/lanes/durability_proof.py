@@ -19,6 +19,7 @@ import shlex
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,6 +27,7 @@ import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb.cluster.backup import Difference, compare, kv_digest
+from ucnb.cluster.kv import EndpointStatus
 from ucnb.cluster.sql import Database, seed_sql
 from ucnb.cluster.steps import (
     ClusterEnv,
@@ -252,24 +254,29 @@ def restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
         token = f"ucnb-{run.run_id}-restored"
         env.cp.restore(GUEST_RESTORE_FROM, token, timeout=params.restore_timeout_s)
         row.detail = f"new cluster token {token}"
-    env.cp.wait_leader(timeout=params.restore_timeout_s)
+    statuses = _settled(env, params.restore_timeout_s)
     if params.drop_key_on_restore:
-        with run.step(f"negative test: drop {params.drop_key_on_restore} from the restored data"):
-            dropped = env.cp.kv.ctl(env.cp.operator(), env.cp.members,
-                                    f"del {shlex.quote(params.drop_key_on_restore)}")
-            if not dropped.ok:
-                raise LaneFailure(f"could not delete {params.drop_key_on_restore}: {dropped}")
-    return env.cp.membership("restored")
+        key = params.drop_key_on_restore
+        with run.step(f"negative test: drop {key} from the restored data"):
+            wait_until(lambda: env.cp.kv.ctl(env.cp.operator(), env.cp.members, f"del {shlex.quote(key)}"),
+                       timeout=30, what=f"delete {key}", interval=0.5, recorder=run.recorder)
+    urls = {env.cp.kv.client_url(n): n for n in env.cp.members}
+    leader = statuses[0].leader
+    return pd.DataFrame([{"member": urls.get(s.endpoint, s.endpoint), "member ID": f"{s.member_id:x}",
+                          "leader": s.member_id == leader, "revision": s.revision,
+                          "cluster ID": f"{s.cluster_id:x}", "restored from": GUEST_RESTORE_FROM,
+                          "backup sha256": expected[:16] + "…", "cluster token": token} for s in statuses])
 
 
-def _statuses_of_all(env: DurabilityEnv, timeout: float) -> list[Any]:
-    """`endpoint status --cluster` once every member answers it."""
+def _settled(env: DurabilityEnv, timeout: float) -> list[EndpointStatus]:
+    """`endpoint status --cluster` once every member answers it and they agree on a leader."""
     kv, members = env.cp.kv, env.cp.members
 
-    def probe() -> list[Any]:
+    def probe() -> list[EndpointStatus]:
         statuses = kv.status(env.cp.operator(), members, cluster=True)
-        return statuses if len(statuses) == len(members) else []
-    return wait_until(probe, timeout=timeout, what="every restored member answering endpoint status",
+        leaders = {s.leader for s in statuses}
+        return statuses if len(statuses) == len(members) and len(leaders) == 1 and 0 not in leaders else []
+    return wait_until(probe, timeout=timeout, what="every restored member answering, one leader",
                       recorder=env.cp.recorder)
 
 
@@ -290,7 +297,7 @@ def verify_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
         return passed
 
     with run.step("verify the restore") as row:
-        statuses = _statuses_of_all(env, params.restore_timeout_s)
+        statuses = _settled(env, params.restore_timeout_s)
         op = env.cp.operator()
         listed = kv.members(op, members)
         hashes = kv.hashkv(op, members, cluster=True)
@@ -311,8 +318,9 @@ def verify_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
               sorted(set(hashes.values())), ok=set(hashes.values()) == {env.source_hashkv})
         source_digest = kv_digest(env.source)
         local_rows, differences = [], []
-        for name in members:
-            local = kv.read_prefix(env.lab[name], name, "", serializable=True)
+        with ThreadPoolExecutor(max_workers=len(members)) as pool:   # one local read on each member
+            reads = list(pool.map(lambda m: kv.read_prefix(env.lab[m], m, "", serializable=True), members))
+        for name, local in zip(members, reads, strict=True):
             difference: Difference = compare(env.source, local)
             differences.append(difference)
             check(f"keys on {name}", len(env.source), len(local))
@@ -322,15 +330,16 @@ def verify_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
         restored_known = min(sum(1 for k, v in env.known.items() if local.get(k) == v)
                              for _, local, _ in local_rows)
         check("known keys restored", len(env.known), restored_known)
-        row.detail = f"{len(failures)} differences" if failures else "equal"
         run.recorder.figure("keys restored", min(len(local) for _, local, _ in local_rows))
         run.recorder.figure("known keys restored", restored_known)
         run.recorder.figure("restore digest equal", all(d.ok for d in differences))
         if failures:
             lost = sorted({k for d in differences for k in d.missing})
             named = f" (keys missing after restore: {', '.join(lost[:10])})" if lost else ""
+            row.detail = f"{len(failures)} checks differ{named}"
             raise LaneFailure(f"the restore differs from the source at revision {revision}{named}: "
                               + "; ".join(failures))
+        row.detail = "equal to the source at the snapshot revision"
     restored_status = {names.get(s.member_id, "?"): s for s in statuses}
     restored_hashes = sorted(set(hashes.values()))
     rows: list[tuple[str, Any, Any, bool]] = [
@@ -358,18 +367,18 @@ def sql_backup_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     source, restored = Database(env.lab[name]), Database(env.lab[name], GUEST_SQL_RESTORED)
     with run.step("seed FlareDB rows", name) as row:
         source.run(seed_sql(params.sql_rows))
-        before = source.state()
+        schema, before = source.state()
         row.detail = ", ".join(f"{t}: {s.rows} rows" for t, s in before.items())
     with run.step("dump into the proof root", name):
         atomic_write_text(run.proof_root / SQL_DUMP_FILE, source.dump())
     with run.step("restore into a fresh database", name):
         restored.restore_from((run.proof_root / SQL_DUMP_FILE).read_text())
         integrity = restored.integrity()
-        after = restored.state()
+        restored_schema, after = restored.state()
     failures = []
     checks: list[tuple[str, Any, Any]] = [("integrity_check of the restored database", "ok", integrity),
               ("tables", sorted(before), sorted(after)),
-              ("schema (ordered digest of sqlite_master)", source.schema_digest(), restored.schema_digest())]
+              ("schema (ordered digest of sqlite_master)", schema, restored_schema)]
     for table, state in before.items():
         restored_state = after.get(table)
         checks += [(f"rows of {table}", state.rows, restored_state.rows if restored_state else None),
