@@ -58,8 +58,10 @@ def test_durability_proof_passes_with_its_evidence(outputs: Path, lab_host: None
                  "restore: hashkv equal on every member", "restore: a new cluster (new cluster ID)",
                  "restore: hashkv equal to the source's at the snapshot revision",
                  "flaredb: integrity_check of the restored database",
-                 "deployer: replay returns the same resource", "deployer: entries for node07 after the replay",
-                 "disk writes inside the window: all failed", "disk writes before the window: all acknowledged",
+                 "deployer: replay returns the same resource",
+                 "deployer: entries for node07 after the replay",
+                 "disk writes inside the window: all failed",
+                 "disk writes before the window: all acknowledged",
                  "disk writes after the window: all acknowledged", "acknowledged disk writes read back"):
         assert checks[name]["ok"] == "True", (name, checks[name])
     assert checks["flaredb: integrity_check of the restored database"]["observed"] == "ok"
@@ -100,8 +102,8 @@ def test_durability_proof_passes_with_its_evidence(outputs: Path, lab_host: None
 
 
 def test_a_key_dropped_from_the_restore_fails_the_lane_naming_it(outputs: Path, lab_host: None) -> None:
-    done, root, result = _run(outputs, "-p", "drop_key_on_restore=durability/key-0007", "-p", "key_count=20",
-                              "-p", "sql_rows=20")
+    done, _, result = _run(outputs, "-p", "drop_key_on_restore=durability/key-0007", "-p", "key_count=20",
+                           "-p", "sql_rows=20")
     assert done.returncode == 1, done.stderr[-3000:]
     assert result["success"] is False
     assert result["failing_step"]["name"] == "verify the restore"
@@ -113,7 +115,8 @@ def test_a_key_dropped_from_the_restore_fails_the_lane_naming_it(outputs: Path, 
 
 
 def test_a_bad_durability_parameter_is_refused_before_any_vm(outputs: Path) -> None:
-    done = subprocess.run([UCNB, "run", LANE, "--no-progress", "-p", "drop_key_on_restore=durability/key-9999"],
+    bad = "drop_key_on_restore=durability/key-9999"
+    done = subprocess.run([UCNB, "run", LANE, "--no-progress", "-p", bad],
                           capture_output=True, text=True, env={**os.environ, "UCNB_OUTPUTS": str(outputs)},
                           timeout=120)
     assert done.returncode == 2

@@ -54,6 +54,7 @@ __all__ = ["acknowledged_writes", "boot", "contract_artifacts", "deployer_replay
            "storage_fault_plot", "verify_restore"]
 
 KEY_PREFIX = "durability/key-"
+MIN_WRITES_PER_PHASE = 3   # before, inside and after the window, however slow the host (waited for)
 DATA_DISK = "ucnb-data"                      # the virtio serial of the disk faults are injected on
 GUEST_BACKUP_DIR = "/lab/var/backup"
 GUEST_SNAPSHOT = f"{GUEST_BACKUP_DIR}/chainfire-snapshot.db"      # saved by the snapshot member
@@ -493,8 +494,9 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
 @lab_step("storage failure under write load")
 def storage_fault(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     """A write loop on the fault node's data disk; the disk's device-mapper table swapped for
-    `disk_fault` for `fault_hold_s` (recorded as a fault interval) and back; the writes judged:
-    they succeed before and after the window, fail inside it, and acknowledged ones read back."""
+    `disk_fault` for `fault_hold_s` (longer if the loop has not yet made 3 writes inside the
+    window; recorded as a fault interval) and back; the writes judged: they succeed before and
+    after the window, fail inside it, and acknowledged ones read back."""
     params = run.parameters(Parameters)
     name = params.fault_node
     disk = DiskFault(env.lab[name], DATA_DISK)
@@ -506,14 +508,17 @@ def storage_fault(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     with run.step("write loop across the fault window", name) as row:
         disk.start_writes(params.disk_write_pause_s, max_blocks=disk.sectors * 512 // 4096 - 1)
         time.sleep(params.fault_lead_s)
+        disk.wait_writes(MIN_WRITES_PER_PHASE, started_after=0.0)
         with run.recorder.fault(kind, f"{name}:virtio-{DATA_DISK}"):
             swapped_in = disk.swap(params.disk_fault)
             started = time.monotonic()
             reads["inside"] = disk.read_probe()
             time.sleep(max(0.0, params.fault_hold_s - (time.monotonic() - started)))
+            disk.wait_writes(MIN_WRITES_PER_PHASE, started_after=swapped_in[1])
             swapped_out = disk.swap("linear")
         reads["after"] = disk.read_probe()
         time.sleep(params.fault_lead_s)
+        disk.wait_writes(MIN_WRITES_PER_PHASE, started_after=swapped_out[1])
         writes = disk.stop_writes()
         row.detail = f"{len(writes)} writes"
     with run.step("read the data disk back", name):

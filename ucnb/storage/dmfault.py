@@ -218,6 +218,15 @@ class DiskFault:
         uptime = float(self.node.run("read u _ < /proc/uptime; echo $u", timeout=10, check=True).stdout)
         return (before + time.time()) / 2 - uptime
 
+    def wait_writes(self, count: int, started_after: float, timeout: float = 60.0) -> None:
+        """Wait until `count` writes that started after that guest uptime have completed (so each
+        phase holds some writes however slowly a loaded host runs the loop)."""
+        def done() -> bool:
+            writes = parse_writes(self._run(f"cat {self.log}"))
+            return sum(1 for w in writes if w.start > started_after) >= count
+        wait_until(done, timeout=timeout, what=f"{count} writes after uptime {started_after:.2f}",
+                   node=self.node.name, interval=0.3, recorder=self.node.lab.recorder)
+
     def stop_writes(self, timeout: float = 30.0) -> list[Write]:
         """Stop the loop after its current write and return its log."""
         self.node.run(f"touch {self.stop_file}", timeout=10, check=True)
