@@ -19,9 +19,10 @@ import shlex
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pandas as pd
 from pydantic import Field, model_validator
@@ -48,6 +49,8 @@ from ucnb.storage.dmfault import READS_INSIDE, DiskFault, Window, Write, judge
 
 if TYPE_CHECKING:
     from ucnb.kernel.run import Run
+
+T = TypeVar("T")
 
 __all__ = ["acknowledged_writes", "boot", "contract_artifacts", "deployer_replay", "readiness", "restore",
            "seed_keys", "snapshot", "sql_backup_restore", "start_workload", "storage_fault",
@@ -160,6 +163,12 @@ class DurabilityEnv(ClusterEnv):
     disk_offset: float = 0.0   # host time minus the fault node's uptime
 
 
+def _retry(run: Run, what: str, call: Callable[[], T], timeout: float = 60.0) -> T:
+    """A KV call repeated while it answers KVUnavailable (a member too slow for its command
+    timeout on a loaded TCG host), within `timeout`; every call here is a read or idempotent."""
+    return wait_until(call, timeout=timeout, what=what, interval=0.5, recorder=run.recorder)
+
+
 @boots
 def boot(run: Run) -> DurabilityEnv:
     """Boot the control plane (the fault node with a blank data disk) and form the cluster."""
@@ -175,7 +184,8 @@ def seed_keys(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     params = run.parameters(Parameters)
     env.known = known_keys(params.key_count)
     with run.step("write the known keys", env.cp.members[0]) as row:
-        revisions = env.cp.kv.put_many(env.cp.operator(), env.cp.members, env.known)
+        revisions = _retry(run, "the known keys written",
+                           lambda: env.cp.kv.put_many(env.cp.operator(), env.cp.members, env.known))
         row.detail = f"{len(env.known)} keys in {len(revisions)} transactions, revision {revisions[-1]}"
     return pd.DataFrame([{"keys": len(env.known), "prefix": KEY_PREFIX, "transactions": len(revisions),
                           "last revision": revisions[-1], "digest (sha256)": kv_digest(env.known)}])
@@ -193,7 +203,7 @@ def snapshot(run: Run, env: DurabilityEnv) -> pd.DataFrame:
         saved = kv.snapshot_save(node, member, GUEST_SNAPSHOT)
         if not saved.ok:
             raise LaneFailure(f"{member}: snapshot save failed: {saved}")
-        env.snapshot_status = kv.snapshot_status(node, GUEST_SNAPSHOT)
+        env.snapshot_status = _retry(run, "snapshot status", lambda: kv.snapshot_status(node, GUEST_SNAPSHOT))
         row.detail = json.dumps(env.snapshot_status)
     revision = env.snapshot_status["revision"]
     with run.step("keep the snapshot in the proof root", member):
@@ -206,11 +216,14 @@ def snapshot(run: Run, env: DurabilityEnv) -> pd.DataFrame:
         if not run.recorder.check("snapshot copied intact (sha256)", guest_sha, copied_sha, node=member):
             raise LaneFailure(f"{member}: the snapshot's copy in the proof root differs from the guest's")
     with run.step("read the source at the snapshot revision", member):
-        env.source = kv.read_prefix(node, member, "", revision=revision)
-        env.source_hashkv = next(iter(kv.hashkv(node, [member], revision=revision).values()))
-        statuses = kv.status(node, env.cp.members, cluster=True)
-        env.source_cluster_id = statuses[0].cluster_id if statuses else 0
-        env.source_member_ids = {m.name: m.id for m in kv.members(node, env.cp.members)}
+        env.source = _retry(run, "every key at the snapshot revision",
+                            lambda: kv.read_prefix(node, member, "", revision=revision))
+        env.source_hashkv = next(iter(_retry(run, "hashkv at the snapshot revision",
+                                             lambda: kv.hashkv(node, [member], revision=revision)).values()))
+        statuses = _retry(run, "endpoint status", lambda: kv.status(node, env.cp.members, cluster=True))
+        env.source_cluster_id = statuses[0].cluster_id
+        env.source_member_ids = {m.name: m.id for m in _retry(run, "member list",
+                                                              lambda: kv.members(node, env.cp.members))}
     now = max(s.revision for s in statuses) if statuses else revision
     known = compare(env.known, {k: v for k, v in env.source.items() if k.startswith(KEY_PREFIX)})
     run.recorder.check("the snapshot holds every known key", "none missing or changed", known.describe(),
@@ -300,8 +313,8 @@ def verify_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     with run.step("verify the restore") as row:
         statuses = _settled(env, params.restore_timeout_s)
         op = env.cp.operator()
-        listed = kv.members(op, members)
-        hashes = kv.hashkv(op, members, cluster=True)
+        listed = _retry(run, "member list", lambda: kv.members(op, members))
+        hashes = _retry(run, "endpoint hashkv --cluster", lambda: kv.hashkv(op, members, cluster=True))
         names = {m.id: m.name for m in listed}
         leaders = {s.leader for s in statuses}
         check("every member up", sorted(members), sorted(names.get(s.member_id, "?") for s in statuses))
@@ -319,8 +332,12 @@ def verify_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
               sorted(set(hashes.values())), ok=set(hashes.values()) == {env.source_hashkv})
         source_digest = kv_digest(env.source)
         local_rows, differences = [], []
+        def local_read(member: str) -> dict[str, str]:
+            return _retry(run, f"a local read of every key on {member}",
+                          lambda: kv.read_prefix(env.lab[member], member, "", serializable=True))
+
         with ThreadPoolExecutor(max_workers=len(members)) as pool:   # one local read on each member
-            reads = list(pool.map(lambda m: kv.read_prefix(env.lab[m], m, "", serializable=True), members))
+            reads = list(pool.map(local_read, members))
         for name, local in zip(members, reads, strict=True):
             difference: Difference = compare(env.source, local)
             differences.append(difference)
