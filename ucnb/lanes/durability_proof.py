@@ -470,7 +470,8 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     body = {"node_id": node_id, "hostname": node_id, "class": "worker", "mac": "52:54:00:ee:00:07"}
     with run.step("pre-register a node", node_id):
         first_status, first = _http(deployer.url, "POST", PREREGISTER_PATH, admin, body)
-        rows.append({"step": "pre-register", "HTTP status": first_status, "pid": deployer.pid})
+        rows.append({"step": "pre-register", "HTTP status": first_status, "pid": deployer.pid,
+                     "nodes listed": "", f"entries for {node_id}": ""})
         atomic_write_text(run.proof_root / PREREGISTER_FILE, json.dumps(
             {"method": "POST", "path": PREREGISTER_PATH,
              "headers": {"Authorization": TOKEN_PLACEHOLDER, "Content-Type": "application/json"},
@@ -485,7 +486,8 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     with run.step("replay the kept request", node_id):
         kept = json.loads((run.proof_root / PREREGISTER_FILE).read_text())
         replay_status, replay = _http(deployer.url, kept["method"], kept["path"], admin, kept["body"])
-        rows.append({"step": "replay the kept request", "HTTP status": replay_status, "pid": deployer.pid})
+        rows.append({"step": "replay the kept request", "HTTP status": replay_status, "pid": deployer.pid,
+                     "nodes listed": "", f"entries for {node_id}": ""})
     final = listed("after the replay")
     entry = next((n for n in after if n["node_id"] == node_id), None)
     checks = [("pre-register accepted (201 Created)", 201, first_status, None),
