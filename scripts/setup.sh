@@ -39,6 +39,22 @@ if ! command -v nix >/dev/null 2>&1; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nix-bin >/dev/null
 fi
+# Root builds. Debian's nix-bin is built with `build-users-group = nixbld`, but only
+# nix-setup-systemd's postinst creates that group and its nixbld1..10 members (measured, Debian 12,
+# nix 2.8.0: without them every `nix build` as root fails "the group 'nixbld' specified in
+# 'build-users-group' does not exist"). Create them exactly as that postinst does, so that nix
+# works as root with its own defaults, for the product's commands as for ucnb's tests, and builds
+# run as unprivileged build users rather than as root. (No nix-users group: it only guards the
+# daemon's socket, and there is no daemon here.)
+if command -v nix >/dev/null 2>&1 && ! getent group nixbld >/dev/null; then
+  echo "setup: nixbld group and build users (as Debian's nix-setup-systemd would)"
+  groupadd --force --system nixbld
+  for n in $(seq 1 10); do
+    id "nixbld$n" >/dev/null 2>&1 || useradd --system --comment "Nix build user $n" --home-dir /var/empty \
+      --gid nixbld --groups nixbld --no-user-group --shell "$(command -v nologin || echo /usr/sbin/nologin)" \
+      "nixbld$n"
+  done
+fi
 
 PYTHON=${PYTHON:-python3}
 stamp=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)

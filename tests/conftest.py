@@ -1,99 +1,100 @@
-"""Shared fixtures. VM tests need root and the lab host (`make setup` / `ucnb host up`)."""
+"""What every test layer uses: the checkout under test, a private outputs root, the `cli` fixture,
+and the check that no secret reached a file.
+
+The layers are folders (`tests/unit`, `tests/vm`, `tests/e2e`), each with its own conftest.py;
+a test is marked with its folder's name, so `pytest tests/vm` and `pytest -m vm` select the same.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+LAYERS = ("unit", "vm", "e2e")
 
 
-@pytest.fixture(scope="session")
-def lab_host() -> None:
-    """The lab namespace and libvirtd are up (started, idempotently, if needed)."""
-    from ucnb.host import daemons
-
-    daemons.up()
-
-
-@pytest.fixture(scope="session")
-def lab_image(lab_host: None):  # type: ignore[no-untyped-def]
-    from ucnb import profiles
-    from ucnb.image import build_image
-
-    return build_image(profiles.load("lab"))
-
-
-@pytest.fixture(scope="session")
-def accelerator(lab_image):  # type: ignore[no-untyped-def]
-    from ucnb.host.accel import choose
-    from ucnb.lab.registry import connect
-
-    return choose(lab_image, connect())
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its layer; a test outside the layer folders is an error, not a
+    test that silently belongs to no layer."""
+    for item in items:
+        relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
+        layer = relative.parts[0] if relative is not None and len(relative.parts) > 1 else None
+        if layer not in LAYERS:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in a layer folder "
+                                    f"({', '.join(f'tests/{name}' for name in LAYERS)})")
+        item.add_marker(layer)
 
 
 @pytest.fixture()
 def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Evidence goes to a temporary outputs root (the image cache stays shared)."""
+    """Evidence goes to a temporary outputs root (the work root and its image cache stay as set)."""
     path = tmp_path / "outputs"
     monkeypatch.setenv("UCNB_OUTPUTS", str(path))
     return path
 
 
-def ucnb_objects() -> dict[str, list[str]]:
-    """Every ucnb domain, network and lab folder that exists now."""
-    from ucnb import paths
-    from ucnb.lab.registry import connect
-
-    conn = connect()
-    return {
-        "domains": sorted(d.name() for d in conn.listAllDomains() if d.name().startswith("ucnb-")),
-        "networks": sorted(n.name() for n in conn.listAllNetworks() if n.name().startswith("ucnb-")),
-        "labs": sorted(p.name for p in paths.labs_dir().iterdir() if p.is_dir()),
-    }
+def assert_no_secret(root: Path, *secrets: str) -> None:
+    """No file under `root` holds any of `secrets` (read raw)."""
+    for path in root.rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            leaked = [s for s in secrets if s.encode() in data]
+            assert not leaked, f"a secret leaked into {path}"
 
 
-def _processes(field: str) -> Iterator[tuple[int, bytes]]:
-    """(pid, /proc/<pid>/<field>) of every process but this one."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                yield int(entry.name), (entry / field).read_bytes()
-            except OSError:
-                continue
+@dataclass(frozen=True)
+class Cli:
+    """The `ucnb` command line of this checkout, as a user runs it, writing evidence under `outputs`.
 
-
-def kernel_processes() -> list[int]:
-    """ipykernel processes running the ucnb kernel (left behind by a killed runner?)."""
-    return [pid for pid, cmd in _processes("cmdline") if b"ipykernel_launcher" in cmd]
-
-
-def assert_run_left_nothing(root: Path) -> None:
-    """This run's lab (named in environment.txt) left no domain, network, lab folder or process.
-
-    Only this run's objects are checked: other labs may be running on the same host meanwhile.
+    `cli(...)` runs it as a child process (the kernel it starts imports this checkout too);
+    `cli.start(...)` leaves it running in its own session (for signals); `cli.invoke(...)` runs
+    it in this process (for tests that patch what the command calls).
     """
-    from ucnb.evidence.proof import read_environment
 
-    env = read_environment(root)
-    lab_id, run_id = env["lab_id"], env["run_id"]
-    objects = ucnb_objects()
-    assert not [d for d in objects["domains"] if d.startswith(f"ucnb-{lab_id}-")], objects
-    assert not [n for n in objects["networks"] if n == f"ucnb-{lab_id}" or n.startswith(f"ucnb-{lab_id}-")]
-    assert lab_id not in objects["labs"]
-    marker = f"UCNB_RUN_ID={run_id}".encode()
-    left = [pid for pid, environ in _processes("environ") if marker in environ.split(b"\0")]
-    assert not left, f"processes of run {run_id} left: {left}"
+    outputs: Path
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "ucnb.cli.main", *args]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        return {**os.environ, "PYTHONPATH": path, "UCNB_PROJECT_ROOT": str(ROOT),
+                "UCNB_OUTPUTS": str(self.outputs), "COLUMNS": "240", **extra}  # tables on one line
+
+    def __call__(self, *args: str, timeout: float = 600, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), capture_output=True, text=True, env=self.env(**env),
+                              cwd=ROOT, timeout=timeout)
+
+    def run(self, lane: str, *args: str, timeout: float = 600,
+            **env: str) -> subprocess.CompletedProcess[str]:
+        """`ucnb run LANE --no-progress ARGS`."""
+        return self("run", lane, "--no-progress", *args, timeout=timeout, **env)
+
+    def start(self, *args: str, stderr: Any = subprocess.DEVNULL, **env: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(self.argv(*args), env=self.env(**env), cwd=ROOT, text=True,
+                                stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True)
+
+    def invoke(self, *args: str) -> Any:
+        """In process, through Typer's test runner; returns its Result (exit_code, output)."""
+        from typer.testing import CliRunner
+
+        from ucnb.cli.main import app
+
+        return CliRunner().invoke(app, list(args))
+
+    def latest(self, lane: str) -> Path:
+        """The proof root of the lane's last run under `outputs`."""
+        return (self.outputs / lane / "latest").resolve()
 
 
 @pytest.fixture()
-def no_leaks(lab_host: None) -> Iterator[None]:
-    """Fail the test if it leaves a domain, network, lab folder or kernel behind."""
-    before = ucnb_objects()
-    yield
-    after = ucnb_objects()
-    assert after == before, f"leaked lab objects: before {before}, after {after}"
-    assert kernel_processes() == [], "a ucnb kernel process was left running"
+def cli(outputs: Path) -> Cli:
+    return Cli(outputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import shutil
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,17 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
 def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
     """Text flavour of `atomic_write_bytes` (UTF-8)."""
     atomic_write_bytes(path, text.encode(), mode)
+
+
+def publish_dir(staging: Path, directory: Path, complete: str) -> None:
+    """Move a fully built cache folder into place. A concurrent build of the same key may have
+    won the race: its folder (holding `complete`) is kept; a half-made leftover is replaced."""
+    try:
+        staging.rename(directory)
+    except OSError:
+        if not (directory / complete).exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            staging.rename(directory)
 
 
 def point_link(link: Path, target: str) -> Path:

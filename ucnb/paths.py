@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -43,3 +44,9 @@ def labs_dir() -> Path:
     path = work_root() / "labs"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def host_lock(name: str) -> Path:
+    """A lock file shared by every ucnb on this host, whatever its work root (`/run/lock`)."""
+    directory = Path("/run/lock") if Path("/run/lock").is_dir() else Path(tempfile.gettempdir())
+    return directory / f"ucnb-{name}.lock"

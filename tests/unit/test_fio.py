@@ -6,7 +6,6 @@ import io
 import json
 import math
 import os
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -230,7 +229,7 @@ def test_ratios() -> None:
 # -- regression tracking ------------------------------------------------------------------------
 
 FP = Fingerprint(accelerator="tcg", qemu_version="7.2.0", disk_bus="virtio-blk", cache_mode="none",
-                 fio_version="fio-3.33", guest_memory_mib=1024)
+                 disk_format="raw", fio_version="fio-3.33", guest_memory_mib=1024, guest_vcpus=1)
 
 
 @pytest.fixture()
@@ -388,7 +387,7 @@ def test_run_host_timeout_names_the_job(tmp_path: Path, monkeypatch: pytest.Monk
         fio.run_host(FioMatrix(), tmp_path)
 
 
-@pytest.mark.skipif(shutil.which("fio") is None, reason="fio is not installed (apt-get install fio)")
+@pytest.mark.requires("fio")
 def test_run_host_for_real(tmp_path: Path) -> None:
     matrix = FioMatrix(jobs=(FioJob(rw="randread", bs="4k", iodepth=4),), runtime_s=1, ramp_s=0, size="16M",
                        repetitions=1)

@@ -87,16 +87,18 @@ def test_overrides_become_max_jobs_and_cores_and_are_exported(flake: Path) -> No
     assert env == {"PATH": "/bin", **OVERRIDES, "X": "1"}
 
 
-def test_overrides_default_from_the_cpu_count_and_the_environment_wins() -> None:
+def test_overrides_are_the_one_implementation_of_ucnb_overrides() -> None:
+    from ucnb import overrides
+
+    assert commands.resolve_overrides is overrides.resolve_overrides  # environment.txt reads the same
     values = commands.resolve_overrides(environ={}, cpus=16)
-    assert values["ULTRACLOUD_LOCAL_NIX_MAX_JOBS"] == "8"
-    assert values["ULTRACLOUD_LOCAL_NIX_BUILD_CORES"] == "2"
+    assert (values["ULTRACLOUD_LOCAL_NIX_MAX_JOBS"], values["ULTRACLOUD_LOCAL_NIX_BUILD_CORES"]) == ("4", "4")
     assert commands.resolve_overrides(environ={}, cpus=1)["PHOTON_CLUSTER_NIX_BUILD_CORES"] == "1"
     env = {"PHOTON_CLUSTER_NIX_MAX_JOBS": "4"}
     assert commands.resolve_overrides(environ=env, cpus=16)["PHOTON_CLUSTER_NIX_MAX_JOBS"] == "4"
     assert commands.resolve_overrides({"PHOTON_CLUSTER_NIX_MAX_JOBS": 9}, environ=env)[
         "PHOTON_CLUSTER_NIX_MAX_JOBS"] == "9"
-    with pytest.raises(ParameterError, match="positive integer"):
+    with pytest.raises(ParameterError, match="ULTRACLOUD_LOCAL_NIX_MAX_JOBS='lots' is not an integer"):
         commands.resolve_overrides(environ={"ULTRACLOUD_LOCAL_NIX_MAX_JOBS": "lots"})
     with pytest.raises(ParameterError, match="unknown"):
         commands.resolve_overrides({"NIX_MAX_JOBS": 1})

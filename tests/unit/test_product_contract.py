@@ -14,6 +14,8 @@ from ucnb.errors import ParameterError
 from ucnb.product import contract
 from ucnb.product.commands import Command, NixInfo
 
+from ..contract_fixtures import CONTRACT_FLAKE
+
 # Every command line of the seed (seed/ultracloud-testing.txt), copied verbatim.
 SEED = """
 nix flake show . --all-systems | rg -n "quickstart|single-node|trial|container|oci"
@@ -132,7 +134,7 @@ def test_lanes_and_suites_of_the_brief_are_there() -> None:
                  "work-root-budget", "operations"):
         assert lane in loaded.lanes, lane
     assert list(loaded.suites) == ["publishable", "final-proof", "portable"]
-    portable = contract.plan_suite("portable", flake=Path(__file__).parents[1] / "contract-flake")
+    portable = contract.plan_suite("portable", flake=CONTRACT_FLAKE)
     assert [c.argv[-1] for c in portable] == [".#checks.x86_64-linux.canonical-profile-eval-guards",
                   ".#checks.x86_64-linux.portable-control-plane-regressions"]
 

@@ -16,10 +16,9 @@ from ucnb.product import commands, contract
 from ucnb.product.commands import Command, CommandResult
 from ucnb.product.ingest import ingest_result
 
-from .conftest_product import contract_flake, copy_contract_flake, needs_nix, nix_offline
+from ..contract_fixtures import copy_contract_flake
 
-pytestmark = needs_nix
-__all__ = ["contract_flake", "nix_offline"]  # fixtures, imported for pytest
+pytestmark = pytest.mark.requires("nix with a writable store")
 
 LOCAL = {"ULTRACLOUD_LOCAL_NIX_MAX_JOBS": "1", "ULTRACLOUD_LOCAL_NIX_BUILD_CORES": "2",
          "PHOTON_CLUSTER_NIX_MAX_JOBS": "3", "PHOTON_CLUSTER_NIX_BUILD_CORES": "1"}
@@ -181,7 +180,8 @@ def test_a_failure_marker_ends_the_command_at_once(contract_flake: Path, tmp_pat
     assert time.time() - started < 10  # the program sleeps 300 s after the marker
     message = str(caught.value)
     assert "failure marker install.disko.failed.contract" in message and "about to fail" in message
-    assert [r.marker for r in recorder.rows["markers"]] == ["pre-install.boot.contract",
+    assert [r.marker for r in recorder.rows["markers"]] == ["contract-flake.start.baremetal-iso",
+                                                            "pre-install.boot.contract",
                                                             "install.disko.failed.contract"]
     result = commands.run(step, check=False, kill_grace_s=2)
     assert result.exit_status is None and result.failure_marker is not None and result.pid is not None

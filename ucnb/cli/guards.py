@@ -11,7 +11,15 @@ from rich.markup import escape
 from rich.table import Table
 
 from ucnb.errors import ParameterError
-from ucnb.guards.profiles import FAILED, NOT_BUILT, NOT_EVALUATED, PASSED, check_profiles, summary
+from ucnb.guards.profiles import (
+    FAILED,
+    NOT_BUILT,
+    NOT_EVALUATED,
+    NOT_RUNNABLE,
+    PASSED,
+    check_profiles,
+    summary,
+)
 from ucnb.guards.surface import load_rules, scan
 
 guard_app = typer.Typer(no_args_is_help=True, help="Fail-first guards over the supported surface.")
@@ -56,11 +64,13 @@ def surface_command(
 @guard_app.command("profiles")
 def profiles_command(
     flake: Annotated[str | None, typer.Option(
-        help="UltraCloud flake for the ultracloud attrs (default: each lane's `flake` parameter)")] = None,
+        help="UltraCloud flake whose canonical attrs are evaluated (default: the current directory)")] = None,
 ) -> None:
-    """Every profile's entry points evaluate: parameter files against their notebooks, flake attrs.
+    """Every profile's entry points evaluate: parameter files against their notebooks, and every
+    canonical attr of the contract with `nix eval` (through the product layer) in the flake.
 
-    Exits 1 when a check fails, 0 otherwise; attrs not evaluated (no nix) are listed, not passed.
+    Exits 1 when a check fails, 0 otherwise; attrs not evaluated (no flake.nix, no nix) and lanes a
+    profile cannot run are listed, never passed.
     """
     out = Console(soft_wrap=True)
     try:
@@ -68,7 +78,8 @@ def profiles_command(
     except ParameterError as exc:
         Console(stderr=True).print(f"profile guard: {exc}", markup=False)
         raise typer.Exit(exc.exit_code) from exc
-    colours = {PASSED: "green", FAILED: "red", NOT_EVALUATED: "yellow", NOT_BUILT: "yellow"}
+    colours = {PASSED: "green", FAILED: "red", NOT_EVALUATED: "yellow", NOT_BUILT: "yellow",
+               NOT_RUNNABLE: "yellow"}
     table = Table()
     for column in ("profile", "lane", "entry point", "status", "detail"):
         table.add_column(column, overflow="fold")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,6 +16,9 @@ from ucnb.cli import hardware as cli_hardware
 from ucnb.cli.budget import budget_app
 from ucnb.cli.guards import guard_app
 from ucnb.errors import ParameterError, UcnbError
+
+if TYPE_CHECKING:
+    from ucnb.lanes import Lane, LaneParameters
 
 app = typer.Typer(help="UltraCloud proof notebooks: run release-validation lanes, keep the evidence.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -62,10 +65,15 @@ def run(
     raise typer.Exit(outcome.exit_code)
 
 
-def _print_plan(lane: object, params: object) -> None:
-    out.print(f"papermill notebooks/{getattr(lane, 'name', '')}.ipynb <proof root> -k ucnb "
-              f"with parameters: {params.model_dump(mode='json')}",  # type: ignore[attr-defined]
-              highlight=False)
+def _print_plan(lane: Lane, params: LaneParameters) -> None:
+    """Lab: the papermill call. ultracloud: the product's own commands, from the contract."""
+    if params.profile != "ultracloud":
+        out.print(f"papermill notebooks/{lane.name}.ipynb <proof root> -k ucnb "
+                  f"with parameters: {params.model_dump(mode='json')}", highlight=False)
+        return
+    from ucnb.product.contract import plan_text
+
+    out.print(plan_text(lane.name, params.flake, params), markup=False, highlight=False)
 
 
 @app.command("list")
@@ -154,6 +162,8 @@ def suite(
             for e in suite_plan.entries:
                 table.add_row(f"{e.kind} {e.name}" + (f" {e.path}" if e.path else ""), e.status, e.reason)
             out.print(table)
+            if suite_plan.profile == "ultracloud":
+                out.print(suites.product_plan_text(suite_plan), markup=False, highlight=False)
             return
         outcome = suites.run(suite_plan, console=console, junit_file=junit, kvm=require_kvm,
                              allow_incomplete=allow_incomplete, out=out,

@@ -2,15 +2,17 @@
 
 lab (and every profile): each lane's parameter file validates against the lane's schema and its
 notebook's `parameters` cell (`ucnb.runner.prepare`, the same check `ucnb run` does first), and a
-parameter file naming no lane is an error. ultracloud: each lane's flake attributes
-(`Lane.ultracloud_attrs`) evaluate with `nix eval`; without nix they are listed as not evaluated,
-which is never a pass.
+parameter file naming no lane is an error; a lane the lab cannot run is listed as not runnable,
+with why. ultracloud: every canonical attr the contract names (`ucnb.product.contract.evaluations`:
+its `nix eval` commands, and each `nix build .#ATTR` as an eval of `ATTR.drvPath`) evaluates,
+through the product-command layer (nix with the feature flags). A flake path without flake.nix,
+or no nix on this host, lists them as not evaluated: never a pass, never a failure.
 """
 
 from __future__ import annotations
 
+import shlex
 import shutil
-import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,8 @@ from ucnb import paths
 from ucnb.errors import UcnbError
 
 PASSED, FAILED, NOT_EVALUATED, NOT_BUILT = "passed", "failed", "not-evaluated", "not-built"
-NIX_MISSING = "not evaluated (nix not installed)"
+NOT_RUNNABLE = "not-runnable"
+NIX_MISSING = "not evaluated: no nix"
 NIX_TIMEOUT_S = 600
 
 
@@ -30,7 +33,8 @@ class ProfileCheck:
     profile: str
     lane: str
     what: str
-    status: str   # passed | failed | not-evaluated | not-built (neither a pass nor a failure)
+    status: str   # passed | failed | not-evaluated | not-built | not-runnable (the last three: neither a
+    #               pass nor a failure)
     detail: str = ""
 
 
@@ -50,10 +54,12 @@ def parameter_checks() -> list[ProfileCheck]:
     registry = lanes.all_lanes()
     for profile in profiles.PROFILES:
         for lane in registry.values():
-            if profile not in lane.profiles:
-                continue
             source = lane.parameter_file(profile)
             what = _relative(source) if source.exists() else f"{lane.name} defaults (no {_relative(source)})"
+            if lane.unavailable(profile):
+                if profile == "lab" and lane.lab_unavailable:
+                    checks.append(ProfileCheck(profile, lane.name, what, NOT_RUNNABLE, lane.lab_unavailable))
+                continue
             if not source.exists() and not lane.notebook.exists():  # a lane still being written
                 checks.append(ProfileCheck(profile, lane.name, what, NOT_BUILT,
                                            f"not built yet: no {_relative(lane.notebook)}"))
@@ -66,52 +72,42 @@ def parameter_checks() -> list[ProfileCheck]:
         folder = paths.project_root() / "parameters" / profile
         for file in sorted(folder.glob("*.yaml")):
             lane_obj = registry.get(file.stem)
-            if lane_obj is None or profile not in lane_obj.profiles:
+            if lane_obj is None or (lane_obj.unavailable(profile) and not lane_obj.lab_unavailable):
                 reason = (f"no lane {file.stem!r} in the registry" if lane_obj is None
-                          else f"lane {file.stem} has no {profile!r} profile")
+                          else lane_obj.unavailable(profile))
                 checks.append(ProfileCheck(profile, file.stem, _relative(file), FAILED,
                                            f"parameter file for nothing runnable: {reason}"))
     return checks
 
 
 def attr_checks(flake: str | None = None) -> list[ProfileCheck]:
-    """`nix eval` of every lane's ultracloud flake attributes (flake: the lane's `flake` parameter)."""
-    from ucnb import lanes
-    from ucnb.runner import execute as runner
+    """Every canonical attr of the contract, evaluated in `flake` (default: the current directory)
+    through the product-command layer; not evaluated (and why) without flake.nix or without nix."""
+    from ucnb.product import commands, contract
 
-    nix = shutil.which("nix")
-    checks: list[ProfileCheck] = []
-    for lane in lanes.all_lanes().values():
-        if "ultracloud" not in lane.profiles or not lane.ultracloud_attrs:
+    root = Path(flake or ".").expanduser().absolute()
+    has_flake = (root / "flake.nix").is_file()
+    evaluations = contract.evaluations(root, timeout_s=NIX_TIMEOUT_S, check_flake=has_flake)
+    if not has_flake:
+        reason = f"not evaluated: {root} has no flake.nix"
+    else:
+        reason = "" if shutil.which("nix") else NIX_MISSING
+    checks = []
+    for lane, command in evaluations:
+        what = f"{root}: {shlex.join(command.argv)}"
+        if reason:
+            checks.append(ProfileCheck("ultracloud", lane, what, NOT_EVALUATED, reason))
             continue
         try:
-            _, params = runner.prepare(lane.name, "ultracloud", [], [])
-            lane_flake = flake or str(getattr(params, "flake", "."))
-        except UcnbError as exc:  # already a failed parameter check; the attrs cannot be located
-            lane_flake = flake or "."
-            reason = f"flake path unknown: {exc}"
-            checks += [ProfileCheck("ultracloud", lane.name, f"{lane_flake}#{a}", FAILED, reason)
-                       for a in lane.ultracloud_attrs]
+            result = commands.run(command, check=False)
+        except UcnbError as exc:  # nix could not be started
+            checks.append(ProfileCheck("ultracloud", lane, what, FAILED, str(exc)))
             continue
-        for attr in lane.ultracloud_attrs:
-            what = f"nix eval {lane_flake}#{attr}"
-            if nix is None:
-                checks.append(ProfileCheck("ultracloud", lane.name, what, NOT_EVALUATED, NIX_MISSING))
-                continue
-            checks.append(_nix_eval(nix, lane.name, lane_flake, attr, what))
+        errors = [line for line in result.tail if line.startswith("error:")]
+        detail = (result.tail[-1:] or [""])[0][:200] if result.passed else \
+            (errors[0] if errors else (result.failure or "").splitlines()[0])
+        checks.append(ProfileCheck("ultracloud", lane, what, PASSED if result.passed else FAILED, detail))
     return checks
-
-
-def _nix_eval(nix: str, lane: str, flake: str, attr: str, what: str) -> ProfileCheck:
-    try:
-        done = subprocess.run([nix, "eval", "--raw", f"{flake}#{attr}"], capture_output=True, text=True,
-                              cwd=paths.project_root(), timeout=NIX_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return ProfileCheck("ultracloud", lane, what, FAILED, f"did not finish in {NIX_TIMEOUT_S}s")
-    if done.returncode != 0:
-        tail = done.stderr.strip().splitlines()[-1:] or [f"exit {done.returncode}"]
-        return ProfileCheck("ultracloud", lane, what, FAILED, tail[0])
-    return ProfileCheck("ultracloud", lane, what, PASSED, done.stdout.strip()[:200])
 
 
 def check_profiles(flake: str | None = None) -> list[ProfileCheck]:
@@ -123,4 +119,5 @@ def summary(checks: list[ProfileCheck]) -> str:
     counts = Counter(c.status for c in checks)
     text = (f"{counts[PASSED]} evaluated, {counts[FAILED]} failed, "
             f"{counts[NOT_EVALUATED]} not evaluated")
-    return text + (f", {counts[NOT_BUILT]} lanes not built" if counts[NOT_BUILT] else "")
+    return (text + (f", {counts[NOT_RUNNABLE]} not runnable" if counts[NOT_RUNNABLE] else "")
+            + (f", {counts[NOT_BUILT]} lanes not built" if counts[NOT_BUILT] else ""))

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError
 from ucnb.image import debs
 from ucnb.image.keys import lab_keys
@@ -71,7 +71,8 @@ def _hash_files(digest: hashlib._Hash, files: Iterable[Path]) -> None:
             digest.update(f"{st.st_size}:{st.st_mtime_ns}".encode())
 
 
-def _shared_libraries(program: str) -> list[Path]:
+def shared_libraries(program: str) -> list[Path]:
+    """Every library `ldd` resolves for `program` (absolute paths, the loader included)."""
     out = subprocess.run(["ldd", program], capture_output=True, text=True, check=True).stdout
     libs = []
     for line in out.splitlines():
@@ -145,12 +146,7 @@ def build_image(profile: Profile, log: Callable[[str], None] = lambda _: None) -
         (staging / "build.json").write_text(json.dumps(
             {"key": key, "kernel_package": kernel_pkg, "kernel_version": kver,
              "format": BUILD_FORMAT}, indent=2) + "\n")
-        try:
-            staging.rename(directory)
-        except OSError:
-            if not (directory / "product-surface.json").exists():  # not a concurrent build's result
-                shutil.rmtree(directory, ignore_errors=True)
-                staging.rename(directory)
+        files.publish_dir(staging, directory, complete="product-surface.json")
     log(f"guest image {key} ready")
     return image
 
@@ -168,7 +164,7 @@ def _build_initramfs(root: Path, out: Path, kernel_root: Path, kver: str, runit_
         _copy(runit_root / program, root, "bin/" + Path(program).name)
     for program in INITRAMFS_PROGRAMS:
         _copy(Path(program), root, "bin/" + Path(program).name)
-        for lib in _shared_libraries(program):
+        for lib in shared_libraries(program):
             _copy(lib, root)
     for mod in _module_closure(kernel_root, kver):
         _copy(kernel_root / "lib/modules" / kver / mod, root, f"lib/modules/{kver}/{mod}")

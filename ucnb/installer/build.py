@@ -28,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError
 from ucnb.image import GuestImage, debs
 from ucnb.image import build as image_build
@@ -108,12 +108,7 @@ def build_installer(image: GuestImage, log: Callable[[str], None] = lambda _: No
         (staging / "build.json").write_text(json.dumps(
             {"key": key, "guest_image": image.key, "kernel_version": image.kernel_version,
              "format": BUILD_FORMAT}, indent=2) + "\n")
-        try:
-            staging.rename(directory)
-        except OSError:
-            if not (directory / "build.json").exists():  # not a concurrent build's result
-                shutil.rmtree(directory, ignore_errors=True)
-                staging.rename(directory)
+        files.publish_dir(staging, directory, complete="build.json")
     return artifacts
 
 
@@ -150,7 +145,7 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
         (root / "etc/shells").write_text("/bin/sh\n")
     for program in programs:
         image_build._copy(program, root, "bin/" + program.name)
-        for lib in image_build._shared_libraries(str(program)):
+        for lib in image_build.shared_libraries(str(program)):
             image_build._copy(lib, root)
     image_build.pack_initramfs(root, out)
 

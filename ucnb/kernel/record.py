@@ -20,9 +20,6 @@ from ucnb.evidence.redact import Redactor
 if TYPE_CHECKING:
     import pandas as pd
 
-OUTCOMES = ("passed", "failed", "skipped", "running")
-
-
 @dataclass
 class StepRow:
     index: int
@@ -165,14 +162,6 @@ class Recorder:
         if name == "steps":
             frame.insert(5, "duration", (frame["end"] - frame["start"]).round(3))
         return frame
-
-    @property
-    def failed_steps(self) -> list[StepRow]:
-        return [r for r in self.rows["steps"] if r.outcome == "failed"]
-
-    @property
-    def failed_checks(self) -> list[CheckRow]:
-        return [r for r in self.rows["checks"] if not r.ok]
 
 
 def load_events(path: Path) -> dict[str, list[dict[str, Any]]]:

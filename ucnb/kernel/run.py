@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
@@ -25,6 +25,9 @@ from ucnb.evidence.redact import Redactor, from_environment, generated_secrets_f
 from ucnb.kernel.record import Recorder, StepRow
 from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
+
+if TYPE_CHECKING:
+    from ucnb.product.steps import CommandOutcome
 
 P = TypeVar("P", bound=lanes.LaneParameters)
 RESULT_MIME = "application/vnd.ucnb.result+json"
@@ -51,6 +54,7 @@ class Run:
         self.labs: list[Lab] = []
         self.teardowns: list[Callable[[], None]] = []   # run by finish() before the labs go
         self.warm_key = ""   # set by lab(warm=True): the snapshot boot(mode="restore") uses
+        self.product_outcomes: list[CommandOutcome] = []   # ultracloud: each product command's
         # Non-empty when this profile hands the lane to the product's own commands: the reason
         # every lab-only step gives when it skips itself.
         self.delegated = (f"{self.profile.name} profile: the product's own commands for {lane.name} "

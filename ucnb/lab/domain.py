@@ -16,6 +16,8 @@ class DiskSpec:
     serial: str                  # appears in the guest as /dev/disk/by-id/virtio-<serial>
     format: str = "qcow2"
     readonly: bool = False
+    cache: str = "writeback"     # QEMU's host cache mode: none (O_DIRECT), writeback, writethrough, ...
+    total_iops_sec: int = 0      # libvirt <iotune> cap on read+write IOPS (0: unthrottled)
 
 
 @dataclass(frozen=True)
@@ -55,14 +57,21 @@ def mac_for(lab_index: int, node_index: int, nic_index: int) -> str:
     return f"52:54:00:{lab_index % 256:02x}:{nic_index:02x}:{node_index:02x}"
 
 
+def _iotune(disk: DiskSpec) -> str:
+    """QEMU's throttling of one disk (accurate under TCG too: LAB-NOTES), or nothing."""
+    if disk.total_iops_sec <= 0:
+        return ""
+    return f"\n      <iotune><total_iops_sec>{int(disk.total_iops_sec)}</total_iops_sec></iotune>"
+
+
 def domain_xml(lab_id: str, spec: NodeSpec) -> str:
     """libvirt domain XML: direct kernel boot, virtio disks with serials, logged serial console."""
     kvm = spec.accelerator == "kvm"
     disks = "\n".join(
         f"""    <disk type='file' device='disk'>
-      <driver name='qemu' type='{d.format}' cache='writeback'/>
+      <driver name='qemu' type={quoteattr(d.format)} cache={quoteattr(d.cache)}/>
       <source file={quoteattr(str(d.path))}/>
-      <target dev='vd{chr(ord("a") + i)}' bus='virtio'/>
+      <target dev='vd{chr(ord("a") + i)}' bus='virtio'/>{_iotune(d)}
       <serial>{escape(d.serial)}</serial>{"<readonly/>" if d.readonly else ""}
     </disk>"""
         for i, d in enumerate(spec.disks))

@@ -13,7 +13,6 @@ import contextlib
 import dataclasses
 import fcntl
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -45,10 +44,16 @@ NETWORK_PREFIXES = ("10.77", "10.78")
 
 @dataclass(frozen=True)
 class DiskConfig:
-    """A blank qcow2 disk, seen in the guest as /dev/disk/by-id/virtio-<serial>."""
+    """A disk seen in the guest as /dev/disk/by-id/virtio-<serial>: a blank one of `size` in
+    `format` (raw or qcow2), or with `image` an existing raw image attached read-only (a tools
+    disk). `cache` is QEMU's host cache mode; `total_iops_sec` throttles it (libvirt iotune)."""
 
     serial: str
     size: str = "2G"
+    format: str = "qcow2"
+    cache: str = "writeback"
+    total_iops_sec: int = 0
+    image: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -184,6 +189,17 @@ class Node:
                    recorder=self.lab.recorder)
 
 
+def _subnets_in_use(conn: libvirt.virConnect) -> set[int]:
+    """Subnets of the lab networks libvirt runs now (bridges are named `ucnb<subnet>n<i>`)."""
+    used = set()
+    for net in conn.listAllNetworks():
+        with contextlib.suppress(libvirt.libvirtError):
+            bridge = net.bridgeName()
+            if bridge.startswith("ucnb") and "n" in bridge[4:] and bridge[4:].split("n")[0].isdigit():
+                used.add(int(bridge[4:].split("n")[0]))
+    return used
+
+
 class Lab:
     """A set of nodes on one isolated network; use as a context manager or call teardown()."""
 
@@ -221,12 +237,13 @@ class Lab:
     # -- construction ----------------------------------------------------------------------
     def _allocate_network(self, wanted: int | None) -> int:
         """Pick a free /24 (or the wanted one) and create the lab's networks, under a lock
-        shared by all labs of this work root. Labs of other work roots on the same host hold no
-        state here: the live libvirt networks' bridges (`ucnb<subnet>n<i>`) count as used too."""
-        with open(paths.labs_dir() / ".lock", "w") as lock:
+        shared by all labs."""
+        # One lock and one view for the whole host: labs of other work roots (another checkout,
+        # another user's CI job) share this libvirtd, so its live networks count as used too.
+        with open(paths.host_lock("subnets"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
-                    if (d / "state.json").exists()} | self._bridged_subnets()
+                    if (d / "state.json").exists()} | _subnets_in_use(self.conn)
             if wanted in used:
                 raise LabUnavailable(f"subnet {wanted} is in use by another lab")
             subnet = wanted or next(n for n in range(1, 250) if n not in used)
@@ -242,16 +259,6 @@ class Lab:
             self._save_state()  # reserves the subnet before the lock is released
             return subnet
 
-    def _bridged_subnets(self) -> set[int]:
-        """Subnets whose lab bridges exist in libvirt right now (whichever work root made them)."""
-        subnets = set()
-        for network in self.conn.listAllNetworks():
-            with contextlib.suppress(libvirt.libvirtError):
-                match = re.fullmatch(r"ucnb(\d+)n\d+", network.bridgeName())
-                if match:
-                    subnets.add(int(match.group(1)))
-        return subnets
-
     def address(self, index: int, network: int = 0) -> str:
         """The address of the index-th node (from 1) on one of the lab's networks."""
         return f"{NETWORK_PREFIXES[network]}.{self.subnet}.{10 + index}"
@@ -260,7 +267,11 @@ class Lab:
         if config.networks > len(NETWORK_PREFIXES) or config.boot not in ("kernel", "firmware"):
             raise ParameterError(f"{config.name}: at most {len(NETWORK_PREFIXES)} networks and boot "
                                  f"'kernel' or 'firmware' (got {config.networks}, {config.boot!r})")
-        disks = [domain_mod.DiskSpec(self._blank_disk(config.name, d), d.serial) for d in config.disks]
+        disks = [domain_mod.DiskSpec(d.image, d.serial, "raw", readonly=True, cache=d.cache)
+                 if d.image is not None else
+                 domain_mod.DiskSpec(self._blank_disk(config.name, d), d.serial, d.format, cache=d.cache,
+                                     total_iops_sec=d.total_iops_sec)
+                 for d in config.disks]
         if config.boot == "kernel":
             overlay = self.directory / f"{config.name}-system.qcow2"
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
@@ -283,8 +294,10 @@ class Lab:
         return Node(self, spec, self.address(index))
 
     def _blank_disk(self, node: str, disk: DiskConfig) -> Path:
-        path = self.directory / f"{node}-{disk.serial}.qcow2"
-        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), disk.size], check=True)
+        if disk.format not in ("raw", "qcow2"):
+            raise ParameterError(f"{node}: disk {disk.serial}: format raw or qcow2, not {disk.format!r}")
+        path = self.directory / f"{node}-{disk.serial}.{disk.format}"
+        subprocess.run(["qemu-img", "create", "-q", "-f", disk.format, str(path), disk.size], check=True)
         return path
 
     def _save_state(self) -> None:
@@ -428,7 +441,10 @@ def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> do
     def os_text(tag: str) -> str:
         return (dom.findtext(f"os/{tag}") or "").strip()
 
-    disks = tuple(domain_mod.DiskSpec(Path(attr(d, "source", "file")), d.findtext("serial") or "")
+    disks = tuple(domain_mod.DiskSpec(Path(attr(d, "source", "file")), d.findtext("serial") or "",
+                                      attr(d, "driver", "type") or "qcow2", d.find("readonly") is not None,
+                                      attr(d, "driver", "cache") or "writeback",
+                                      int(d.findtext("iotune/total_iops_sec") or 0))
                   for d in dom.iter("disk") if d.get("device") == "disk")
     host = ".".join(address.split(".")[2:])  # nic i of a node is NETWORK_PREFIXES[i].<subnet>.<host>
     nics = tuple(domain_mod.NicSpec(attr(n, "source", "network"), attr(n, "mac", "address"),

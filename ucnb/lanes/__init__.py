@@ -57,13 +57,27 @@ class Lane:
     cell_timeout_s: int = 900
     # Runs without KVM (TCG-safe): the `portable` suite picks up every lane that says so.
     portable: bool = False
-    # ultracloud profile: flake attributes (relative to the `flake` parameter) that must
-    # evaluate before any long run; `ucnb guard profiles` evaluates them with `nix eval`.
-    ultracloud_attrs: tuple[str, ...] = ()
 
     @property
     def profiles(self) -> tuple[str, ...]:
         return ("ultracloud",) if self.lab_unavailable else ("lab", "ultracloud")
+
+    def unavailable(self, profile: str) -> str:
+        """Why this lane cannot run on `profile` ("" when it can)."""
+        if profile in self.profiles:
+            return ""
+        if profile == "lab" and self.lab_unavailable:
+            return f"lane {self.name} is not runnable on the lab profile: {self.lab_unavailable}"
+        return f"lane {self.name} has no {profile!r} profile (it has: {', '.join(self.profiles)})"
+
+    def check_profile(self, profile: str) -> None:
+        """Refuse a profile that cannot run this lane, before anything starts: a bad value of the
+        `profile` parameter (exit 2), since no host could run the lane on it."""
+        reason = self.unavailable(profile)
+        if reason:
+            hint = (f"; run it on the product: ucnb run {self.name} --profile ultracloud -p flake=PATH"
+                    if "ultracloud" in self.profiles else "")
+            raise ParameterError(f"profile: {reason}{hint}")
 
     @property
     def notebook(self) -> Path:
@@ -82,7 +96,7 @@ class Lane:
         if named not in (self.name, *self.aliases):
             raise ParameterError(f"lane_name: this is lane {self.name}, not {named!r}")
         try:
-            return self.parameters.model_validate(values)
+            params = self.parameters.model_validate(values)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(str(p) for p in e['loc']) or '(parameters)'}: "
@@ -91,6 +105,8 @@ class Lane:
             known = ", ".join(self.parameters.model_fields)
             raise ParameterError(f"bad parameters for lane {self.name}: {problems} "
                                  f"(known parameters: {known})") from None
+        self.check_profile(params.profile)
+        return params
 
 
 @functools.cache

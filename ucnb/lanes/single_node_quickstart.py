@@ -48,8 +48,6 @@ LANE = Lane(
     secret_env_parameters=("bootstrap_token_env",),
     cell_timeout_s=600,
     portable=True,
-    ultracloud_attrs=("single-node-trial-vm.drvPath",
-                      "nixosConfigurations.single-node-quickstart.config.system.build.toplevel.drvPath"),
 )
 
 

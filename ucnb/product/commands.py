@@ -14,6 +14,7 @@ ends it at once on a failure marker, and on KeyboardInterrupt kills the group an
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -34,6 +35,7 @@ from typing import IO, TYPE_CHECKING
 from ucnb import markers as markers_mod
 from ucnb.errors import InfrastructureError, LaneFailure, ParameterError
 from ucnb.markers import Marker
+from ucnb.overrides import CLUSTER_OVERRIDES, LOCAL_OVERRIDES, resolve_overrides
 
 if TYPE_CHECKING:
     from ucnb.evidence.redact import Redactor
@@ -46,10 +48,6 @@ TWO_WORD_SUBCOMMANDS = frozenset({"flake", "profile", "registry", "store", "deri
                                   "nar", "realisation", "daemon"})
 # `nix flake show --all-systems` exists from nix 2.13 on; 2.8 shows every system without it.
 ALL_SYSTEMS_SINCE = (2, 13)
-
-LOCAL_OVERRIDES = ("ULTRACLOUD_LOCAL_NIX_MAX_JOBS", "ULTRACLOUD_LOCAL_NIX_BUILD_CORES")
-CLUSTER_OVERRIDES = ("PHOTON_CLUSTER_NIX_MAX_JOBS", "PHOTON_CLUSTER_NIX_BUILD_CORES")
-OVERRIDES = LOCAL_OVERRIDES + CLUSTER_OVERRIDES
 
 NIX_INSTALL_HINT = ("install nix (Debian: `apt-get install --no-install-recommends nix-bin`; "
                     "elsewhere https://nixos.org/download), or print the commands with `--plan`")
@@ -118,33 +116,6 @@ def _nix_version(path: str) -> NixInfo:
         raise InfrastructureError(f"`{path} --version` gave no version (exit {done.returncode}: "
                                   f"{text or 'no output'}): {NIX_INSTALL_HINT}")
     return NixInfo(path, text, tuple(int(g) for g in match.groups() if g is not None))
-
-
-def default_overrides(cpus: int | None = None) -> dict[str, str]:
-    """The wrappers' overrides from the host CPU count (the seed gives no formula; ucnb's choice:
-    max-jobs = half the CPUs, cores per build = CPUs / max-jobs, so jobs x cores ~ CPUs)."""
-    count = cpus or os.cpu_count() or 1
-    jobs = max(1, count // 2)
-    cores = max(1, count // jobs)
-    return {"ULTRACLOUD_LOCAL_NIX_MAX_JOBS": str(jobs), "ULTRACLOUD_LOCAL_NIX_BUILD_CORES": str(cores),
-            "PHOTON_CLUSTER_NIX_MAX_JOBS": str(jobs), "PHOTON_CLUSTER_NIX_BUILD_CORES": str(cores)}
-
-
-def resolve_overrides(explicit: Mapping[str, str | int] | None = None,
-                      environ: Mapping[str, str] | None = None, cpus: int | None = None) -> dict[str, str]:
-    """Each override: given explicitly, else from the environment, else from the CPU count."""
-    environ = os.environ if environ is None else environ
-    explicit = dict(explicit or {})
-    unknown = sorted(set(explicit) - set(OVERRIDES))
-    if unknown:
-        raise ParameterError(f"overrides: unknown {', '.join(unknown)} (known: {', '.join(OVERRIDES)})")
-    values = default_overrides(cpus)
-    for name in OVERRIDES:
-        value = str(explicit[name]) if name in explicit else environ.get(name, values[name])
-        if not value.isdigit() or int(value) < 1:
-            raise ParameterError(f"overrides: {name}={value!r} is not a positive integer")
-        values[name] = value
-    return values
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -432,6 +403,58 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
+def end_processes_of_run(run_id: str, grace_s: float = 3.0) -> list[str]:
+    """End every process still carrying this run's `UCNB_RUN_ID` (the kernel's environment, which
+    every product command inherits): what a killed kernel could not end itself. Returns what it
+    ended, one line each."""
+    needle = f"UCNB_RUN_ID={run_id}".encode()
+    found: list[int] = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if (needle in (entry / "environ").read_bytes().split(b"\0") and _alive(int(entry.name))
+                    and b"ipykernel_launcher" not in (entry / "cmdline").read_bytes()):  # jupyter ends it
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    ended = []
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = [pid for pid in found if _alive(pid)]
+        for pid in alive:
+            if sig == signal.SIGTERM:
+                ended.append(f"ended process {pid} of run {run_id} ({_cmdline(pid)}), still running "
+                             f"after its kernel")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        end = time.time() + grace_s
+        while sig == signal.SIGTERM and time.time() < end and any(_alive(pid) for pid in alive):
+            time.sleep(0.05)
+    return ended
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return "gone"
+
+
+def _zombie(entry: Path) -> bool:
+    stat = (entry / "stat").read_text()
+    return stat[stat.rindex(")") + 2:].split()[0] == "Z"
+
+
+def _alive(pid: int) -> bool:
+    """Running, i.e. neither a zombie nor exiting (an exiting process has released its memory, and
+    with it its command line: the killed kernel, while the runner reaps it)."""
+    try:
+        entry = Path(f"/proc/{pid}")
+        return not _zombie(entry) and bool((entry / "cmdline").read_bytes())
+    except OSError:
+        return False
+
+
 def _kill_group(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     """SIGTERM to the whole group, SIGKILL to what is left after `grace_s`."""
     pgid = proc.pid  # start_new_session: the leader's pid is the group's id
@@ -505,14 +528,15 @@ def _describe(row: StepRow, result: CommandResult) -> None:
 
 # -- nix for tests ----------------------------------------------------------------------------------
 def offline_nix_config(directory: Path, experimental: bool = True) -> str:
-    """A NIX_CONFIG that reaches for nothing on the network: no substituters, an empty flake
-    registry file (2.8 tries to download an empty value), no sandbox (builders are /bin/sh), no
-    build users (a daemonless root nix without the nixbld group), no dirty-tree warnings."""
+    """A NIX_CONFIG that reaches for nothing on the network: no substituters (else each build
+    retries the public cache for ~5 s), an empty flake registry file (2.8 tries to download an
+    empty value), no sandbox (the contract flake's builders are /bin/sh), no dirty-tree warnings.
+    Build users stay nix's default (`nixbld`, which scripts/setup.sh creates), as for a release
+    engineer's own runs."""
     directory.mkdir(parents=True, exist_ok=True)
     registry = directory / "registry.json"
     registry.write_text(json.dumps({"flakes": [], "version": 2}))
-    lines = ["substituters =", f"flake-registry = {registry}", "sandbox = false",
-             "build-users-group =", "warn-dirty = false"]
+    lines = ["substituters =", f"flake-registry = {registry}", "sandbox = false", "warn-dirty = false"]
     if experimental:
         lines.append("extra-experimental-features = nix-command flakes")
     return "\n".join(lines) + "\n"
@@ -521,3 +545,28 @@ def offline_nix_config(directory: Path, experimental: bool = True) -> str:
 def with_timeout(commands: Sequence[Command], timeout_s: float) -> list[Command]:
     """The same commands with another timeout (tests, or a user's shorter budget)."""
     return [replace(c, timeout_s=timeout_s) for c in commands]
+
+
+TIMEOUT_CAP_VAR = "UCNB_PRODUCT_TIMEOUT_S"
+
+
+def timeout_cap(environ: Mapping[str, str] | None = None) -> float | None:
+    """`UCNB_PRODUCT_TIMEOUT_S`: no product command may run longer (a user's shorter budget, or a
+    test's); unset: each command's timeout is the contract's."""
+    raw = (os.environ if environ is None else environ).get(TIMEOUT_CAP_VAR, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise ParameterError(f"{TIMEOUT_CAP_VAR}={raw!r} is not a positive number of seconds")
+    return value
+
+
+def cap_timeouts(commands: Sequence[Command], cap_s: float | None) -> list[Command]:
+    """The same commands, none allowed longer than `cap_s` (None: as the contract says)."""
+    if cap_s is None:
+        return list(commands)
+    return [replace(c, timeout_s=min(c.timeout_s or cap_s, cap_s)) for c in commands]

@@ -195,10 +195,15 @@ def _values(params: Mapping[str, Any] | BaseModel | None) -> dict[str, Any]:
     return dict(params)
 
 
+def planned_flake(flake: str | os.PathLike[str]) -> Path:
+    """The flake path as a plan prints it when the checkout is not here (nothing runs from it)."""
+    return Path(os.fspath(flake)).expanduser().absolute()
+
+
 def _entry_plan(entry_name: str, entry: EntrySpec, contract: Contract, flake: str | os.PathLike[str],
                 params: Mapping[str, Any] | BaseModel | None, work_root: str | os.PathLike[str] | None,
-                timeout_s: float | None) -> list[Command]:
-    root = resolve_flake(flake)
+                timeout_s: float | None, check_flake: bool = True) -> list[Command]:
+    root = resolve_flake(flake) if check_flake else planned_flake(flake)
     given = _values(params)
     values: dict[str, Any] = {}
     for name, spec in entry.parameters.items():
@@ -232,20 +237,63 @@ def _entry_plan(entry_name: str, entry: EntrySpec, contract: Contract, flake: st
 
 def plan(lane: str, *, flake: str | os.PathLike[str], params: Mapping[str, Any] | BaseModel | None = None,
          work_root: str | os.PathLike[str] | None = None, timeout_s: float | None = None,
-         contract: Contract | None = None) -> list[Command]:
+         contract: Contract | None = None, check_flake: bool = True) -> list[Command]:
     """The commands that run `lane` on the product, in order. `params` may be the lane's whole
-    parameter model: only the names the contract declares for the lane are read (and `work_root`)."""
+    parameter model: only the names the contract declares for the lane are read (and `work_root`).
+    `check_flake=False`: a plan to print, for a checkout that need not be here."""
     contract = contract or load_contract()
     name, entry = contract.lane(lane)
-    return _entry_plan(name, entry, contract, flake, params, work_root, timeout_s)
+    return _entry_plan(name, entry, contract, flake, params, work_root, timeout_s, check_flake)
 
 
 def plan_suite(suite: str, *, flake: str | os.PathLike[str], params: Mapping[str, Any] | None = None,
                work_root: str | os.PathLike[str] | None = None, timeout_s: float | None = None,
-               contract: Contract | None = None) -> list[Command]:
+               contract: Contract | None = None, check_flake: bool = True) -> list[Command]:
     """The commands of a suite of the contract (publishable, final-proof, portable), in order."""
     contract = contract or load_contract()
-    return _entry_plan(suite, contract.suite(suite), contract, flake, params, work_root, timeout_s)
+    return _entry_plan(suite, contract.suite(suite), contract, flake, params, work_root, timeout_s,
+                       check_flake)
+
+
+def has_lane(lane: str, contract: Contract | None = None) -> bool:
+    """Whether the contract gives `lane` (a name or alias) commands."""
+    try:
+        (contract or load_contract()).lane(lane)
+    except ParameterError:
+        return False
+    return True
+
+
+def has_suite(suite: str, contract: Contract | None = None) -> bool:
+    return suite in (contract or load_contract()).suites
+
+
+# -- the eval guard -----------------------------------------------------------------------------------
+def evaluations(flake: str | os.PathLike[str], contract: Contract | None = None,
+                timeout_s: float = 600, check_flake: bool = True) -> list[tuple[str, Command]]:
+    """Every canonical attr the contract names, as an evaluation (lane, command), each attr once:
+    its `nix eval` commands verbatim, and each `nix build .#ATTR` as `nix eval .#ATTR.drvPath
+    --raw` (evaluated, not built: what a fail-first eval guard checks before any long run)."""
+    contract = contract or load_contract()
+    root = resolve_flake(flake) if check_flake else planned_flake(flake)
+    found: list[tuple[str, Command]] = []
+    seen: set[str] = set()
+    for lane, entry in contract.lanes.items():
+        for step in entry.all_steps():
+            argv = step.argv
+            if argv[:2] == ["nix", "eval"] and not step.placeholders():
+                installable = next((a for a in argv[2:] if "#" in a), "")
+                command = Command(tuple(argv), root, name=step.name, timeout_s=timeout_s, nix=True)
+            elif argv[:2] == ["nix", "build"] and len(argv) == 3 and argv[2].startswith(".#"):
+                installable = f"{argv[2]}.drvPath"
+                command = Command(("nix", "eval", installable, "--raw"), root, timeout_s=timeout_s, nix=True,
+                                  name=f"eval {argv[2][2:]} (built by {step.name})")
+            else:
+                continue
+            if installable and installable not in seen:
+                seen.add(installable)
+                found.append((lane, command))
+    return found
 
 
 def format_plan(commands: Sequence[Command], nix: NixInfo | None = None,
@@ -257,9 +305,40 @@ def format_plan(commands: Sequence[Command], nix: NixInfo | None = None,
     lines = [f"cd {shlex.quote(str(commands[0].cwd))}",
              "export " + " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(overrides.items()))]
     for command in commands:
-        lines.append(f"# {command.name}" + (" (assumed: not in the contract)" if command.assumed else "")
+        lines.append(f"# {command.name}" + (f" (timeout {command.timeout_s:g}s)" if command.timeout_s else "")
+                     + (" (assumed: not in the contract)" if command.assumed else "")
                      + (" (needs a terminal)" if command.interactive else ""))
         if command.assumed and command.note:
             lines.append(f"#   {command.note}")
         lines.append(command.display(nix, overrides))
+        if command.proof_folder is not None and command.work_root is not None:
+            lines.append(f"#   then ucnb ingests {command.work_root / command.proof_folder / 'latest'}"
+                         + (" (result.json with `success` required)" if command.result_json else ""))
     return "\n".join(lines) + "\n"
+
+
+def plan_text(name: str, flake: str | os.PathLike[str], params: Mapping[str, Any] | BaseModel | None = None,
+              suite: bool = False) -> str:
+    """A lane's (or a contract suite's) commands as `--plan` prints them, each with its timeout,
+    and what `ucnb run` would refuse before starting (no flake.nix: exit 2; no nix: exit 3). The
+    checkout need not be here."""
+    from ucnb.errors import InfrastructureError
+    from ucnb.product.commands import cap_timeouts, detect_nix, timeout_cap
+
+    if suite:
+        planned = plan_suite(name, flake=flake, params=_values(params), check_flake=False)
+    else:
+        planned = plan(name, flake=flake, params=params, check_flake=False)
+    notes = [f"# {'suite' if suite else 'lane'} {name}, ultracloud profile: the product's own commands "
+             f"(the contract: ucnb/profiles/ultracloud.yaml), from the flake's root, never through a shell"]
+    root = planned_flake(flake)
+    if not (root / "flake.nix").is_file():
+        notes.append(f"# note: {root} has no flake.nix: `ucnb run` would refuse it (exit 2)")
+    nix: NixInfo | None
+    try:
+        nix = detect_nix()
+    except InfrastructureError:
+        nix = None
+        notes.append("# note: no nix on this host: `ucnb run` would refuse to start (exit 3); argv as the "
+                     "contract writes it")
+    return "\n".join(notes) + "\n" + format_plan(cap_timeouts(planned, timeout_cap()), nix)

@@ -90,7 +90,13 @@ class Ingested:
                 for r in self.files]
 
     def key_value_rows(self) -> list[dict[str, str]]:
-        return [{"file": r.file, "key": r.key, "value": r.value} for r in self.key_values]
+        """result.json's top-level keys (values as JSON), then environment.txt's and status.env's."""
+        rows = [{"file": "result.json", "key": str(k), "value": v if isinstance(v, str) else json.dumps(v)}
+                for k, v in (self.result or {}).items()]
+        return rows + [{"file": r.file, "key": r.key, "value": r.value} for r in self.key_values]
+
+    def marker_rows(self) -> list[dict[str, object]]:
+        return [{"file": m.file, "marker": m.marker.name, "failed": m.marker.failed} for m in self.markers]
 
     def raise_for_verdict(self) -> None:
         if self.problems:

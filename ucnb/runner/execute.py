@@ -89,9 +89,24 @@ def kernel_environment(ex: Execution) -> dict[str, str]:
     """Stage 2: the kernel's environment, given to it explicitly (the CLI's own is untouched):
     where its proof root is, which variables hold secrets, and the work root, resolved once."""
     secret_vars = [str(ex.values[p]) for p in ex.lane.secret_env_parameters if ex.values.get(p)]
+    # ULTRACLOUD_WORK_ROOT is also the product's variable: passed on (resolved) only when the user
+    # set it, so that the product's own default (<flake>/work) holds otherwise.
+    work_root = {"ULTRACLOUD_WORK_ROOT": str(paths.work_root())} if os.environ.get("ULTRACLOUD_WORK_ROOT") \
+        else {}
     return {**os.environ, "UCNB_RUN_ID": ex.run_id, "UCNB_PROOF_ROOT": str(ex.root), "UCNB_RUNNER": "1",
-            "ULTRACLOUD_WORK_ROOT": str(paths.work_root()), "UCNB_OUTPUTS": str(paths.outputs_root()),
-            SECRETS_ENV: ",".join(secret_vars)}
+            **work_root, "UCNB_OUTPUTS": str(paths.outputs_root()), SECRETS_ENV: ",".join(secret_vars)}
+
+
+def cell_timeout_s(lane: lanes.Lane, values: dict[str, Any]) -> float:
+    """papermill's per-cell timeout: the lane's own; on ultracloud its product commands run in one
+    cell, each bounded by its own timeout, so that cell may take their sum (plus the lane's)."""
+    if values.get("profile") != "ultracloud":
+        return lane.cell_timeout_s
+    from ucnb.product import commands, contract
+
+    planned = contract.plan(lane.name, flake=str(values["flake"]), params=values, check_flake=False)
+    capped = commands.cap_timeouts(planned, commands.timeout_cap())
+    return lane.cell_timeout_s + sum(c.timeout_s or 0 for c in capped)
 
 
 def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
@@ -108,7 +123,7 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
         papermill.execute_notebook(
             str(ex.lane.notebook), str(ex.notebook), parameters=ex.values, kernel_name=KERNEL_NAME,
             cwd=str(paths.project_root()), progress_bar=False, log_output=False,
-            request_save_on_cell_execute=True, execution_timeout=ex.lane.cell_timeout_s,
+            request_save_on_cell_execute=True, execution_timeout=cell_timeout_s(ex.lane, ex.values),
             interrupt_on_timeout=True, km=RunKernel(kernel_name=KERNEL_NAME),
             # The notebook is saved when the last cell ends: no need to wait for a graceful
             # kernel exit (the run's labs are cleaned afterwards either way).
@@ -152,7 +167,15 @@ def read_error(root: Path) -> dict[str, str] | None:
 
 
 def clean_labs(ex: Execution, console: Console) -> None:
-    """Stage 4: remove this run's labs (unless kept): the kernel's own teardown may not have run."""
+    """Stage 4: remove this run's labs (unless kept), or on ultracloud end any product process
+    still running (unless kept): the kernel's own teardown may not have run."""
+    if ex.profile != "lab":
+        if not ex.values.get("keep_vm"):
+            from ucnb.product.commands import end_processes_of_run
+
+            for line in end_processes_of_run(ex.run_id):
+                console.print(f"[yellow]warning:[/] {line}", markup=True, highlight=False)
+        return
     from ucnb.lab import registry
 
     try:
@@ -239,4 +262,16 @@ def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = No
         from ucnb.host import daemons
 
         daemons.up()
+    else:
+        product_preflight(lane, params)
     return execute(lane, params, console, progress, parent)
+
+
+def product_preflight(lane: lanes.Lane, params: lanes.LaneParameters) -> None:
+    """What the product's commands need, refused before anything starts: the flake checkout (a bad
+    `flake` is exit 2, nothing runs), the contract's parameters, nix (its absence is exit 3)."""
+    from ucnb.product import commands, contract
+
+    commands.timeout_cap()
+    contract.plan(lane.name, flake=params.flake, params=params)
+    commands.detect_nix()

@@ -47,9 +47,7 @@ def resolve(lane: Lane, profile: str, files: list[Path] | None = None,
             assignments: list[str] | None = None) -> LaneParameters:
     """The validated parameters of one lane run."""
     profiles.load(profile)  # unknown profile -> ParameterError
-    if profile not in lane.profiles:
-        raise ParameterError(f"lane {lane.name} has no {profile!r} profile "
-                             f"(it has: {', '.join(lane.profiles)})")
+    lane.check_profile(profile)
     values: dict[str, Any] = {}
     base = lane.parameter_file(profile)
     if base.exists():
@@ -60,4 +58,7 @@ def resolve(lane: Lane, profile: str, files: list[Path] | None = None,
         name, value = parse_assignment(assignment)
         values[name] = value
     values["profile"] = profile
-    return lane.validate(values)
+    params = lane.validate(values)
+    if profile == "ultracloud":  # a relative flake is the user's: from where `ucnb` was started
+        params.flake = str(Path(params.flake).expanduser().absolute())
+    return params

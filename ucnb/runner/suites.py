@@ -139,9 +139,8 @@ def lane_entry(name: str, profile: str) -> SuiteEntry:
     if not lane.notebook.exists():
         return SuiteEntry("lane", lane.name, NOT_BUILT,
                           f"lane {lane.name} has no notebook (notebooks/{lane.name}.ipynb)")
-    if profile not in lane.profiles:
-        return SuiteEntry("lane", lane.name, NOT_RUNNABLE,
-                          f"lane {lane.name} has no {profile!r} profile (it has: {', '.join(lane.profiles)})")
+    if lane.unavailable(profile):
+        return SuiteEntry("lane", lane.name, NOT_RUNNABLE, lane.unavailable(profile))
     return SuiteEntry("lane", lane.name)
 
 
@@ -185,6 +184,31 @@ def plan(name: str, profile: str | None = None, surface_path: Path | None = None
     return SuitePlan(name, chosen, require_kvm, entries)
 
 
+def product_plan_text(suite_plan: SuitePlan) -> str:
+    """On ultracloud, what `--plan` adds to the table: each lane's product commands in the suite's
+    order (as `ucnb run LANE --profile ultracloud --plan` prints them), then the contract's own
+    command for the same suite, when it has one."""
+    from ucnb.product import contract
+    from ucnb.runner import execute as runner
+
+    parts = []
+    for entry in suite_plan.entries:
+        if entry.kind == "guard":
+            what = ("nix eval of every canonical attr the contract names, through the product layer"
+                    if entry.name == "profiles" else f"a scan of {entry.path}")
+            parts.append(f"# guard {entry.name} (in-process): {what}\n")
+        elif entry.status != PENDING:
+            parts.append(f"# lane {entry.name}: {entry.status}: {entry.reason}\n")
+        else:
+            _, params = runner.prepare(entry.name, suite_plan.profile, [], [])
+            parts.append(contract.plan_text(entry.name, params.flake, params))
+    if contract.has_suite(suite_plan.name):
+        parts.append(f"# the contract's own command for suite {suite_plan.name} (the same lanes as one "
+                     f"product run; ucnb runs them one by one as above, each into its own proof root):\n"
+                     + contract.plan_text(suite_plan.name, ".", suite=True))
+    return "\n".join(parts)
+
+
 # -- running ---------------------------------------------------------------------------------
 def host_accelerator() -> Any:
     """The accelerator lanes would get on this host (`ucnb.host.accel.choose` on the lab image)."""
@@ -221,7 +245,7 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
     from ucnb.guards import check_profiles, scan
     from ucnb.guards.profiles import FAILED as CHECK_FAILED
     from ucnb.guards.profiles import NOT_BUILT as CHECK_NOT_BUILT
-    from ucnb.guards.profiles import NOT_EVALUATED, summary
+    from ucnb.guards.profiles import NOT_EVALUATED, NOT_RUNNABLE, summary
 
     log = root / "guards" / f"{entry.name}.txt"
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -245,10 +269,12 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
         entry.status, entry.exit_code = (FAILED, 1) if findings else (PASSED, 0)
         return
     checks = check_profiles()
-    outcomes = {CHECK_FAILED: "failed", NOT_EVALUATED: "skipped", CHECK_NOT_BUILT: "skipped"}
+    outcomes = {CHECK_FAILED: "failed", NOT_EVALUATED: "skipped", CHECK_NOT_BUILT: "skipped",
+                NOT_RUNNABLE: "skipped"}
     entry.rows = [{"index": i, "name": f"{c.profile} {c.lane}: {c.what}",
                    "outcome": outcomes.get(c.status, "passed"),
-                   "detail": f"{c.status}: {c.detail}" if c.status == CHECK_NOT_BUILT else c.detail,
+                   "detail": f"{c.status}: {c.detail}" if c.status in (CHECK_NOT_BUILT, NOT_RUNNABLE)
+                   else c.detail,
                    "start": now, "end": now, "kind": "check"} for i, c in enumerate(checks, start=1)]
     entry.reason = summary(checks)
     log.write_text("".join(f"{c.status}\t{c.profile}\t{c.lane}\t{c.what}\t{c.detail}\n" for c in checks)

@@ -1,7 +1,7 @@
 """Storage benchmarks (fresh-bench-storage): fio matrix, parsing, host reference, regressions.
 
 `ucnb.storage.plots` is imported on its own: it pulls in matplotlib, which the parsing and the
-regression checks do not need.
+regression checks do not need; `ucnb.storage.guest` runs the same jobs inside a guest.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from .fio import (
     FioError,
     FioJob,
     FioMatrix,
+    HostBench,
     fill_argv,
     fio_argv,
     fio_version,
@@ -23,9 +24,11 @@ from .regression import (
     BaselineStore,
     Fingerprint,
     Tolerances,
+    Verdict,
     compare,
     load_baseline,
     update_baseline,
+    verdict,
 )
 
 __all__ = [
@@ -35,7 +38,9 @@ __all__ = [
     "FioError",
     "FioJob",
     "FioMatrix",
+    "HostBench",
     "Tolerances",
+    "Verdict",
     "compare",
     "fill_argv",
     "fio_argv",
@@ -46,4 +51,5 @@ __all__ = [
     "run_host",
     "summarise",
     "update_baseline",
+    "verdict",
 ]

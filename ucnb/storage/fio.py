@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -102,19 +102,36 @@ def default_jobs() -> tuple[FioJob, ...]:
     return (*rand, FioJob(rw="read", bs="1M", iodepth=16), FioJob(rw="write", bs="1M", iodepth=16))
 
 
+# The matrix's field types, so that a lane's parameters can declare the same fields with its own
+# defaults and exactly these bounds (FioMatrix.from_fields builds the matrix from them).
+Jobs = Annotated[tuple[FioJob, ...], Field(min_length=1)]
+RuntimeS = Annotated[int, Field(ge=1, le=3600, strict=True)]
+RampS = Annotated[int, Field(ge=0, le=600, strict=True)]
+Size = Annotated[str, Field(pattern=SIZE_PATTERN)]
+Repetitions = Annotated[int, Field(ge=1, le=20, strict=True)]
+SteadyState = Annotated[str, Field(pattern=SS_PATTERN)]
+SsDurS = Annotated[int, Field(ge=1, le=3600, strict=True)]
+SsRampS = Annotated[int, Field(ge=0, le=3600, strict=True)]
+
+
 class FioMatrix(BaseModel):
     """The whole benchmark: usable as a lane parameter (lists of jobs come from YAML as dicts)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    jobs: tuple[FioJob, ...] = Field(default_factory=default_jobs, min_length=1)
-    runtime_s: int = Field(default=10, ge=1, le=3600, strict=True)
-    ramp_s: int = Field(default=2, ge=0, le=600, strict=True)
-    size: str = Field(default="1G", pattern=SIZE_PATTERN)
-    repetitions: int = Field(default=3, ge=1, le=20, strict=True)
+    jobs: Jobs = Field(default_factory=default_jobs)
+    runtime_s: RuntimeS = 10
+    ramp_s: RampS = 2
+    size: Size = "1G"
+    repetitions: Repetitions = 3
     steady_state: bool = False
-    ss: str = Field(default="iops_slope:5%", pattern=SS_PATTERN)
-    ss_dur_s: int = Field(default=5, ge=1, le=3600, strict=True)
-    ss_ramp_s: int = Field(default=0, ge=0, le=3600, strict=True)
+    ss: SteadyState = "iops_slope:5%"
+    ss_dur_s: SsDurS = 5
+    ss_ramp_s: SsRampS = 0
+
+    @classmethod
+    def from_fields(cls, source: BaseModel) -> FioMatrix:
+        """The matrix from another model holding the same fields (a lane's parameters)."""
+        return cls.model_validate({name: getattr(source, name) for name in cls.model_fields})
 
     @model_validator(mode="after")
     def _consistent(self) -> FioMatrix:
@@ -300,21 +317,75 @@ def _which(fio: str) -> str:
     return exe
 
 
+def checked_output(output: str | bytes, returncode: int, stderr: str, what: str) -> dict[str, Any]:
+    """fio's JSON from one run (`output`: the --output file's content), checked: an empty file,
+    a failed job (errno named) or a non-zero exit raises FioError with fio's last stderr line."""
+    tail = (stderr.strip().splitlines() or [""])[-1][-300:]
+    if not output.strip():
+        raise FioError(f"fio {what} exited {returncode} without output: {tail}", job=what)
+    data = load(output)
+    check(data, detail=tail)
+    if returncode != 0:
+        raise FioError(f"fio {what} exited {returncode}: {tail}", job=what)
+    return data
+
+
 def _run(argv: list[str], output: Path, timeout: float, what: str) -> dict[str, Any]:
-    """Run fio once; its JSON, checked. A job error names errno and fio's last stderr line."""
+    """Run fio once on this host; its JSON, checked (see checked_output)."""
     output.unlink(missing_ok=True)
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
     except subprocess.TimeoutExpired:
         raise FioError(f"fio {what}: no result within {timeout:.0f} s", job=what) from None
-    tail = (proc.stderr.strip().splitlines() or [""])[-1][-300:]
-    if not output.exists() or output.stat().st_size == 0:
-        raise FioError(f"fio {what} exited {proc.returncode} without output: {tail}", job=what)
-    data = load(output)
-    check(data, detail=tail)
-    if proc.returncode != 0:
-        raise FioError(f"fio {what} exited {proc.returncode}: {tail}", job=what)
-    return data
+    return checked_output(output.read_bytes() if output.exists() else b"", proc.returncode, proc.stderr, what)
+
+
+def job_timeout(matrix: FioMatrix) -> float:
+    """How long one job may take: its ramp and runtime, and a minute for fio to start and write."""
+    return matrix.runtime_s + matrix.ramp_s + 60
+
+
+def iops_summary(frame: pd.DataFrame) -> str:
+    """One job's result in a progress line: `read 2,175 IOPS`."""
+    return ", ".join(f"{r.op} {r.iops:,.0f} IOPS" for r in frame.itertuples())
+
+
+class HostBench:
+    """The host's fio against a backing file in `directory`: fill once, then any job, any order.
+
+    The raw JSON of each run goes to `results` (default `directory`) as host-<job>-rep<N>.json;
+    `close()` removes the backing file (a context manager does it too).
+    """
+
+    def __init__(self, matrix: FioMatrix, directory: str | os.PathLike[str], fio: str = "fio",
+                 job_timeout_s: float | None = None, results: str | os.PathLike[str] | None = None) -> None:
+        self.matrix, self.fio = matrix, _which(fio)
+        self.folder = Path(directory)
+        self.results = Path(results) if results is not None else self.folder
+        for folder in (self.folder, self.results):
+            folder.mkdir(parents=True, exist_ok=True)
+        self.data_file = self.folder / "ucnb-fio-bench.dat"
+        self.timeout = job_timeout_s or job_timeout(matrix)
+
+    def fill(self, timeout_s: float = 900) -> dict[str, Any]:
+        """Write the whole region once (see fill_argv); fio's JSON of it."""
+        out = self.results / "host-fill.json"
+        return _run(fill_argv(self.matrix, self.data_file, out, self.fio), out, timeout_s, "fill")
+
+    def job(self, job: FioJob, rep: int) -> pd.DataFrame:
+        """One job of the matrix as repetition `rep`: its tidy rows (side "host")."""
+        out = self.results / f"host-{job.name}-rep{rep}.json"
+        data = _run(fio_argv(job, self.matrix, self.data_file, out, self.fio), out, self.timeout, job.name)
+        return parse(data, rep=rep, side="host")
+
+    def close(self) -> None:
+        self.data_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> HostBench:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_host(matrix: FioMatrix, directory: str | os.PathLike[str],
@@ -323,30 +394,19 @@ def run_host(matrix: FioMatrix, directory: str | os.PathLike[str],
     """The matrix with the host's fio against a filled backing file in `directory` (side "host").
 
     Repetitions are the outer loop, so a drift of the host (it is often a VM itself, behind an
-    outer cache) spreads over every job rather than biasing one. The raw JSON of each run stays in
-    `directory` (host-<job>-rep<N>.json) as evidence; the backing file is removed at the end.
+    outer cache) spreads over every job rather than biasing one. The backing file is removed at
+    the end; the raw JSON stays (see HostBench).
     """
-    exe = _which(fio)
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    data_file = folder / "ucnb-fio-bench.dat"
-    timeout = job_timeout_s or matrix.runtime_s + matrix.ramp_s + 60
     say = progress or (lambda _msg: None)
     frames: list[pd.DataFrame] = []
     total = matrix.repetitions * len(matrix.jobs)
-    try:
-        say(f"host fio: filling {data_file} ({matrix.size})")
-        _run(fill_argv(matrix, data_file, folder / "host-fill.json", exe), folder / "host-fill.json",
-             fill_timeout_s, "fill")
+    with HostBench(matrix, directory, fio, job_timeout_s) as bench:
+        say(f"host fio: filling {bench.data_file} ({matrix.size})")
+        bench.fill(fill_timeout_s)
         for rep in range(matrix.repetitions):
             for i, job in enumerate(matrix.jobs):
-                out = folder / f"host-{job.name}-rep{rep}.json"
-                data = _run(fio_argv(job, matrix, data_file, out, exe), out, timeout, job.name)
-                frame = parse(data, rep=rep, side="host")
+                frame = bench.job(job, rep)
                 frames.append(frame)
-                done = rep * len(matrix.jobs) + i + 1
-                say(f"host fio {done}/{total}: {job.name} rep {rep}: "
-                    + ", ".join(f"{r.op} {r.iops:,.0f} IOPS" for r in frame.itertuples()))
-    finally:
-        data_file.unlink(missing_ok=True)
+                say(f"host fio {rep * len(matrix.jobs) + i + 1}/{total}: {job.name} rep {rep}: "
+                    f"{iops_summary(frame)}")
     return concat(frames)

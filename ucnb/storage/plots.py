@@ -78,32 +78,28 @@ def _title(df: pd.DataFrame, title: str) -> str:
     return f"{title} (median of {reps} repetition{'s' if reps != 1 else ''}, band: min-max)"
 
 
-def iops(df: pd.DataFrame, title: str = "fio IOPS", bs: str | list[str] | None = None) -> Figure:
-    """IOPS against iodepth, y from 0 (`bs`: only these block sizes)."""
+def _metric(df: pd.DataFrame, metric: str, ylabel: str, title: str, bs: str | list[str] | None) -> Figure:
+    """One metric against iodepth, y from 0 (`bs`: only these block sizes)."""
     df = _select(df, bs)
     fig = Figure(figsize=(10, 4))
     ax = fig.subplots()
-    _draw(ax, df, "iops")
+    _draw(ax, df, metric)
     ax.set_ylim(bottom=0)
-    ax.set_ylabel("IOPS (operations/s)")
+    ax.set_ylabel(ylabel)
     ax.set_title(_title(df, title))
     _legend(ax)
     fig.tight_layout()
     return fig
+
+
+def iops(df: pd.DataFrame, title: str = "fio IOPS", bs: str | list[str] | None = None) -> Figure:
+    """IOPS against iodepth, y from 0 (`bs`: only these block sizes)."""
+    return _metric(df, "iops", "IOPS (operations/s)", title, bs)
 
 
 def bandwidth(df: pd.DataFrame, title: str = "fio bandwidth", bs: str | list[str] | None = None) -> Figure:
     """Bandwidth against iodepth, MiB/s, y from 0 (`bs`: only these block sizes)."""
-    df = _select(df, bs)
-    fig = Figure(figsize=(10, 4))
-    ax = fig.subplots()
-    _draw(ax, df, "bw_MiBps")
-    ax.set_ylim(bottom=0)
-    ax.set_ylabel("bandwidth (MiB/s)")
-    ax.set_title(_title(df, title))
-    _legend(ax)
-    fig.tight_layout()
-    return fig
+    return _metric(df, "bw_MiBps", "bandwidth (MiB/s)", title, bs)
 
 
 def latency(df: pd.DataFrame, title: str = "fio latency percentiles",

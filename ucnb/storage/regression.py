@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -19,6 +18,7 @@ from typing import Any, Literal
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import files
 from ..errors import ParameterError
 from .fio import KEYS, METRICS, summarise
 
@@ -37,8 +37,11 @@ class Fingerprint(BaseModel):
     qemu_version: str = Field(min_length=1)
     disk_bus: str = Field(min_length=1)           # virtio-blk, virtio-scsi, ...
     cache_mode: str = Field(min_length=1)         # none, writeback, ...
+    # raw vs qcow2 alone moves TCG guest IOPS by ~30 % (LAB-NOTES), vCPUs move a CPU-bound guest
+    disk_format: str = Field(min_length=1)        # raw, qcow2
     fio_version: str = Field(min_length=1)
     guest_memory_mib: int = Field(ge=1, strict=True)
+    guest_vcpus: int = Field(ge=1, strict=True)
 
     def key(self) -> str:
         """Stable and readable: the baseline file's key."""
@@ -114,8 +117,7 @@ def update_baseline(path: str | os.PathLike[str], current: pd.DataFrame, fingerp
                     run_id: str | None = None) -> BaselineStore:
     """Record this run as its fingerprint's baseline (other fingerprints' entries are kept).
 
-    Written to a temporary file in the same folder, then os.replace: a crash never leaves half a
-    baseline behind.
+    Written atomically (ucnb.files): a crash never leaves half a baseline behind.
     """
     p = Path(path)
     store = load_baseline(p)
@@ -125,17 +127,7 @@ def update_baseline(path: str | os.PathLike[str], current: pd.DataFrame, fingerp
     store.entries[fingerprint.key()] = BaselineEntry(
         fingerprint=fingerprint, recorded_at=datetime.now(UTC).isoformat(timespec="seconds"),
         run_id=run_id, metrics=metrics)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(store.model_dump_json(indent=1) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    files.atomic_write_text(p, store.model_dump_json(indent=1) + "\n")
     return store
 
 
@@ -190,3 +182,54 @@ def compare(current: pd.DataFrame, baseline: BaselineStore, fingerprint: Fingerp
         rows.append({**row, "baseline": b.median, "change_pct": change, "baseline_spread_pct": b.spread_pct,
                      "threshold_pct": threshold, "status": status, "reason": reason})
     return pd.DataFrame(rows, columns=COMPARE_COLUMNS)
+
+
+# Percentiles beyond p99 from runs of a few seconds rest on a handful of samples: reported, never
+# counted as a regression.
+INFORMATIONAL_METRICS = ("lat_p99_9_us",)
+
+
+class Verdict(BaseModel):
+    """What a comparison amounts to: `no-baseline` (nothing comparable), `ok` or `regression`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    status: Literal["no-baseline", "ok", "regression"]
+    compared: int                     # metric rows that had a baseline
+    regressions: list[str]            # "rw bs qdN op metric: change" of each counted regression
+    informational: list[str]          # flagged rows of INFORMATIONAL_METRICS (not counted)
+    improvements: int
+    reason: str                       # one sentence for the notebook and the check
+
+    @property
+    def regressed(self) -> bool:
+        return self.status == "regression"
+
+
+def _label(row: Any) -> str:
+    op = f" {row.op}" if row.rw in ("rw", "randrw") else ""
+    return (f"{row.side} {row.rw} {row.bs} qd{int(row.iodepth)}{op} {row.metric}: {row.change_pct:+.1f} % "
+            f"(threshold ±{row.threshold_pct:.1f} %)")
+
+
+def verdict(comparison: pd.DataFrame, informational: tuple[str, ...] = INFORMATIONAL_METRICS) -> Verdict:
+    """Summarise `compare`'s rows: regressions of counted metrics, informational ones apart."""
+    compared = comparison[comparison["status"] != "no-baseline"]
+    if compared.empty:
+        reasons = sorted(set(comparison["reason"])) if not comparison.empty else ["nothing measured"]
+        return Verdict(status="no-baseline", compared=0, regressions=[], informational=[], improvements=0,
+                       reason="; ".join(reasons))
+    flagged = compared[compared["status"] == "regression"]
+    counted = flagged[~flagged["metric"].isin(informational)]
+    side_notes = flagged[flagged["metric"].isin(informational)]
+    new_points = int((comparison["status"] == "no-baseline").sum())
+    regressions = [_label(r) for r in counted.itertuples()]
+    status: Literal["ok", "regression"] = "regression" if regressions else "ok"
+    reason = (f"{len(regressions)} of {len(compared)} metrics regressed" if regressions
+              else f"no regression in {len(compared)} metrics")
+    if new_points:
+        reason += f"; {new_points} metrics had no baseline point (new in this run)"
+    if len(side_notes):
+        reason += f"; {len(side_notes)} informational ({', '.join(informational)}) beyond threshold"
+    return Verdict(status=status, compared=len(compared), regressions=regressions,
+                   informational=[_label(r) for r in side_notes.itertuples()],
+                   improvements=int((compared["status"] == "improvement").sum()), reason=reason)

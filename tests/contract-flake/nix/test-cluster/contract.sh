@@ -31,8 +31,11 @@ knob() {
   return 1
 }
 
-# steer NAME: the knobs that act before any work (hang, failure marker).
+# steer NAME: the program's first marker, then the knobs that act before any work (hang,
+# failure marker). `contract-flake.*` markers are this test double's own, not the product's: they
+# let tests see markers recorded for programs whose contract names no marker sequence.
 steer() {
+  echo "ULTRACLOUD_MARKER contract-flake.start.$1"
   if knob UCNB_CONTRACT_HANG "$1"; then
     say "$1: hanging (UCNB_CONTRACT_HANG)"
     sleep 300
@@ -93,6 +96,7 @@ fail_unless_ok() {
     exit 1
   fi
   say "$1: done"
+  echo "ULTRACLOUD_MARKER contract-flake.done.$1"
   exit 0
 }
 

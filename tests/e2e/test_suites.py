@@ -1,0 +1,71 @@
+"""The portable suite for real (guards, the quickstart, every portable lane) with its JUnit and
+report, and a kept lab reattached from a new process."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from junitparser import JUnitXml
+
+from ucnb.evidence import index
+from ucnb.lab.registry import list_labs
+
+from ..conftest import Cli
+from ..lab_fixtures import OwnRuns
+
+
+def test_portable_suite_passes_for_real_with_parseable_junit(cli: Cli, outputs: Path, tmp_path: Path) -> None:
+    junit_file = tmp_path / "ci" / "portable.xml"
+    done = cli("suite", "portable", "--junit", str(junit_file), "--no-progress", timeout=900)
+    assert done.returncode == 0, done.stdout + done.stderr
+    root = Path(done.stdout.strip().splitlines()[-1])
+    assert root.parent == outputs / "suites" / "portable" and "suite portable: PASSED" in done.stdout
+    summary = json.loads((root / "suite.json").read_text())
+    assert summary["verdict"] == "passed"
+    lane = next(e for e in summary["entries"] if e["name"] == "single-node-quickstart")
+    proof_root = root / lane["proof_root"]
+    assert json.loads((proof_root / "result.json").read_text())["verdict"] == "passed"
+    assert cli("verify", str(proof_root)).returncode == 0
+    assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=root).returncode == 0
+    xml = JUnitXml.fromfile(str(junit_file))
+    by_name = {s.name: s for s in xml}
+    assert {"guard: profiles", "guard: surface", "single-node-quickstart"} <= set(by_name)
+    quickstart = by_name["single-node-quickstart"]
+    assert quickstart.failures == 0 and quickstart.skipped >= 3  # iam, plasmavmc, prismnet
+    assert any("boot [node01]" in case.name and case.is_passed for case in quickstart)
+    entries = index.load(outputs)
+    assert sorted((e.kind, e.lane, e.verdict) for e in entries) == [
+        ("lane", "deployer-vm-smoke", "passed"), ("lane", "single-node-quickstart", "passed"),
+        ("suite", "portable", "passed")]
+    assert all(e.path(outputs).is_dir() for e in entries)
+    assert next(e for e in entries if e.kind == "lane").suite == f"portable/{root.name}"
+    # The report of this run, as a reviewer's browser shows it (the PNG stays with the suite root).
+    page = cli("report", "--output", str(root / "report.html"), "--screenshot", str(root / "report.png"),
+               timeout=180)
+    assert page.returncode == 0, page.stderr
+    html = (root / "report.html").read_text()
+    assert f'href="{lane["proof_root"]}/single-node-quickstart.html"' in html
+    png = (root / "report.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 20_000
+
+
+def test_a_kept_lab_is_reattached_from_a_new_process(cli: Cli, own_runs: OwnRuns) -> None:
+    done = cli.run("single-node-quickstart", "-p", "keep_vm=true")
+    assert done.returncode == 0, done.stderr
+    lab_id = own_runs.lab_id()
+    try:
+        shown = cli("lab", "attach", lab_id, "--probe", timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert f"lab = ucnb.attach('{lab_id}')" in shown.stdout and "running" in shown.stdout
+        script = (f"import ucnb\nlab = ucnb.attach({lab_id!r})\nnode = lab['node01']\n"
+                  f"print(node.run('hostname', check=True).stdout.strip(), node.running(), "
+                  f"len(node.spec.nics), node.spec.memory_mib)\n")
+        attached = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                                  env=cli.env(), timeout=120)
+        assert attached.stdout.split() == ["node01", "True", "1", "256"], attached.stderr
+        assert lab_id in {s.lab_id for s in list_labs()}, "an attached lab outlives the process"
+    finally:
+        cli("lab", "clean", lab_id, timeout=120)

@@ -1,0 +1,191 @@
+"""The lab host for the vm and e2e layers: its session fixtures, and `own_runs`, the check that what
+a test's own runs created is gone when the test ends.
+
+Imported by tests/vm/conftest.py and tests/e2e/conftest.py (tests/unit never reaches libvirt).
+The check looks only at the test's own runs and labs, named by their ids, so other labs may live
+on the same host meanwhile; it selects objects by ucnb's domain metadata and by the lab's names on
+its own, not through the registry code it is checking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+GRACE_S = 10.0  # a process the run ended may still be exiting when the test returns
+
+
+@pytest.fixture(scope="session")
+def lab_host() -> None:
+    """The lab namespace and libvirtd are up (started, idempotently, if needed)."""
+    from ucnb.host import daemons
+
+    daemons.up()
+
+
+@pytest.fixture(scope="session")
+def lab_image(lab_host: None) -> Any:
+    from ucnb import profiles
+    from ucnb.image import build_image
+
+    return build_image(profiles.load("lab"))
+
+
+@pytest.fixture(scope="session")
+def accelerator(lab_image: Any) -> Any:
+    from ucnb.host.accel import choose
+    from ucnb.lab.registry import connect
+
+    return choose(lab_image, connect())
+
+
+def domain_metadata(dom: Any) -> dict[str, str]:
+    """The lab, run and node a domain was created for ({} for a domain without ucnb's metadata)."""
+    import libvirt
+
+    from ucnb.lab.domain import METADATA_NS
+
+    try:
+        xml = dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, METADATA_NS)
+    except libvirt.libvirtError:
+        return {}
+    return {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in ET.fromstring(xml)}
+
+
+def _processes() -> Iterator[tuple[int, bytes, bytes]]:
+    """(pid, cmdline, environ) of every process but this one."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                yield int(entry.name), (entry / "cmdline").read_bytes(), (entry / "environ").read_bytes()
+            except OSError:
+                continue
+
+
+@dataclass
+class OwnRuns:
+    """The runs and labs one test created, and what of them is still on the host.
+
+    Runs are found under the test's `tmp_path` (every proof root there names its run and lab in
+    environment.txt: the `cli` and `outputs` fixtures put them there) and in the registry by run
+    id; a test adds the labs it makes itself with `add`. Processes are the test's when they carry
+    one of its run ids (`UCNB_RUN_ID`), mention its `tmp_path` (e.g. `UCNB_OUTPUTS`) or one of its
+    labs (a QEMU process names its domain and disks).
+    """
+
+    tmp_path: Path
+    run_ids: set[str] = field(default_factory=set)
+    lab_ids: set[str] = field(default_factory=set)
+
+    def add(self, lab: Any) -> None:
+        """A lab the test created itself (a `ucnb.lab.lab.Lab`)."""
+        self.run_ids.add(lab.run_id)
+        self.lab_ids.add(lab.lab_id)
+
+    def discover(self) -> OwnRuns:
+        from ucnb.files import read_kv
+        from ucnb.lab.registry import list_labs
+
+        for path in self.tmp_path.rglob("environment.txt"):
+            env = read_kv(path)
+            self.run_ids.update(filter(None, [env.get("run_id")]))
+            self.lab_ids.update(filter(None, [env.get("lab_id")]))
+        self.lab_ids.update(s.lab_id for s in list_labs() if s.run_id in self.run_ids)
+        return self
+
+    def lab_id(self) -> str:
+        """The one lab of this test's runs (found now)."""
+        (lab,) = self.discover().lab_ids
+        return lab
+
+    def domains(self) -> list[str]:
+        """This test's domains that exist now (by metadata, or by the name of one of its labs)."""
+        from ucnb.lab.registry import connect
+
+        return sorted(dom.name() for dom in connect().listAllDomains() if self._owns_domain(dom))
+
+    def _owns_domain(self, dom: Any) -> bool:
+        meta = domain_metadata(dom)
+        return (meta.get("run") in self.run_ids or meta.get("lab") in self.lab_ids
+                or any(dom.name().startswith(f"ucnb-{lab}-") for lab in self.lab_ids))
+
+    def _owns_network(self, name: str) -> bool:
+        return any(name == f"ucnb-{lab}" or name.startswith(f"ucnb-{lab}-") for lab in self.lab_ids)
+
+    def _process_pattern(self) -> re.Pattern[bytes]:
+        words = [re.escape(str(self.tmp_path).encode()) + rb"(?=[/:\0]|$)"]
+        words += [rb"UCNB_RUN_ID=" + re.escape(run.encode()) + rb"(?=\0|$)" for run in self.run_ids]
+        words += [re.escape(f"ucnb-{lab}-".encode()) for lab in self.lab_ids]
+        words += [re.escape(f"/labs/{lab}/".encode()) for lab in self.lab_ids]
+        return re.compile(b"|".join(words))
+
+    def processes(self) -> dict[int, str]:
+        pattern = self._process_pattern()
+        return {pid: cmd.replace(b"\0", b" ").decode(errors="replace")[:120]
+                for pid, cmd, environ in _processes() if pattern.search(cmd) or pattern.search(environ)}
+
+    def leftovers(self) -> list[tuple[str, str]]:
+        """(kind, what) of every domain, network, lab folder, secrets file and process of these
+        runs that is still here."""
+        from ucnb import paths
+        from ucnb.lab.registry import connect, list_labs
+
+        conn = connect()
+        left = [("domain", d.name()) for d in conn.listAllDomains() if self._owns_domain(d)]
+        left += [("network", n.name()) for n in conn.listAllNetworks() if self._owns_network(n.name())]
+        labs = self.lab_ids | {s.lab_id for s in list_labs() if s.run_id in self.run_ids}
+        left += [("lab folder", str(paths.labs_dir() / lab)) for lab in sorted(labs)
+                 if (paths.labs_dir() / lab).exists()]
+        left += [("secrets file", str(paths.work_root() / "secrets" / run)) for run in sorted(self.run_ids)
+                 if (paths.work_root() / "secrets" / run).exists()]
+        left += [("process", f"{pid} {cmd}") for pid, cmd in self.processes().items()]
+        return left
+
+    def settled_leftovers(self) -> list[tuple[str, str]]:
+        """`leftovers()`, given processes the run just ended a moment to exit."""
+        deadline = time.monotonic() + GRACE_S
+        while (left := self.leftovers()) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return left
+
+    def remove(self) -> None:
+        """Remove what is left (after it was reported), so one leaking test does not spoil the next."""
+        from ucnb import paths
+        from ucnb.lab import registry
+
+        for pid in self.processes():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        for run in self.run_ids:
+            registry.clean(run_id=run)
+            (paths.work_root() / "secrets" / run).unlink(missing_ok=True)
+        for lab in self.lab_ids:
+            registry.destroy(lab)
+
+    def assert_nothing_left(self) -> None:
+        self.discover()
+        assert self.run_ids or self.lab_ids, (
+            f"no run or lab of this test was found (under {self.tmp_path} or added): "
+            "the leftover check would pass by accident")
+        left = self.settled_leftovers()
+        if left:
+            self.remove()
+        assert not left, f"runs {sorted(self.run_ids)} (labs {sorted(self.lab_ids)}) left: {left}"
+
+
+@pytest.fixture()
+def own_runs(tmp_path: Path, lab_host: None) -> Iterator[OwnRuns]:
+    """Fail the test if a run or lab it created left anything behind (see `OwnRuns`)."""
+    runs = OwnRuns(tmp_path)
+    yield runs
+    runs.assert_nothing_left()
