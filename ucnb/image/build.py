@@ -1,8 +1,9 @@
 """Build the lab guest offline from Debian packages, into a content-addressed cache.
 
 Outputs per image: Debian's cloud kernel, a small gzip initramfs (busybox, runit, dropbear,
-sqlite3, the virtio modules, the product-surface manifest, the host's lab keys) and a raw ext4
-system disk holding the big binaries (etcd), which every node gets as a qcow2 overlay.
+sqlite3, dmsetup, the virtio and device-mapper modules, the product-surface manifest, the host's
+lab keys) and a raw ext4 system disk holding the big binaries (etcd), which every node gets as a
+qcow2 overlay.
 The image is rebuilt only when one of its inputs changes.
 """
 
@@ -25,9 +26,11 @@ from ucnb.image.keys import lab_keys
 from ucnb.profiles import Profile
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-BUILD_FORMAT = "3"  # bump when the layout below changes
-MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng"]
-INITRAMFS_PROGRAMS = ["/usr/sbin/dropbear", "/usr/bin/sqlite3"]
+BUILD_FORMAT = "4"  # bump when the layout below changes
+# Loaded by /init: the virtio drivers. Shipped for lanes to load on demand: device-mapper and its
+# flakey target (disk faults injected inside a guest; error and linear are built into dm-mod).
+MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "dm_mod", "dm_flakey"]
+INITRAMFS_PROGRAMS = ["/usr/sbin/dropbear", "/usr/bin/sqlite3", "/usr/sbin/dmsetup"]
 SYSTEM_DISK_PROGRAMS = ["/usr/bin/etcd", "/usr/bin/etcdctl"]
 RUNIT_PROGRAMS = ["usr/bin/runsvdir", "usr/bin/runsv", "usr/bin/sv"]
 SYSTEM_DISK_SIZE = "512M"

@@ -86,15 +86,22 @@ class GuestShell:
         transport = self._client.get_transport()
         assert transport is not None
         channel = transport.open_session(timeout=timeout)
-        channel.settimeout(0.2)
         channel.exec_command(command)
-        if stdin is not None:
-            channel.sendall(stdin.encode())
-            channel.shutdown_write()
-        out, err = bytearray(), bytearray()
         deadline = start + timeout
+        out, err = bytearray(), bytearray()
         status: int | None = None
-        while True:
+        timed_out = False
+        if stdin is not None:
+            # A slow reader (sqlite3 executing a dump) keeps the window shut for a while: the whole
+            # deadline applies to sending, not the short per-read timeout below.
+            channel.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                channel.sendall(stdin.encode())
+                channel.shutdown_write()
+            except TimeoutError:
+                timed_out = True   # reported as a command that timed out (no exit status)
+        channel.settimeout(0.2)
+        while not timed_out:
             drained = False
             while channel.recv_ready():
                 out += channel.recv(65536)
