@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from ucnb import paths
 from ucnb.errors import InfrastructureError
 from ucnb.image import debs
 from ucnb.image.keys import lab_keys
+from ucnb.lab.leases import temp_dir
 from ucnb.profiles import Profile
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -131,7 +131,7 @@ def build_image(profile: Profile, log: Callable[[str], None] = lambda _: None) -
 
     log(f"building guest image {key} (kernel {kver})")
     kernel_root = debs.unpacked(kernel_pkg)
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir("images")) as tmp:
+    with temp_dir(paths.cache_dir("images"), "image-build") as tmp:
         staging = Path(tmp) / "image"
         staging.mkdir()
         shutil.copy2(kernel_root / "boot" / f"vmlinuz-{kver}", staging / "vmlinuz")
@@ -142,14 +142,26 @@ def build_image(profile: Profile, log: Callable[[str], None] = lambda _: None) -
         (staging / "build.json").write_text(json.dumps(
             {"key": key, "kernel_package": kernel_pkg, "kernel_version": kver,
              "format": BUILD_FORMAT}, indent=2) + "\n")
+        _publish(staging, directory, "product-surface.json")
+    log(f"guest image {key} ready")
+    return image
+
+
+def _publish(staging: Path, directory: Path, complete_marker: str) -> None:
+    """Rename a finished build into its content-addressed place. A concurrent build of the same
+    key may have got there first: its result is as good (same inputs), keep it. Anything else in
+    the way (an incomplete folder from older code) is replaced."""
+    try:
+        staging.rename(directory)
+    except OSError:
+        if (directory / complete_marker).exists():
+            return
+        shutil.rmtree(directory, ignore_errors=True)
         try:
             staging.rename(directory)
         except OSError:
-            if not (directory / "product-surface.json").exists():  # not a concurrent build's result
-                shutil.rmtree(directory, ignore_errors=True)
-                staging.rename(directory)
-    log(f"guest image {key} ready")
-    return image
+            if not (directory / complete_marker).exists():
+                raise
 
 
 def _build_initramfs(root: Path, out: Path, kernel_root: Path, kver: str, runit_root: Path,

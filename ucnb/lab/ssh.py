@@ -52,7 +52,7 @@ class GuestShell:
 
     def connect(self, timeout: float = 5.0) -> None:
         """Open the connection once (no retry): refuses outside the lab network namespace."""
-        netns.require_inside(self.address)
+        netns.guard(self.address)
         client = paramiko.SSHClient()
         client.get_host_keys().add(self.address, self._host_key.get_name(), self._host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
