@@ -73,7 +73,10 @@ def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(outputs: Path
         assert proc.poll() is None and time.monotonic() < deadline, "the control plane never formed"
         time.sleep(0.5)
         events = list((outputs / "fresh-smoke").glob("*/events.jsonl"))
-    victim = next(d for d in ucnb_objects()["domains"] if d.endswith("-node04"))
+    from ucnb.evidence.proof import read_environment
+
+    lab = read_environment(events[0].parent)["lab_id"]   # this run's lab, not another one on the host
+    victim = next(d for d in ucnb_objects()["domains"] if d == f"ucnb-{lab}-node04")
     subprocess.run(["virsh", "-c", "qemu:///system", "destroy", victim], check=True, capture_output=True)
     assert proc.wait(timeout=300) == 1, proc.stderr.read() if proc.stderr else ""
     result = json.loads(((outputs / "fresh-smoke" / "latest") / "result.json").read_text())

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from .conftest import ROOT, kernel_processes, ucnb_objects
+from .conftest import ROOT, SESSION_RUNS, kernel_processes, leftovers
 
 pytestmark = pytest.mark.e2e
 UCNB = str(ROOT / ".venv/bin/ucnb")
@@ -86,18 +86,33 @@ def test_plain_papermill_runs_the_notebook_with_its_defaults(outputs: Path, tmp_
     assert json.loads((roots[0] / "result.json").read_text())["verdict"] == "passed"
 
 
-def _new_lab(before: dict[str, list[str]]) -> str:
-    """The one lab created since `before` (tests clean only their own: others may be running)."""
-    (lab,) = set(ucnb_objects()["labs"]) - set(before["labs"])
+def _run_id(outputs: Path) -> str:
+    """The run id of the one run under `outputs` (its proof root is `<stamp>-<run id>`)."""
+    (root,) = (outputs / LANE).glob("2*")
+    return root.name.rsplit("-", 1)[1]
+
+
+def _new_lab(outputs: Path) -> str:
+    """This test's run's lab (tests look only at their own: other labs may be running)."""
+    from ucnb.lab.registry import list_labs
+
+    (lab,) = {s.lab_id for s in list_labs() if s.run_id == _run_id(outputs)}
     return lab
 
 
 def _start_and_wait_for_domain(outputs: Path) -> subprocess.Popen[bytes]:
-    before = set(ucnb_objects()["domains"])
+    from ucnb.lab.registry import connect, tagged_domains
+
     proc = subprocess.Popen([UCNB, "run", LANE, "--no-progress"], env=_env(outputs),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 120
-    while not set(ucnb_objects()["domains"]) - before:
+
+    def domain_of_this_run() -> bool:
+        roots = list((outputs / LANE).glob("2*"))
+        return bool(roots) and any(t.run_id == _run_id(outputs) for t in tagged_domains(connect())
+                                   if t.domain.isActive())
+
+    while not domain_of_this_run():
         assert proc.poll() is None, "the lane ended before its VM started"
         assert time.monotonic() < deadline, "no VM appeared"
         time.sleep(0.2)
@@ -114,24 +129,22 @@ def test_ctrl_c_cleans_up_and_keeps_the_notebook(outputs: Path, no_leaks: None) 
 
 
 def test_kill_9_of_the_runner_then_lab_clean_leaves_nothing(outputs: Path, no_leaks: None) -> None:
-    before = ucnb_objects()
     proc = _start_and_wait_for_domain(outputs)
     proc.kill()  # SIGKILL the runner alone: its kernel and VM are orphaned
     proc.wait(timeout=30)
-    lab = _new_lab(before)
-    assert any(d.startswith(f"ucnb-{lab}-") for d in ucnb_objects()["domains"]), \
+    lab = _new_lab(outputs)
+    assert any(item.startswith("domain ") for item in leftovers({_run_id(outputs)})), \
         "the VM should outlive a killed runner until cleaned"
     done = subprocess.run([UCNB, "lab", "clean", lab], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     time.sleep(0.5)
-    assert kernel_processes() == []
+    assert kernel_processes({_run_id(outputs)}) == []
 
 
 def test_keep_vm_leaves_a_reachable_lab_until_clean(outputs: Path, no_leaks: None) -> None:
-    before = ucnb_objects()
     done = _run(outputs, "-p", "keep_vm=true")
     assert done.returncode == 0, done.stderr
-    lab = _new_lab(before)
+    lab = _new_lab(outputs)
     try:
         status = subprocess.run([UCNB, "lab", "status"], capture_output=True, text=True)
         assert "node01" in status.stdout and "running" in status.stdout
@@ -145,6 +158,7 @@ def test_keep_vm_leaves_a_reachable_lab_until_clean(outputs: Path, no_leaks: Non
 
 
 def test_no_leftovers_after_the_suite() -> None:
-    """Runs last in this module: nothing from any lane run is still around."""
+    """Runs last in this module: nothing from any lane run of this session is still around
+    (other sessions' and other users' labs on the host are not this session's to judge)."""
     assert sys.platform == "linux"
-    assert ucnb_objects()["domains"] == [] and kernel_processes() == []
+    assert not leftovers(SESSION_RUNS) and kernel_processes(SESSION_RUNS) == []

@@ -45,7 +45,7 @@ class Parameters(ClusterParameters):
 
     @model_validator(mode="after")
     def _targets(self) -> Parameters:
-        check_fault_targets(self.nodes, self.faults)
+        check_fault_targets(self.nodes, self.faults, self.voters, self.profile)
         return self
 
 

@@ -291,7 +291,8 @@ def redacted_console(console: Console, redactor: Redactor) -> Console:
 def report(ex: Execution, result: dict[str, Any], console: Console) -> None:
     """The verdict line (and the failing step) on the console."""
     colour = "green" if result["verdict"] == "passed" else "red"
-    console.print(f"[bold {colour}]{result['verdict'].upper()}[/] {ex.lane.name} in "
+    verdict = "interrupted" if ex.exit_code == Interrupted.exit_code else result["verdict"]
+    console.print(f"[bold {colour}]{verdict.upper()}[/] {ex.lane.name} in "
                   f"{time.monotonic() - ex.started:.1f}s — evidence: {ex.root}")
     failing = result["failing_step"]
     if failing:
