@@ -19,8 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from ucnb.errors import InfrastructureError, LaneFailure
 from ucnb.evidence import proof as evidence
 from ucnb.host import netns
@@ -34,11 +32,16 @@ from ucnb.installer.build import (
 )
 from ucnb.lab.lab import DiskConfig, Lab, Node, NodeConfig
 from ucnb.lab.registry import connect
+from ucnb.lazy import lazy_module
 from ucnb.reference.cluster import Cluster, load_cluster
 from ucnb.reference.deployer import REQUEST_LOG, STATE_FILE, Deployer
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 CLUSTER_FILE = Path(__file__).resolve().parent / "baremetal-cluster.yaml"
 INSTALL_MARKERS = ("pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",

@@ -7,16 +7,20 @@ Lanes use it to form the cluster, find the leader, tabulate membership and check
 from __future__ import annotations
 
 import time
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from ucnb.cluster.kv import KV, KVUnavailable, Member
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.record import Recorder
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab, Node, NodeConfig
+from ucnb.lazy import lazy_module
 from ucnb.profiles import Profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 CHECK_PREFIX = "check/"  # keys the lanes write and expect on every member, read in one range
 

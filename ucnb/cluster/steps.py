@@ -7,7 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb.cluster.controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
@@ -18,9 +17,14 @@ from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab
 from ucnb.lanes import LaneParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 

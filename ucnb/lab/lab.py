@@ -19,10 +19,9 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
-import paramiko
 
 from ucnb import paths
 from ucnb.errors import InfrastructureError, LaneFailure, ParameterError
@@ -38,6 +37,12 @@ from ucnb.lab import registry
 from ucnb.lab.registry import LabState, connect, destroy, list_labs
 from ucnb.lab.serial import MarkerCursor, SeenMarker, SerialWatcher
 from ucnb.lab.ssh import CommandResult, GuestShell
+from ucnb.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import paramiko
+else:  # `ucnb run` imports this module to validate parameters: paramiko once used
+    paramiko = lazy_module("paramiko")
 
 # Network i of lab subnet N is 10.(77+i).N.0/24: i=0 the lab network (SSH, clients), i=1 a
 # second one (e.g. Raft traffic, so a partition can cut it and leave SSH to the minority).

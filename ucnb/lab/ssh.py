@@ -7,11 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from ucnb.errors import LaneFailure
 from ucnb.host import netns
+from ucnb.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import paramiko
+else:  # `ucnb run` imports this module to validate parameters: paramiko once used
+    paramiko = lazy_module("paramiko")
 
 
 @dataclass(frozen=True)

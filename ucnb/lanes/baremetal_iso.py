@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydantic import Field
 
 from ucnb.baremetal import harness
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.lanes import Lane, TokenParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 
 class Parameters(TokenParameters):

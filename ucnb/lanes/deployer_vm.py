@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import Field
 
 from ucnb.baremetal import harness
@@ -21,9 +20,14 @@ from ucnb.installer import active_system_check
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lanes import Lane, TokenParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 NODE = "worker"
 INITIAL_SYSTEM = "lab-system-1"

@@ -76,13 +76,13 @@ def prepare(lane_name: str, profile: str, files: list[Path], assignments: list[s
     """Everything that can be refused before a VM exists: lane, profile, parameters, notebook."""
     lane = lanes.get(lane_name)
     params = params_mod.resolve(lane, profile, files, assignments)
+    secrets_redactor(lane, params.model_dump(mode="json"))   # a secret too short to mask: refused now
     if not lane.notebook.exists():
         raise HarnessError(f"lane {lane.name} has no notebook at {lane.notebook}")
     declared = notebook_parameters(lane.notebook)
     missing = {"lane_name", *lane.parameters.model_fields} - set(declared)
     if missing:
         raise HarnessError(f"{lane.notebook.name}'s parameters cell lacks {sorted(missing)}")
-    secrets_redactor(lane, params.model_dump(mode="json"))
     return lane, params
 
 
