@@ -16,7 +16,9 @@ def timeline(recorder: Recorder, title: str = "Timeline") -> Figure:
     steps = recorder.rows["steps"]
     markers = recorder.rows["markers"]
     now = max([s.end or s.start for s in steps] + [t0]) - t0
-    labels = [f"{s.index}. {s.name}" + (f" [{s.node}]" if s.node else "") for s in steps]
+    # Pixels are never redacted afterwards: a step named after a secret is masked before drawing.
+    labels = [recorder.redactor.text(f"{s.index}. {s.name}" + (f" [{s.node}]" if s.node else ""))
+              for s in steps]
     fig, ax = plt.subplots(figsize=(10, max(2.5, 0.32 * (len(steps) + 2))))
     for y, s in enumerate(steps):
         start = s.start - t0
