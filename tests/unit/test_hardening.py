@@ -403,3 +403,56 @@ def test_after_a_signal_no_further_cell_starts_and_the_kernel_is_interrupted(
             interruption.before_cell()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert "SIGTERM" in interruption.describe()
+
+
+# -- suite roots and consoles, redacted like lane roots ----------------------------------------------
+def test_a_suite_redacts_what_a_lane_reports_in_its_files_and_console(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lane outcome quoting its token unredacted (as a runner-side error message would): the
+    suite's junit.xml, suite.json, JUnit copy and console summary (wrapped at 40 columns) hold none of it."""
+    import io
+
+    from rich.console import Console
+
+    from ucnb.evidence.redact import Redactor
+    from ucnb.runner import execute, suites
+
+    monkeypatch.setenv("UCNB_OUTPUTS", str(tmp_path / "outputs"))
+
+    def fake_run_lane(name: str, profile: str, **kw: Any) -> execute.RunOutcome:
+        root = kw["parent"] / f"20260101T000000Z-{'ab' * 4}"
+        (root / "logs").mkdir(parents=True)
+        (root / "events.jsonl").write_text("")
+        message = f"the deployer refused token {TOKEN40}"
+        result = {"verdict": "failed", "accelerator": None, "steps": {"passed": 0, "skipped": 0},
+                  "failing_step": {"name": "phone-home", "node": "worker", "last_observation": message},
+                  "error": {"message": message}}
+        return execute.RunOutcome(1, root, result, Redactor([TOKEN40]))
+
+    monkeypatch.setattr(execute, "run_lane", fake_run_lane)
+    spec = suites.SuiteSpec(description="x", profile="ultracloud",
+                            steps=(suites.SuiteStep(lane="single-node-quickstart"),))
+    err, out = io.StringIO(), io.StringIO()
+    outcome = suites.run(suites.plan("x", suites={"x": spec}), junit_file=tmp_path / "ci" / "junit.xml",
+                         console=Console(file=err, width=200), out=Console(file=out, width=200))
+    assert outcome.verdict == "failed"
+    for path in (outcome.root / "junit.xml", outcome.root / "suite.json", tmp_path / "ci" / "junit.xml"):
+        assert TOKEN40 not in path.read_text() and "REDACTED" in path.read_text()
+    assert TOKEN40 not in err.getvalue() + out.getvalue() and "REDACTED" in out.getvalue()
+
+
+def test_the_runner_console_masks_a_token_cut_by_a_line_wrap() -> None:
+    import io
+
+    from rich.console import Console
+
+    from ucnb.evidence.redact import Redactor
+    from ucnb.runner.execute import redacted_console
+
+    buffer = io.StringIO()
+    console = redacted_console(Console(file=buffer, width=30, soft_wrap=False), Redactor([TOKEN40]))
+    console.print(f"phone-home refused: bad token {TOKEN40} from worker")   # wrapped inside the token
+    shown = buffer.getvalue()
+    assert "\n" in shown.strip() and "REDACTED" in shown
+    pieces = {TOKEN40[i:i + 6] for i in range(len(TOKEN40) - 5)}
+    assert not [p for p in pieces if p in shown], shown
