@@ -456,3 +456,31 @@ def test_the_runner_console_masks_a_token_cut_by_a_line_wrap() -> None:
     assert "\n" in shown.strip() and "REDACTED" in shown
     pieces = {TOKEN40[i:i + 6] for i in range(len(TOKEN40) - 5)}
     assert not [p for p in pieces if p in shown], shown
+
+
+def test_concurrent_builds_of_one_cache_key_publish_one_complete_result(tmp_path: Path) -> None:
+    """Content-addressed caches: each build renames its finished staging folder into place; the
+    loser of a race keeps the winner's (same inputs) and never leaves a half folder."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ucnb.image.build import _publish
+
+    target = tmp_path / "cache" / "key"
+    target.parent.mkdir()
+    stagings = []
+    for i in range(8):
+        staging = tmp_path / f"staging{i}"
+        staging.mkdir()
+        (staging / "payload").write_text(f"build {i}")
+        (staging / "build.json").write_text("{}")
+        stagings.append(staging)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(lambda s: _publish(s, target, "build.json"), stagings))
+    assert (target / "build.json").exists() and (target / "payload").read_text().startswith("build ")
+    assert sorted(p.name for p in target.iterdir()) == ["build.json", "payload"]
+    (target / "build.json").unlink()   # an incomplete folder (from older code) is replaced
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "build.json").write_text("{}")
+    _publish(late, target, "build.json")
+    assert (target / "build.json").exists()
