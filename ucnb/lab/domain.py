@@ -55,6 +55,13 @@ def mac_for(lab_index: int, node_index: int, nic_index: int) -> str:
     return f"52:54:00:{lab_index % 256:02x}:{nic_index:02x}:{node_index:02x}"
 
 
+def metadata_xml(metadata: dict[str, str]) -> str:
+    """The `<metadata>` element by which ucnb recognises its domains (lab, run, node, labs folder,
+    owner): never by name alone."""
+    fields = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(metadata.items()))
+    return f"<metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{fields}</ucnb:lab></metadata>"
+
+
 def domain_xml(lab_id: str, spec: NodeSpec) -> str:
     """libvirt domain XML: direct kernel boot, virtio disks with serials, logged serial console."""
     kvm = spec.accelerator == "kvm"
@@ -88,11 +95,10 @@ def domain_xml(lab_id: str, spec: NodeSpec) -> str:
                 f"    <cmdline>{escape(spec.cmdline)}</cmdline>")
     else:
         boot = "\n    ".join(f"<boot dev='{dev}'/>" for dev in spec.boot_order)
-    metadata = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(spec.metadata.items()))
     tcg = "" if kvm else f"<tcg><tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache></tcg>"
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{escape(domain_name(lab_id, spec.name))}</name>
-  <metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{metadata}</ucnb:lab></metadata>
+  {metadata_xml(spec.metadata)}
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
   <os>

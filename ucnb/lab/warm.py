@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ucnb import files, paths
+from ucnb.lab.domain import metadata_xml
 from ucnb.lab.leases import temp_dir
 
 if TYPE_CHECKING:
@@ -87,6 +88,8 @@ def restore(lab: Lab, snapshot: Snapshot) -> None:
         image = str(snapshot.directory / f"{name}.save")
         xml = lab.conn.saveImageGetXMLDesc(image, 0)
         xml = re.sub(r"(<log file=)'[^']*'", rf"\1'{node.spec.serial_log}'", xml)
+        # This run's lab owns it now, not the process that saved it.
+        xml = re.sub(r"<metadata>.*?</metadata>", lambda _: metadata_xml(lab.metadata(name)), xml, flags=re.S)
         node.before_power_on()
         lab.conn.restoreFlags(image, xml, 0)
     from ucnb.lab.lab import in_parallel
