@@ -69,7 +69,7 @@ def test_redfish_virtual_media_installs_a_lab_machine(tmp_path: Path, monkeypatc
     monkeypatch.setenv(hw.REDFISH_PASSWORD_ENV, PASSWORD)
     for name in ("UCNB_RUN_ID", "UCNB_PROOF_ROOT"):
         monkeypatch.delenv(name, raising=False)
-    run = ucnb.start_run("baremetal-iso", {"profile": "lab"})
+    run = ucnb.start_run({"lane_name": "baremetal-iso", "profile": "lab"})
     bare = harness.prepare(run, [("worker", "worker", "uc-worker-root")], memory_mib=256, disk_size="512M",
                            bootstrap_token_env="ULTRACLOUD_BOOTSTRAP_TOKEN")
     sushy = None

@@ -275,7 +275,8 @@ def clean(lab_id: str | None = None, run_id: str | None = None, include_kept: bo
     """Remove labs and what dead runs left behind; returns (and logs) a line per removed thing.
 
     - `lab_id`: that lab, kept or not; a process still owning it (e.g. a kernel orphaned by a
-      killed runner) is stopped first, so nothing recreates what is being removed.
+      killed runner) is stopped first, so nothing recreates what is being removed; its run's
+      abandoned leases go with it.
     - `run_id`: that run's labs that are not kept, its owners stopped, and its leases.
     - neither: only labs whose owner (or its supervisor) is gone, kept labs only with
       `include_kept`, live ones only with `include_live`; also abandoned leases (temp and
@@ -288,6 +289,7 @@ def clean(lab_id: str | None = None, run_id: str | None = None, include_kept: bo
     conn = connect()
     removed: list[str] = []
     notes: list[str] = []
+    runs: set[str] = set()   # runs whose labs are removed: what else they held goes too
     found = scan()
     notes += found.problems
     for state in found.labs:
@@ -307,10 +309,14 @@ def clean(lab_id: str | None = None, run_id: str | None = None, include_kept: bo
             removed.append(f"process {state.owner.pid} (owner of lab {state.lab_id})")
             _wait_gone(state.owner)
         removed += destroy(state.lab_id, conn, state)
+        runs.add(state.run_id)
     if lab_id is not None and lab_id not in {s.lab_id for s in found.labs} | found.unreadable:
         removed += destroy(lab_id, conn)   # its folder is gone: whatever is still tagged for it
     if lab_id is None:
         removed += _reclaim_leases(run_id, notes)
+    else:
+        for run in sorted(r for r in runs if r):
+            removed += _reclaim_leases(run, notes)
     if lab_id is None and run_id is None:
         removed += _orphan_domains(conn, {s.lab_id for s in found.labs} | found.unreadable)
         removed += _leftover_secrets()
