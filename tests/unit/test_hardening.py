@@ -484,3 +484,37 @@ def test_concurrent_builds_of_one_cache_key_publish_one_complete_result(tmp_path
     (late / "build.json").write_text("{}")
     _publish(late, target, "build.json")
     assert (target / "build.json").exists()
+
+
+def test_a_kernel_that_swallows_the_interrupt_is_killed_after_the_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cell that catches KeyboardInterrupt (or sits in C code) cannot hold the run: SIGINT is
+    resent, then the kernel is killed; papermill is given up on if it never notices."""
+    import sys
+    import time
+
+    from ucnb.runner import interrupt
+
+    monkeypatch.setattr(interrupt, "GRACE_S", 0.6)
+    monkeypatch.setattr(interrupt, "RESEND_S", 0.1)
+    monkeypatch.setattr(interrupt, "GIVE_UP_S", 0.2)
+    stubborn = subprocess.Popen([sys.executable, "-c", "import signal, time\n"
+                                 "signal.signal(signal.SIGINT, signal.SIG_IGN)\nprint('ready', flush=True)\n"
+                                 "time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    assert stubborn.stdout is not None and stubborn.stdout.readline() == "ready\n"
+    interruption = interrupt.Interruption()
+    try:
+        with interruption.handling():
+            interruption.kernel_started(stubborn.pid)
+            interruption.before_cell()
+            os.kill(os.getpid(), signal.SIGINT)
+            deadline = time.monotonic() + 10
+            while stubborn.poll() is None and time.monotonic() < deadline:
+                interruption.tick()
+                time.sleep(0.05)
+        assert stubborn.returncode == -signal.SIGKILL and "killed" in interruption.describe()
+        time.sleep(0.3)
+        assert interruption.stuck()
+    finally:
+        stubborn.kill()
+        stubborn.wait()

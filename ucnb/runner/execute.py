@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -166,13 +167,17 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
                 if run_sync(km.is_alive)():
                     run_sync(km.shutdown_kernel)(now=False)
             except Exception as exc:  # the kernel may be gone already; clean_labs stops it anyway
-                print(f"kernel shutdown: {type(exc).__name__}: {exc}", flush=True)
+                print(f"kernel shutdown: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     worker = threading.Thread(target=run_papermill, name="papermill", daemon=True)
     worker.start()
     while worker.is_alive():
         worker.join(0.2)
         interruption.tick()
+        if interruption.stuck():   # killed its kernel long ago: go on with what was saved
+            print("papermill did not return after the kernel was killed; sealing what it saved",
+                  file=sys.stderr, flush=True)
+            break
     if failure:
         ex.error, ex.exit_code = classify(failure[0], ex.root)
     if interruption.requested:
@@ -203,8 +208,6 @@ def classify(exc: BaseException, root: Path) -> tuple[dict[str, str], int]:
 
 def read_error(root: Path) -> dict[str, str] | None:
     """The error a cell ended with, as the kernel recorded it (`Run` writes error.json)."""
-    import json
-
     path = root / evidence.ERROR_FILE
     try:
         data = json.loads(path.read_text())

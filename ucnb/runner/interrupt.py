@@ -11,7 +11,7 @@ its handlers) and the main thread owns the signals:
   KeyboardInterrupt) and stops papermill from starting another cell (the `on_cell_execute` hook
   raises); it is sent again after RESEND_S in case it arrived while the kernel was between cells;
 - the kernel is killed when the cell has not ended GRACE_S after the first signal, or at once on
-  a second signal;
+  a second signal (and papermill is given up on GIVE_UP_S later: the notebook is saved per cell);
 - whatever papermill then reports, the run ends as interrupted.
 """
 
@@ -29,6 +29,7 @@ from ucnb.host.procs import ProcessId
 
 GRACE_S = 15.0
 RESEND_S = 2.0
+GIVE_UP_S = 60.0   # after the kill: papermill notices a dead kernel within seconds, or never will
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
@@ -46,6 +47,7 @@ class Interruption:
         self._first_at = 0.0
         self._sent_at = 0.0
         self._killed = False
+        self._killed_at = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -82,10 +84,12 @@ class Interruption:
         """Called while waiting for papermill: resend the interrupt, or kill after the grace."""
         if not self.requested or self._killed:
             return
+        if not self.cell_running:   # between cells or shutting down: papermill ends it
+            return
         now = time.monotonic()
         if now - self._first_at > GRACE_S:
             self._kill_kernel()
-        elif self.cell_running and now - self._sent_at > RESEND_S:
+        elif now - self._sent_at > RESEND_S:
             self._interrupt_kernel()
 
     def _interrupt_kernel(self) -> None:
@@ -97,7 +101,11 @@ class Interruption:
     def _kill_kernel(self) -> None:
         with self._lock:
             if self.kernel is not None and self.kernel.signal(signal.SIGKILL):
-                self._killed = True
+                self._killed, self._killed_at = True, time.monotonic()
+
+    def stuck(self) -> bool:
+        """The kernel was killed GIVE_UP_S ago and papermill has still not returned."""
+        return self._killed and time.monotonic() - self._killed_at > GIVE_UP_S
 
     # -- nbclient hooks, in papermill's thread ---------------------------------------------------
     def before_cell(self, **_: Any) -> None:
