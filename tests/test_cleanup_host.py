@@ -171,3 +171,20 @@ def test_planted_state_and_foreign_objects_are_refused_and_dead_runs_cleaned(hos
         owner_b.kill()
         unrelated.wait()
         owner_b.wait()
+
+
+def test_a_subnet_another_work_root_uses_is_never_allocated(host: dict[str, Any]) -> None:
+    """Labs of another checkout or user have no state here: their libvirt networks (bridge and
+    address) still mark the subnet taken, and their lab ids as in use."""
+    conn, made = host["conn"], host["made"]
+    tag = secrets.token_hex(3)
+    with registry.host_lock():
+        free = sorted(set(range(200, 250)) - registry.used_subnets(conn))
+        bridge_only, address_only = free[-1], free[-2]
+        for name, bridge, gateway in ((f"ucnb-othr{tag}", f"ucnb{bridge_only}n0", "10.99.0.1"),
+                                      (f"ucnb-othr{tag}-1", f"uc{tag}x", f"10.78.{address_only}.1")):
+            conn.networkCreateXML(domain_mod.network_xml(name, bridge, gateway))
+            made["networks"].append(name)
+        used = registry.used_subnets(conn)
+    assert {bridge_only, address_only} <= used
+    assert registry.names_taken(conn, f"othr{tag}") and not registry.names_taken(conn, f"free{tag}")

@@ -388,7 +388,7 @@ def test_a_relative_work_root_is_resolved_once_and_exported(tmp_path: Path,
 # -- the runner's interrupt hooks --------------------------------------------------------------------
 def test_after_a_signal_no_further_cell_starts_and_the_kernel_is_interrupted(
         sleeper: subprocess.Popen[bytes]) -> None:
-    from ucnb.runner.interrupt import Interrupted, Interruption
+    from ucnb.runner.interrupt import InterruptedBeforeCell, Interruption
 
     interruption = Interruption()
     with interruption.handling():
@@ -399,7 +399,7 @@ def test_after_a_signal_no_further_cell_starts_and_the_kernel_is_interrupted(
         assert interruption.requested and interruption.signals == [signal.SIGTERM]
         assert sleeper.wait(timeout=5) == -signal.SIGINT, "the running cell's kernel got SIGINT"
         interruption.after_cell()
-        with pytest.raises(Interrupted):
+        with pytest.raises(InterruptedBeforeCell):
             interruption.before_cell()
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
     assert "SIGTERM" in interruption.describe()

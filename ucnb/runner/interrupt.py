@@ -33,7 +33,7 @@ GIVE_UP_S = 60.0   # after the kill: papermill notices a dead kernel within seco
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class Interrupted(KeyboardInterrupt):
+class InterruptedBeforeCell(KeyboardInterrupt):
     """Raised in papermill's thread instead of starting a cell once the run was interrupted."""
 
 
@@ -111,7 +111,7 @@ class Interruption:
     def before_cell(self, **_: Any) -> None:
         """`on_cell_execute`: no new cell once interrupted."""
         if self.requested:
-            raise Interrupted("interrupted before this cell")
+            raise InterruptedBeforeCell("interrupted before this cell")
         self.cell_running = True
 
     def after_cell(self, **_: Any) -> None:
