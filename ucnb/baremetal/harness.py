@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import shlex
 import threading
 import time
 import urllib.request
@@ -19,10 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from ucnb.errors import InfrastructureError, LaneFailure
 from ucnb.evidence import proof as evidence
+from ucnb.host import netns
 from ucnb.installer.build import (
     InstallerArtifacts,
     build_installer,
@@ -33,11 +33,16 @@ from ucnb.installer.build import (
 )
 from ucnb.lab.lab import DiskConfig, Lab, Node, NodeConfig
 from ucnb.lab.registry import connect
+from ucnb.lazy import lazy_module
 from ucnb.reference.cluster import Cluster, load_cluster
 from ucnb.reference.deployer import REQUEST_LOG, STATE_FILE, Deployer
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 CLUSTER_FILE = Path(__file__).resolve().parent / "baremetal-cluster.yaml"
 INSTALL_MARKERS = ("pre-install.boot", "pre-install.phone-home.complete", "install.bundle-downloaded",
@@ -63,16 +68,17 @@ class BareMetalNode:
 
 @dataclass
 class BareMetalLab:
-    """The lab, the deployer serving it, and the tokens (values only in memory, never on disk)."""
+    """The lab, the deployer serving it, and the tokens (values only in memory, never on disk,
+    never in a repr)."""
 
-    run: Run
+    run: Run = field(repr=False)
     lab: Lab
-    deployer: Deployer
-    cluster: Cluster
+    deployer: Deployer = field(repr=False)
+    cluster: Cluster = field(repr=False)
     artifacts: InstallerArtifacts
     nodes: dict[str, BareMetalNode]
-    admin_token: str
-    bootstrap_token: str
+    admin_token: str = field(repr=False)
+    bootstrap_token: str = field(repr=False)
     _stopped: bool = False
 
     @property
@@ -80,11 +86,12 @@ class BareMetalLab:
         return self.deployer.url
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Call the deployer's API with the admin token (as an operator's tool would)."""
+        """Call the deployer's API with the admin token (as an operator's tool would); like every
+        client of a lab address it refuses to run outside the lab namespace (`netns.urlopen`)."""
         request = urllib.request.Request(
             self.deployer_url + path, method=method, data=json.dumps(body).encode() if body else None,
             headers={"Authorization": f"Bearer {self.admin_token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with netns.urlopen(request, timeout=10) as response:
             answer: dict[str, Any] = json.loads(response.read())
         return answer
 
@@ -287,8 +294,8 @@ def disk_layout(bare: BareMetalLab, boot_timeout_s: float) -> pd.DataFrame:
         node.wait_ssh(boot_timeout_s)
         selector = bare.cluster.node_classes[machine.node_class].install_plan.target_disk_by_id
         with bare.run.step("disk layout", machine.name) as row:
-            device = node.run(f"readlink -f {selector}", timeout=10, check=True).stdout.strip()
-            table = node.run(f"fdisk -l {device}", timeout=10, check=True).stdout
+            device = node.run(f"readlink -f {shlex.quote(selector)}", timeout=10, check=True).stdout.strip()
+            table = node.run(f"fdisk -l {shlex.quote(device)}", timeout=10, check=True).stdout
             mounted = node.run("df -k /disk | tail -n 1", timeout=10, check=True).stdout.split()
             boot = node.run("ls /disk/boot", timeout=10, check=True).stdout.split()
             configuration = node.run("cat /disk/etc/ultracloud/configuration", timeout=10).stdout.strip()

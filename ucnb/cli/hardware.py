@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from ucnb import paths
-from ucnb.baremetal import hardware_smoke
 from ucnb.errors import InfrastructureError, ParameterError, UcnbError
 from ucnb.runner.params import parse_assignment, read_yaml_mapping
 
@@ -25,6 +24,8 @@ def _fail(exc: UcnbError) -> None:
 
 
 def _run_dir(run_dir: Path | None) -> Path:
+    from ucnb.baremetal import hardware_smoke  # imported where used: every `ucnb` starts faster
+
     path = run_dir or paths.work_root() / hardware_smoke.LANE_DIR / "latest"
     if not (path / "status.env").exists():
         _fail(ParameterError(f"{path} is not a hardware-smoke run (no status.env): run preflight first"))
@@ -39,6 +40,8 @@ def preflight(
 ) -> None:
     """Write kernel-params.txt, expected/failure markers, operator-handoff.md and status.env;
     exit 3 with missing-requirements.txt when no transport (USB or BMC) is available."""
+    from ucnb.baremetal import hardware_smoke
+
     try:
         values = read_yaml_mapping(file) if file else {}
         values.update(parse_assignment(a) for a in param or [])
@@ -59,6 +62,8 @@ def run_media(
                                                   "installer, built for this run)")] = None,
 ) -> None:
     """Write the ISO to the USB device, or insert it as Redfish virtual media and boot from it."""
+    from ucnb.baremetal import hardware_smoke
+
     path = _run_dir(run_dir)
     try:
         artifacts = None
@@ -80,6 +85,8 @@ def capture(
     run_dir: Annotated[Path | None, typer.Argument(help="default: the latest preflight")] = None,
 ) -> None:
     """Check the marker sequence, up to desired-system-active, in a supplied serial log."""
+    from ucnb.baremetal import hardware_smoke
+
     path = _run_dir(run_dir)
     try:
         result = hardware_smoke.capture(path, serial_log)

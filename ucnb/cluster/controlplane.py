@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -18,7 +18,13 @@ from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.record import Recorder
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab, Node, NodeConfig
+from ucnb.lazy import lazy_module
 from ucnb.profiles import Profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 CHECK_PREFIX = "check/"  # keys the lanes write and expect on every member, read in one range
 

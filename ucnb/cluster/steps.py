@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb.cluster.controlplane import CHECK_PREFIX, ControlPlane, cluster_node_configs
@@ -20,9 +19,14 @@ from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import DiskConfig, Lab
 from ucnb.lanes import LaneParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
 READY_TIMEOUT_S = 30.0
@@ -39,8 +43,8 @@ class ClusterEnv:
 
 
 class ClusterParameters(LaneParameters):
-    """What every cluster lane takes; node names are checked against each other before any VM
-    exists (which of them the cluster file knows is checked when the lab is made)."""
+    """What every cluster lane takes; node names are checked against each other and against the
+    profile's cluster file before any VM exists."""
 
     nodes: list[NodeName] = Field(default_factory=lambda: [f"node0{i}" for i in range(1, 7)], min_length=1)
     voters: list[NodeName] = Field(default_factory=lambda: ["node01", "node02", "node03"], min_length=1)
@@ -55,15 +59,51 @@ class ClusterParameters(LaneParameters):
                    for name in names if name not in self.nodes]
         if missing:
             raise ValueError(f"not in nodes ({', '.join(self.nodes)}): {', '.join(missing)}")
+        duplicates = sorted({n for n in self.nodes if self.nodes.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"nodes: listed twice: {', '.join(duplicates)}")
+        known = cluster_nodes(self.profile)
+        unknown = [n for n in self.nodes if known is not None and n not in known]
+        if unknown:
+            raise ValueError(f"nodes: {', '.join(unknown)} not in the {self.profile} cluster file "
+                             f"(it has {', '.join(known or [])})")
         return self
 
 
-def check_fault_targets(nodes: list[str], faults: list[Fault]) -> None:
-    """Fault targets must be booted nodes or special targets (a ValueError for the schema)."""
+def cluster_nodes(profile_name: str) -> dict[str, str] | None:
+    """node -> node class of the profile's cluster file; None when the profile has none (its
+    cluster comes from the product at run time)."""
+    from ucnb import profiles
+
+    profile = profiles.load(profile_name)
+    if profile.cluster_file is None:
+        return None
+    cluster = profile.cluster()
+    return {name: cluster.resolved(name).node_class for name in cluster.nodes}
+
+
+def check_fault_targets(nodes: list[str], faults: list[Fault], voters: list[str] | None = None,
+                        profile_name: str = "lab") -> None:
+    """Fault targets must be booted nodes or special targets, and a restarted service one that
+    the targeted nodes run on this profile (a ValueError for the schema, before any VM exists)."""
+    from ucnb import profiles
+
+    classes = cluster_nodes(profile_name)
+    profile = profiles.load(profile_name)
     for number, fault in enumerate(faults, 1):
         if fault.target not in (*nodes, *SPECIAL_TARGETS):
-            raise ValueError(f"fault {number}: target {fault.target!r} is neither a node "
+            raise ValueError(f"faults[{number}].target: {fault.target!r} is neither a node "
                              f"({', '.join(nodes)}) nor one of {', '.join(SPECIAL_TARGETS)}")
+        if fault.kind != "service_restart" or classes is None:
+            continue
+        # Special targets pick among the members, which start as the voters.
+        targets = [fault.target] if fault.target in nodes else (voters or nodes)
+        for node in targets:
+            runs = profile.node_classes.get(classes.get(node, ""))
+            services = (runs.services + runs.held) if runs else []
+            if fault.service not in services:
+                raise ValueError(f"faults[{number}].service: {fault.service!r} does not run on {node} "
+                                 f"(it runs: {', '.join(services) or 'nothing restartable'})")
 
 
 def boot_lab(run: Run, disks: dict[str, tuple[DiskConfig, ...]] | None = None) -> ClusterEnv:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ucnb import files, paths
 from ucnb.errors import InfrastructureError
 from ucnb.image import debs
 from ucnb.image.keys import lab_keys
+from ucnb.lab.leases import temp_dir
 from ucnb.profiles import Profile
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
@@ -135,7 +135,7 @@ def build_image(profile: Profile, log: Callable[[str], None] = lambda _: None) -
 
     log(f"building guest image {key} (kernel {kver})")
     kernel_root = debs.unpacked(kernel_pkg)
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir("images")) as tmp:
+    with temp_dir(paths.cache_dir("images"), "image-build") as tmp:
         staging = Path(tmp) / "image"
         staging.mkdir()
         shutil.copy2(kernel_root / "boot" / f"vmlinuz-{kver}", staging / "vmlinuz")

@@ -33,6 +33,7 @@ from ucnb.errors import InfrastructureError
 from ucnb.image import GuestImage, debs
 from ucnb.image import build as image_build
 from ucnb.image.keys import lab_keys
+from ucnb.lab.leases import temp_dir
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
 BUILD_FORMAT = "1"  # bump when the layout below changes
@@ -95,7 +96,7 @@ def build_installer(image: GuestImage, log: Callable[[str], None] = lambda _: No
         return artifacts
     log(f"building reference installer {key}")
     kernel_root = debs.unpacked(f"linux-image-{image.kernel_version}")
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir("installer")) as tmp:
+    with temp_dir(paths.cache_dir("installer"), "installer-build") as tmp:
         staging = Path(tmp) / "out"
         (staging / "isolinux").mkdir(parents=True)
         shutil.copy2(image.kernel, staging / "vmlinuz")

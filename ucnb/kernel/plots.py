@@ -125,7 +125,9 @@ def timeline_figure(steps: Sequence[dict[str, Any]], markers: Sequence[dict[str,
 
 def timeline(recorder: Recorder, title: str = "Timeline") -> Figure:
     """The run's timeline (see `timeline_figure`), from a live recorder."""
-    return timeline_figure([asdict(s) for s in recorder.rows["steps"]],
+    # Pixels are never redacted afterwards: a step named after a secret is masked before drawing.
+    steps = [{**asdict(s), "name": recorder.redactor.text(s.name)} for s in recorder.rows["steps"]]
+    return timeline_figure(steps,
                            [asdict(m) for m in recorder.rows["markers"]],
                            [asdict(f) for f in recorder.rows["faults"]], recorder.started, title)
 

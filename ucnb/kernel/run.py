@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from ucnb import files, lanes, profiles
-from ucnb.errors import LaneFailure, error_class
+from ucnb import files, lanes, paths, profiles
+from ucnb.errors import LaneFailure, ParameterError, error_class
 from ucnb.evidence import banner, index, tables
 from ucnb.evidence import proof as evidence
 from ucnb.evidence.page import RESULT_MIME
-from ucnb.evidence.redact import Redactor, from_environment, generated_secrets_file
+from ucnb.evidence.redact import Redactor, SecretTooShort, from_environment, generated_secrets_file
 from ucnb.kernel.record import Recorder, StepRow
 from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
@@ -46,9 +46,12 @@ class Run:
     def __init__(self, lane: lanes.Lane, params: lanes.LaneParameters, run_id: str, proof_root: Path):
         self.lane, self.params, self.run_id, self.proof_root = lane, params, run_id, proof_root
         self.profile = profiles.load(str(getattr(params, "profile", "lab")))
-        self.redactor = from_environment()
-        for name in lane.secret_env_parameters:
-            self.redactor.add_env(str(getattr(params, name)))
+        try:
+            self.redactor = from_environment()
+            for name in lane.secret_env_parameters:
+                self.redactor.add_env(str(getattr(params, name)))
+        except SecretTooShort as exc:   # before anything starts, naming where it came from
+            raise ParameterError(str(exc)) from None
         (proof_root / "logs").mkdir(parents=True, exist_ok=True)
         (proof_root / "plots").mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
@@ -100,16 +103,24 @@ class Run:
 
     def secret(self, env_name: str) -> str | None:
         """A secret's value from the environment, registered for redaction of every artifact."""
-        return self.redactor.add_env(env_name)
+        try:
+            return self.redactor.add_env(env_name)
+        except SecretTooShort as exc:
+            raise ParameterError(str(exc)) from None
 
     def generate_secret(self, prefix: str = "uc-") -> str:
-        """A random secret for this run (e.g. a token no operator supplied), redacted everywhere:
-        the runner learns it through a root-only file outside the proof root."""
+        """A random secret for this run (e.g. a token no operator supplied), redacted everywhere.
+
+        Under `ucnb run` the runner, which writes the notebook after this kernel is done, learns
+        it through a root-only file outside the proof root (leased by the runner, removed when
+        the run is sealed); run plainly (papermill, JupyterLab) nothing else needs it, so it is
+        never written anywhere."""
         value = prefix + secrets.token_urlsafe(24)
         self.redactor.add(value)
-        path = generated_secrets_file(self.run_id)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as f:
-            f.write(value + "\n")
+        if os.environ.get("UCNB_RUNNER"):
+            path = generated_secrets_file(self.run_id)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as f:
+                f.write(value + "\n")
         return value
 
     def run_product(self) -> None:
@@ -327,6 +338,7 @@ def start_run(namespace: dict[str, Any]) -> Run:
     Under `ucnb run` the runner passes the run id and proof root through the environment; run
     plainly (papermill, JupyterLab) a new proof root is made under outputs/.
     """
+    paths.pin_work_root()   # one work root for everything this kernel does, whatever its directory
     root_env = os.environ.get("UCNB_PROOF_ROOT")
     if root_env:  # a bad lane name or parameter below is then classified by its type too
         _record_cell_errors(Path(root_env), from_environment())

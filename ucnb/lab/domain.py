@@ -64,6 +64,13 @@ def _iotune(disk: DiskSpec) -> str:
     return f"\n      <iotune><total_iops_sec>{int(disk.total_iops_sec)}</total_iops_sec></iotune>"
 
 
+def metadata_xml(metadata: dict[str, str]) -> str:
+    """The `<metadata>` element by which ucnb recognises its domains (lab, run, node, labs folder,
+    owner): never by name alone."""
+    fields = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(metadata.items()))
+    return f"<metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{fields}</ucnb:lab></metadata>"
+
+
 def domain_xml(lab_id: str, spec: NodeSpec) -> str:
     """libvirt domain XML: direct kernel boot, virtio disks with serials, logged serial console."""
     kvm = spec.accelerator == "kvm"
@@ -97,11 +104,10 @@ def domain_xml(lab_id: str, spec: NodeSpec) -> str:
                 f"    <cmdline>{escape(spec.cmdline)}</cmdline>")
     else:
         boot = "\n    ".join(f"<boot dev='{dev}'/>" for dev in spec.boot_order)
-    metadata = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(spec.metadata.items()))
     tcg = "" if kvm else f"<tcg><tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache></tcg>"
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{escape(domain_name(lab_id, spec.name))}</name>
-  <metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{metadata}</ucnb:lab></metadata>
+  {metadata_xml(spec.metadata)}
   <memory unit='MiB'>{spec.memory_mib}</memory>
   <vcpu>{spec.vcpus}</vcpu>
   <os>

@@ -8,11 +8,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from ucnb.errors import LaneFailure
 from ucnb.host import netns
+from ucnb.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import paramiko
+else:  # `ucnb run` imports this module to validate parameters: paramiko once used
+    paramiko = lazy_module("paramiko")
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,7 @@ class GuestShell:
 
     def connect(self, timeout: float = 5.0) -> None:
         """Open the connection once (no retry): refuses outside the lab network namespace."""
-        netns.require_inside(self.address)
+        netns.guard(self.address)
         client = paramiko.SSHClient()
         client.get_host_keys().add(self.address, self._host_key.get_name(), self._host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())

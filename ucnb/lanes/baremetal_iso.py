@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydantic import Field
 
 from ucnb.baremetal import harness
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.lanes import Lane, TokenParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 
 class Parameters(TokenParameters):
@@ -25,8 +29,8 @@ class Parameters(TokenParameters):
     disk_size: str = Field("512M", pattern=r"^[1-9][0-9]{0,5}[MG]$")
     control_plane_disk_serial: str = Field("uc-control-root", pattern=r"^[A-Za-z0-9._-]{1,20}$")
     worker_disk_serial: str = Field("uc-worker-root", pattern=r"^[A-Za-z0-9._-]{1,20}$")
-    install_timeout_s: float = Field(120.0, gt=0)
-    post_install_timeout_s: float = Field(90.0, gt=0)
+    install_timeout_s: float = Field(120.0, gt=0, le=3600)
+    post_install_timeout_s: float = Field(90.0, gt=0, le=3600)
     installer_token_env: str = Field("", pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")
     allow_tcg: bool = True
     execution_model: str = Field("papermill-notebook", pattern=r"^[A-Za-z0-9._-]{1,40}$")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb.cluster import steps as cluster
@@ -20,11 +19,16 @@ from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.ssh import CommandResult
 from ucnb.lanes import Lane
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 
 class Parameters(ClusterParameters):

@@ -13,7 +13,6 @@ import re
 import time
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import Field
 
 from ucnb.baremetal import harness
@@ -22,9 +21,14 @@ from ucnb.installer import active_system_check
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lanes import Lane, TokenParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 NODE = "worker"
 INITIAL_SYSTEM = "lab-system-1"
@@ -35,9 +39,9 @@ BUILDERS = ("cc", "gcc", "clang", "make", "nix", "nix-build")
 class Parameters(TokenParameters):
     memory_mib: int = Field(256, ge=192, le=8192)
     disk_size: str = Field("512M", pattern=r"^[1-9][0-9]{0,5}[MG]$")
-    install_timeout_s: float = Field(120.0, gt=0)
-    post_install_timeout_s: float = Field(90.0, gt=0)
-    rollout_timeout_s: float = Field(60.0, gt=0)
+    install_timeout_s: float = Field(120.0, gt=0, le=3600)
+    post_install_timeout_s: float = Field(90.0, gt=0, le=3600)
+    rollout_timeout_s: float = Field(60.0, gt=0, le=3600)
     target_system: str = Field("lab-system-2", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     health_check_command: str = Field(active_system_check("lab-system-2"), min_length=1)
     # The node agent's verdict the lane expects: `active` (smoke) or `rolled-back` (rollback,

@@ -11,7 +11,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.steps import boots, lab_step
@@ -33,11 +33,25 @@ MANIFEST_PATH = "/etc/ultracloud/product-surface.json"
 
 class Parameters(TokenParameters):
     memory_mib: int = Field(256, ge=128, le=8192)
-    boot_timeout_s: float = Field(90.0, gt=0)
-    health_timeout_s: float = Field(60.0, gt=0)
+    boot_timeout_s: float = Field(90.0, gt=0, le=3600)
+    health_timeout_s: float = Field(60.0, gt=0, le=3600)
     required_components: list[str] = Field(
         default_factory=lambda: list(CANONICAL_PROFILES["single-node dev"]["required"]))
     stop_services: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _services_of_the_profile(self) -> Parameters:
+        """A negative control can only stop a component this profile runs: checked before boot."""
+        from ucnb import profiles
+
+        profile = profiles.load(self.profile)
+        if profile.name == "lab":
+            unknown = [n for n in self.stop_services if not profile.component(n).service]
+            if unknown:
+                runs = ", ".join(n for n, c in profile.components.items() if c.service)
+                raise ValueError(f"stop_services: the {profile.name} profile runs no {', '.join(unknown)} "
+                                 f"(it runs {runs})")
+        return self
 
 
 LANE = Lane(
