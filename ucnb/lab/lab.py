@@ -13,6 +13,7 @@ import contextlib
 import dataclasses
 import fcntl
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -68,6 +69,7 @@ class NodeConfig:
     disks: tuple[DiskConfig, ...] = ()
     cdrom: Path | None = None
     kernel_args: str = ""
+    dmi_serial: str = ""              # the machine's SMBIOS serial (bare-metal identity)
 
 
 class LabUnavailable(InfrastructureError):
@@ -225,6 +227,9 @@ class Lab:
             fcntl.flock(lock, fcntl.LOCK_EX)
             used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
                     if (d / "state.json").exists()}
+            # Labs of other work roots (another checkout on this host) share libvirt, not this
+            # folder: their live networks' bridges say which subnets they hold.
+            used |= _subnets_in_libvirt(self.conn)
             if wanted in used:
                 raise LabUnavailable(f"subnet {wanted} is in use by another lab")
             subnet = wanted or next(n for n in range(1, 250) if n not in used)
@@ -267,7 +272,8 @@ class Lab:
             initrd=self.image.initrd if kernel_boot else None,
             cmdline=cmdline if kernel_boot else "", disks=tuple(disks), nics=nics,
             serial_log=self.log_dir / f"{config.name}-serial.log", accelerator=self.accelerator.mode,
-            cdrom=config.cdrom, metadata={"lab": self.lab_id, "run": self.run_id, "node": config.name})
+            cdrom=config.cdrom, metadata={"lab": self.lab_id, "run": self.run_id, "node": config.name},
+            dmi_serial=config.dmi_serial)
         return Node(self, spec, self.address(index))
 
     def _blank_disk(self, node: str, disk: DiskConfig) -> Path:
@@ -401,6 +407,17 @@ class Lab:
         mode = next((n.spec.accelerator for n in lab.nodes.values()), "tcg")
         lab.accelerator = Accelerator(mode, f"as lab {state.lab_id} was booted")
         return lab
+
+
+def _subnets_in_libvirt(conn: libvirt.virConnect) -> set[int]:
+    """Subnets of every live lab network (bridge `ucnb<subnet>n<i>`), whoever made it."""
+    found = set()
+    for network in conn.listAllNetworks():
+        with contextlib.suppress(libvirt.libvirtError):
+            match = re.fullmatch(r"ucnb(\d+)n\d+", network.bridgeName())
+            if match:
+                found.add(int(match.group(1)))
+    return found
 
 
 def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> domain_mod.NodeSpec:
