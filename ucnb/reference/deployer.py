@@ -78,6 +78,7 @@ ENDPOINT_FILE = "endpoint.json"
 STATE_SCHEMA = "ucnb.reference-deployer.state/v1"
 MAX_BODY = 1 << 20
 HANDSHAKE_TIMEOUT_S = 10.0
+OP_PRIORITIZE_CHACHA = 0x00200000  # OpenSSL's SSL_OP_PRIORITIZE_CHACHA (no constant in Python's ssl)
 NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -670,6 +671,9 @@ def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     """A server context: TLS 1.2 or newer, the certificate and its key."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Honour a client that puts ChaCha20-Poly1305 first (one without AES instructions: guests
+    # under TCG, small boards) instead of the server's AES-GCM preference.
+    context.options |= OP_PRIORITIZE_CHACHA
     try:
         context.load_cert_chain(cert_file, key_file)
     except (OSError, ssl.SSLError) as exc:
