@@ -654,8 +654,14 @@ class _TlsServer(_Server):
             return
         tls.settimeout(None)
         try:
-            super().finish_request(tls, client_address)
-        except ssl.SSLError as exc:  # e.g. the client verified after the handshake and aborted
+            handler = _Handler(tls, client_address, self)
+            if not getattr(handler, "served", 0):
+                # TLS 1.3 completes the server's side of the handshake before the client checks the
+                # certificate; a client that rejects it then closes without a word (GnuTLS sends no
+                # alert), so an empty connection is the server's only sign of it.
+                self.app.log_tls_failure(str(client_address[0]), "the client closed the connection after the "
+                                         "handshake without a request (it did not accept the certificate?)")
+        except ssl.SSLError as exc:  # an alert from the client (e.g. unknown CA)
             self.app.log_tls_failure(str(client_address[0]), _tls_reason(exc))
         finally:
             with contextlib.suppress(OSError):
@@ -708,7 +714,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._serve()
 
+    served = 0   # requests answered on this connection (an HTTPS connection with none is logged)
+
     def _serve(self) -> None:
+        self.served += 1
         started = time.monotonic()
         app = self.server.app
         ctx = RequestContext(method=self.command, path=urlsplit(self.path).path, params={}, body=b"",
