@@ -141,3 +141,11 @@ def test_capture_over_ssh_on_a_kept_node_with_identity_overrides(outputs: Path, 
             _ucnb("lab", "clean", lab_id, timeout=120)
         shutil.rmtree(run_dir, ignore_errors=True)
     assert_run_left_nothing(root)
+
+
+def test_plain_http_without_allow_unauthenticated_is_refused_before_any_vm(outputs: Path) -> None:
+    done = _ucnb("run", LANE, "--no-progress", "-p", "tls=false", UCNB_OUTPUTS=str(outputs), timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "tls: plain HTTP" in done.stderr and "allow_unauthenticated" in done.stderr
+    made = [p.read_text() for p in outputs.rglob("environment.txt")]
+    assert not [text for text in made if "lab_id=" in text], "bad parameters must stop before any lab"

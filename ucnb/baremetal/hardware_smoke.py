@@ -317,9 +317,11 @@ Any marker with a `failed` segment (see `failure-markers.txt`) ends the run at o
 
 ## 4. Capture
 
-Save the console log and run `ucnb.hardware_smoke.capture(<this directory>, serial_log=<file>)`.
-It checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to
-`passed` or `failed` with the first missing or failed marker.
+Save the console log and run `ucnb hardware-smoke capture --serial-log <file> <this directory>`,
+or collect the evidence from the installed host with `ucnb hardware-smoke capture --ssh <host>
+<this directory>` (user `{params.ssh_user}`, key and known_hosts from the parameters). Either
+checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to `passed` or
+`failed` with the first missing or failed marker.
 """
 
 
