@@ -70,7 +70,10 @@ def test_tls_binary_cache_and_two_layouts(outputs: Path, lab_host: None) -> None
         assert checks[f"system source {node}"]["observed"] == "binary-cache"
         assert len(checks[f"system checksum {node}"]["observed"]) == 64
     cache = [json.loads(line) for line in (root / "binary-cache/requests.jsonl").read_text().splitlines()]
-    assert {r["path"] for r in cache} == {"/systems/lab-system-1.tar.gz"} and len(cache) == 2
+    assert sorted(r["path"] for r in cache) == [
+        "/bundles/baremetal-qemu-control-plane.tar.gz", "/bundles/baremetal-qemu-worker.tar.gz",
+        "/systems/lab-system-1.tar.gz", "/systems/lab-system-1.tar.gz"]
+    assert not [r for r in requests if r["path"].startswith("/api/v1/bundles/")], "all from the cache"
     # Two layouts, read back from the installed disks.
     gpt = json.loads((root / "disks/control-plane.json").read_text())["partitiontable"]
     dos = json.loads((root / "disks/worker.json").read_text())["partitiontable"]
@@ -110,6 +113,7 @@ def test_capture_over_ssh_on_a_kept_node_with_identity_overrides(outputs: Path, 
         assert checks["identity control-plane"]["observed"] == \
             "control-plane (dmi-serial), control-plane (node-id)"
         assert checks["system source worker"]["observed"] == "deployer-bundle"   # no cache: the bundle
+        assert checks["bundle source worker"]["observed"] == "deployer"
         state = json.loads((root / "deployer/state.json").read_text())["nodes"]
         assert state["worker-b7"]["phone_homes"][-1]["hostname"] == "worker-blue"
         assert not state.get("worker", {}).get("phone_homes")

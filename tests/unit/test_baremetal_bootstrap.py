@@ -4,6 +4,7 @@ capture's verdict, and the lane's bootstrap parameters. No VMs; servers on 127.0
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -271,3 +272,14 @@ def test_bootstrap_parameters_are_checked_before_any_vm() -> None:
         lane.validate({"worker_node_id": "bad id; rm -rf /"})
     with pytest.raises(ParameterError, match="allow_unauthenticated"):
         BootstrapOptions(tls=False)
+
+
+def test_a_machine_with_a_dmi_serial_reports_it_through_smbios(tmp_path: Path) -> None:
+    from ucnb.lab.domain import NodeSpec, domain_xml
+
+    spec = NodeSpec(name="worker", memory_mib=256, vcpus=1, kernel=None, initrd=None, cmdline="", disks=(),
+                    nics=(), serial_log=tmp_path / "serial.log", dmi_serial="worker")
+    xml = domain_xml("lab1", spec)
+    assert "<sysinfo type='smbios'><system><entry name='serial'>worker</entry></system></sysinfo>" in xml
+    assert "<smbios mode='sysinfo'/>" in xml
+    assert "sysinfo" not in domain_xml("lab1", dataclasses.replace(spec, dmi_serial=""))

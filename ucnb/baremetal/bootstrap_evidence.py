@@ -62,12 +62,21 @@ def tls_failures(bare: BareMetalLab) -> pd.DataFrame:
 
 
 def system_sources(bare: BareMetalLab) -> pd.DataFrame:
-    """Per node: the system it runs, where it came from (binary cache or the deployer's bundles)
-    and its checksum, against the checksum the deployer publishes for that system."""
+    """Per node: where its install bundle came from, the system it runs, where that came from
+    (binary cache or the deployer's bundles) and its checksum, against the checksum the deployer
+    publishes for that system."""
     cache = bare.gateway.cache if bare.gateway else None
     cache_requests = cache.requests() if cache else []
+    deployer_requests = phone_home_requests(bare)
     rows = []
     for machine in bare.nodes.values():
+        configuration = bare.cluster.node_classes[machine.node_class].install_plan.nixos_configuration
+        from_cache = any(r["client"] == machine.node.address and r["status"] == 200
+                         and r["path"] == f"/bundles/{configuration}.tar.gz" for r in cache_requests)
+        mine = deployer_requests[(deployer_requests["client"] == machine.node.address)
+                                 & (deployer_requests["status"] == 200)]
+        from_deployer = (mine["path"] == f"/api/v1/bundles/{configuration}").any()
+        bundle_source = "binary-cache" if from_cache else "deployer" if from_deployer else "none seen"
         record = _state(bare)["nodes"].get(machine.node_id) or {}
         active = [o for o in record.get("observed", []) if o["status"] == "active"]
         observed = active[-1] if active else {}
@@ -77,10 +86,13 @@ def system_sources(bare: BareMetalLab) -> pd.DataFrame:
         kind = str(observed.get("source") or "").split(" ", 1)[0]
         fetched = [r["path"] for r in cache_requests if r["client"] == machine.node.address
                    and r["path"].startswith("/systems/")]
-        rows.append({"node": machine.name, "system": system, "source": kind,
+        rows.append({"node": machine.name, "bundle": configuration, "bundle_source": bundle_source,
+                     "system": system, "source": kind,
                      "url": str(observed.get("source") or "").partition(" ")[2],
                      "sha256": observed.get("sha256"), "deployer_sha256": published,
                      "cache_requests": " ".join(fetched) or "none"})
+        bare.run.recorder.check(f"bundle source {machine.name}", "binary-cache" if cache else "deployer",
+                                bundle_source, node=machine.name)
         bare.run.recorder.check(f"system source {machine.name}",
                                 "binary-cache" if cache else "deployer-bundle", kind, node=machine.name)
         bare.run.recorder.check(f"system checksum {machine.name}", published, observed.get("sha256"),

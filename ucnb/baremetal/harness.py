@@ -218,11 +218,15 @@ def prepare(run: Run, machines: Sequence[Machine | tuple[str, str, str]], *, mem
     run.on_teardown(bare.stop)
     atexit.register(bare.stop)  # a kernel that dies before finish() still stops the deployer
     if gateway.cache is not None:
-        with run.step("publish systems to the binary cache") as row:
-            for name in TARGET_SYSTEMS:   # the same bytes the deployer serves: one build, two routes
+        with run.step("publish to the binary cache") as row:
+            # The same bytes the deployer serves: one build on the host, two routes to the nodes.
+            published = [(name, "systems") for name in TARGET_SYSTEMS]
+            published += [(spec.install_plan.nixos_configuration, "bundles")
+                          for spec in cluster.node_classes.values()]
+            for name, kind in published:
                 archive = deployer.app.bundles.archive(name)
                 assert archive is not None, name
-                gateway.cache.publish(name, archive[0])
+                gateway.cache.publish(name, archive[0], kind)
             row.detail = ", ".join(f"{n} {e['sha256'][:12]}" for n, e in gateway.cache.published.items())
     with run.step("register identity overrides") as row:
         overridden = [m for m in wanted if m.node_id and m.node_id not in cluster.by_node_id()]

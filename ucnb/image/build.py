@@ -182,18 +182,14 @@ def _build_initramfs(root: Path, out: Path, kernel_root: Path, kver: str, runit_
     pack_initramfs(root, out)
 
 
-GZIP = ("gzip", "-6", "-n")
-
-
-def pack_initramfs(root: Path, out: Path, compressor: tuple[str, ...] = GZIP) -> None:
-    """Pack the tree `root` as a reproducible newc cpio (an initramfs), compressed by `compressor`
-    (a filter command the kernel can unpack: gzip by default), into `out`."""
+def pack_initramfs(root: Path, out: Path) -> None:
+    """Pack the tree `root` as a reproducible gzip newc cpio (an initramfs) into `out`."""
     files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     cpio = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet", "--reproducible"], cwd=root,
                           input=("\n".join([".", *files]) + "\n").encode(), capture_output=True)
     if cpio.returncode != 0:
         raise InfrastructureError(f"cpio failed: {cpio.stderr.decode()[-300:]}")
-    gz = subprocess.run(list(compressor), input=cpio.stdout, capture_output=True, check=True)
+    gz = subprocess.run(["gzip", "-6", "-n"], input=cpio.stdout, capture_output=True, check=True)
     out.write_bytes(gz.stdout)
 
 

@@ -38,7 +38,7 @@ from ucnb.image.keys import lab_keys
 from ucnb.installer.layout import disko_script, load_layout
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-BUILD_FORMAT = "3"  # bump when the layout below changes
+BUILD_FORMAT = "4"  # bump when the layout below changes
 EXTLINUX = Path("/usr/bin/extlinux")
 MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
 GPTMBR_BIN = Path("/usr/lib/syslinux/mbr/gptmbr.bin")
@@ -54,9 +54,6 @@ BLKID = Path("/usr/sbin/blkid")            # util-linux: the installed system's 
 # s_client (~2.5 MB, but no HTTP) or curl (~7 MB, 32 libraries).
 GNU_WGET = Path("/usr/bin/wget")
 DISK_MODULES = ("vfat", "nls_cp437", "nls_ascii")   # the ESP: fat is a module in Debian's cloud kernel
-# zstd, not gzip: the firmware's boot loader reads every byte of these through BIOS calls (slow
-# under TCG) and the kernel unpacks zstd faster; -19 saves ~1.5 MB here (built once per cache key).
-ZSTD = ("zstd", "-19", "-q", "-c")
 ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 ISOHYBRID_MBR = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
 LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
@@ -105,11 +102,11 @@ def _cache_key(image: GuestImage) -> str:
 def build_installer(image: GuestImage, log: Callable[[str], None] = lambda _: None) -> InstallerArtifacts:
     """Return the cached installer artifacts for this lab image, building them when inputs changed."""
     missing = [str(f) for f in HOST_FILES if not f.exists()]
-    missing += [tool for tool in ("xorriso", "zstd") if shutil.which(tool) is None]
+    missing += [tool for tool in ("xorriso",) if shutil.which(tool) is None]
     if missing:
         raise InfrastructureError(f"installer build inputs missing ({', '.join(missing)}): run `make setup` "
                                   "(isolinux, syslinux-common, extlinux, xorriso, fdisk, dosfstools, "
-                                  "e2fsprogs, wget, zstd)")
+                                  "e2fsprogs, wget)")
     key = _cache_key(image)
     directory = paths.cache_dir("installer") / key
     artifacts = InstallerArtifacts(key, directory)
@@ -178,7 +175,7 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
                           else None)
         for lib in image_build._shared_libraries(str(program)):
             image_build._copy(lib, root)
-    image_build.pack_initramfs(root, out, ZSTD)
+    image_build.pack_initramfs(root, out)
 
 
 # --------------------------------------------------------------------------------------------
