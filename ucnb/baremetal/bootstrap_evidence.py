@@ -32,10 +32,14 @@ def tls_evidence(bare: BareMetalLab) -> pd.DataFrame:
     tls_dir = bare.run.proof_root / "tls"
     gateway = bare.gateway
     rows: list[dict[str, Any]] = []
+    scheme = bare.deployer_url.split(":", 1)[0]
     if gateway is None or gateway.ca_file is None:
-        bare.run.recorder.check("deployer transport", "https", bare.deployer_url.split(":")[0])
+        # Plain HTTP only as configured: a lab deployer that takes no token (BootstrapOptions).
+        auth = "allow_unauthenticated" if bare.deployer.app.allow_unauthenticated else "token required"
+        bare.run.recorder.check("deployer transport", "http, allow_unauthenticated", f"{scheme}, {auth}")
         return pd.DataFrame([{"what": "deployer", "url": bare.deployer_url,
                               "detail": "plain HTTP (allow_unauthenticated lab deployer): no certificate"}])
+    bare.run.recorder.check("deployer transport", "https", scheme)
     deployer_cert = pki.describe(tls_dir / "deployer.crt")
     ca_cert = pki.describe(tls_dir / "ca.crt")
     ca_digest = hashlib.sha256((tls_dir / "ca.crt").read_bytes()).hexdigest()
