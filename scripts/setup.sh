@@ -14,6 +14,7 @@ APT_PACKAGES=(
   openssh-client                                   # `ucnb lab ssh`
   fio                                              # fresh-bench-storage: the host reference (ucnb.storage)
   isolinux syslinux-common extlinux xorriso        # the reference installer ISO and installed boot loader
+  fdisk dosfstools wget                            # the installer's disk layouts and TLS client
   chromium                                         # headless screenshots of the evidence report
   python3-venv make
 )

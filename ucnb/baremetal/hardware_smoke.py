@@ -5,7 +5,9 @@
   without a usable transport (USB media or BMC/Redfish access) the run is `blocked` and
   `missing-requirements.txt` names exactly the inputs that are missing.
 - `capture` checks a supplied serial log for the same marker sequence as baremetal-iso and
-  records `passed` or `failed` with the first missing or failed marker.
+  records `passed` or `failed` with the first missing or failed marker; `capture_ssh`
+  (`ucnb.baremetal.ssh_capture`) collects the same evidence over SSH from the installed host: its
+  marker log and the node agent's desired-system status.
 - `run` presents the ISO to the machine: written to USB media (a block device, or an image file
   standing in for one), or inserted as Redfish virtual media followed by a power-on; the ISO is
   built with the token substituted only in a private temporary directory, removed afterwards.
@@ -88,6 +90,14 @@ class HardwareSmokeParams(BaseModel):
     # The address the BMC fetches the ISO from (this host's); default: ours on the route to the BMC.
     redfish_media_address: str | None = None
     extra_kernel_params: list[str] = Field(default_factory=list)  # e.g. a static ultracloud.ip=
+    # capture over SSH from the installed host (`capture --ssh HOST`)
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_key_file: Path | None = None                    # private key; a lab node: the lab's key
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_known_hosts: Path | None = None                 # a host outside the lab (lab host keys are pinned)
+    # What the installed host answers (the reference node agent's; the product's nix-agent differs).
+    ssh_marker_command: str = Field("cat /disk/var/log/ultracloud/markers.log", min_length=1)
+    ssh_status_command: str = Field("ultracloud-node-agent status", min_length=1)
 
     @field_validator("redfish_media_address")
     @classmethod
@@ -342,9 +352,11 @@ Any marker with a `failed` segment (see `failure-markers.txt`) ends the run at o
 
 ## 4. Capture
 
-Save the console log and run `ucnb.hardware_smoke.capture(<this directory>, serial_log=<file>)`.
-It checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to
-`passed` or `failed` with the first missing or failed marker.
+Save the console log and run `ucnb hardware-smoke capture --serial-log <file> <this directory>`,
+or collect the evidence from the installed host with `ucnb hardware-smoke capture --ssh <host>
+<this directory>` (user `{params.ssh_user}`, key and known_hosts from the parameters). Either
+checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to `passed` or
+`failed` with the first missing or failed marker.
 """
 
 
@@ -381,23 +393,29 @@ def capture(run_dir: Path, serial_log: Path | None = None, *,
     Writes a redacted copy `serial.log`, `capture.json`, `markers.csv` and updates `status.env`.
     """
     if serial_log is None:
-        raise ParameterError("capture needs serial_log=<console log file> (SSH capture is not implemented)")
+        raise ParameterError("capture needs serial_log=<console log file> (or capture over SSH: "
+                             "ucnb.baremetal.ssh_capture.capture_ssh)")
     try:
         raw = Path(serial_log).read_bytes()
     except OSError as exc:
         raise ParameterError(f"cannot read serial log {serial_log}: {exc.strerror}") from None
     text = _redact_console(raw.decode("utf-8", "replace"), _redactor(run_dir, environ))
-    seen = parse_text(text)
+    result = judge(parse_text(text), expected)
+    _write_capture(run_dir, text, result, node or _node_name(run_dir))
+    return result
+
+
+def judge(seen: Sequence[Marker], expected: Sequence[str] = EXPECTED_MARKERS) -> CaptureResult:
+    """The verdict on markers in the order they were seen."""
+    seen = list(seen)
     failure = next((m for m in seen if is_failure(m.name)), None)
     # A failure marker ends the run: later markers (a retry, a reboot loop) do not count.
     checks = check_sequence(expected, seen[:seen.index(failure)] if failure else seen)
     first_missing = next((c.expected for c in checks if not c.ok), None)
-    result = CaptureResult(
+    return CaptureResult(
         status="failed" if failure or first_missing else "passed", checks=[_check_row(c) for c in checks],
         first_missing=first_missing, failure_marker=failure.name if failure else None,
         failure_line=failure.line if failure else None)
-    _write_capture(run_dir, text, result, node or _node_name(run_dir))
-    return result
 
 
 def _redactor(run_dir: Path, environ: Mapping[str, str] | None) -> Redactor:
@@ -430,10 +448,12 @@ def _check_row(check: SequenceCheck) -> dict[str, Any]:
             "offset": marker.offset if marker else None, "in_order": check.in_order, "ok": check.ok}
 
 
-def _write_capture(run_dir: Path, serial_text: str, result: CaptureResult, node: str) -> None:
+def _write_capture(run_dir: Path, serial_text: str, result: CaptureResult, node: str,
+                   log_name: str = "serial.log", extra: Mapping[str, Any] | None = None) -> None:
     previous = read_status(run_dir).get("status")
-    atomic_write_text(run_dir / "serial.log", serial_text)
-    document = {"node": node, "preflight_status": previous, **result.model_dump()}
+    atomic_write_text(run_dir / log_name, serial_text)
+    document = {"node": node, "preflight_status": previous, "source": log_name, **(extra or {}),
+                **result.model_dump()}
     atomic_write_text(run_dir / "capture.json", json.dumps(document, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["node", "expected", "seen", "offset", "in_order", "ok"],

@@ -81,16 +81,35 @@ def run_media(
 
 @app.command()
 def capture(
-    serial_log: Annotated[Path, typer.Option(help="the machine's console log")],
+    serial_log: Annotated[Path | None, typer.Option(help="the machine's console log")] = None,
+    ssh: Annotated[str | None, typer.Option(
+        "--ssh", metavar="HOST", help="collect the evidence over SSH from the installed host")] = None,
+    ssh_user: Annotated[str | None, typer.Option(help="default: the run's ssh_user parameter")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="default: the run's ssh_key_file parameter")] = None,
     run_dir: Annotated[Path | None, typer.Argument(help="default: the latest preflight")] = None,
 ) -> None:
-    """Check the marker sequence, up to desired-system-active, in a supplied serial log."""
+    """Check the marker sequence, up to desired-system-active, in a supplied serial log, or over SSH
+    (`--ssh HOST`: the host's marker log and the node agent's status; a stopped agent does not
+    confirm desired-system-active)."""
     from ucnb.baremetal import hardware_smoke
 
     path = _run_dir(run_dir)
+    if (serial_log is None) == (ssh is None):
+        _fail(ParameterError("capture takes exactly one of --serial-log FILE or --ssh HOST"))
     try:
-        result = hardware_smoke.capture(path, serial_log)
+        if ssh is not None:
+            from ucnb.baremetal.ssh_capture import capture_ssh
+
+            result = capture_ssh(path, ssh, user=ssh_user, key_file=ssh_key)
+        else:
+            result = hardware_smoke.capture(path, serial_log)
     except UcnbError as exc:
         _fail(exc)
-    typer.echo(f"{path}: {'passed' if result.passed else 'failed'}")
-    raise typer.Exit(0 if result.passed else 1)
+    if result.passed:
+        typer.echo(f"{path}: passed")
+        raise typer.Exit(0)
+    culprit = (f"failure marker {result.failure_marker}" if result.failure_marker
+               else f"missing marker {result.first_missing}")
+    reason = hardware_smoke.read_status(path).get("reason")
+    typer.echo(f"{path}: failed: {culprit}" + (f" ({reason})" if reason else ""))
+    raise typer.Exit(1)

@@ -11,6 +11,7 @@ import ctypes
 import ipaddress
 import os
 import socket
+import ssl
 import subprocess
 import urllib.request
 from pathlib import Path
@@ -111,11 +112,16 @@ def guard(host: str) -> None:
         require_inside(host)
 
 
-def urlopen(request: urllib.request.Request | str, timeout: float) -> Any:
-    """`urllib.request.urlopen` behind `guard` (no proxy: a proxy would carry the request out)."""
+def urlopen(request: urllib.request.Request | str, timeout: float,
+            context: ssl.SSLContext | None = None) -> Any:
+    """`urllib.request.urlopen` behind `guard` (no proxy: a proxy would carry the request out);
+    `context` verifies an HTTPS server (e.g. against a run's private CA)."""
     url = request.full_url if isinstance(request, urllib.request.Request) else request
     guard(urlsplit(url).hostname or "")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
     return opener.open(request, timeout=timeout)
 
 

@@ -83,8 +83,8 @@ def shared_libraries(program: str) -> list[Path]:
     return libs
 
 
-def _module_closure(kernel_root: Path, kver: str) -> list[str]:
-    """Module files (relative to lib/modules/KVER) for MODULES and everything they depend on."""
+def _module_closure(kernel_root: Path, kver: str, modules: Iterable[str] = MODULES) -> list[str]:
+    """Module files (relative to lib/modules/KVER) for `modules` and everything they depend on."""
     moddir = kernel_root / "lib/modules" / kver
     if not (moddir / "modules.dep").exists():
         subprocess.run(["busybox", "depmod", "-b", str(kernel_root), kver], check=True)
@@ -94,7 +94,7 @@ def _module_closure(kernel_root: Path, kver: str) -> list[str]:
         deps[mod] = rest.split()
     by_name = {Path(m).name.removesuffix(".ko").replace("-", "_"): m for m in deps}
     wanted: set[str] = set()
-    todo = [by_name[m.replace("-", "_")] for m in MODULES]
+    todo = [by_name[m.replace("-", "_")] for m in modules]
     while todo:
         mod = todo.pop()
         if mod not in wanted:

@@ -46,6 +46,7 @@ class NodeSpec:
     cdrom: Path | None = None    # an ISO in an IDE CD-ROM drive
     boot_order: tuple[str, ...] = ("hd", "cdrom")
     metadata: dict[str, str] = field(default_factory=dict)
+    dmi_serial: str = ""         # SMBIOS system serial (/sys/class/dmi/id/product_serial) when set
 
 
 def domain_name(lab_id: str, node: str) -> str:
@@ -105,14 +106,19 @@ def domain_xml(lab_id: str, spec: NodeSpec) -> str:
     else:
         boot = "\n    ".join(f"<boot dev='{dev}'/>" for dev in spec.boot_order)
     tcg = "" if kvm else f"<tcg><tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache></tcg>"
+    sysinfo, smbios = "", ""
+    if spec.dmi_serial:  # what a real machine's firmware reports, and installers derive identity from
+        sysinfo = (f"\n  <sysinfo type='smbios'><system><entry name='serial'>{escape(spec.dmi_serial)}"
+                   "</entry></system></sysinfo>")
+        smbios = "\n    <smbios mode='sysinfo'/>"
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{escape(domain_name(lab_id, spec.name))}</name>
   {metadata_xml(spec.metadata)}
   <memory unit='MiB'>{spec.memory_mib}</memory>
-  <vcpu>{spec.vcpus}</vcpu>
+  <vcpu>{spec.vcpus}</vcpu>{sysinfo}
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    {boot}
+    {boot}{smbios}
   </os>
   <features><acpi/>{tcg}</features>
   {"<cpu mode='host-passthrough'/>" if kvm else ""}

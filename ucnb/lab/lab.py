@@ -90,6 +90,7 @@ class NodeConfig:
     disks: tuple[DiskConfig, ...] = ()
     cdrom: Path | None = None
     kernel_args: str = ""
+    dmi_serial: str = ""              # the machine's SMBIOS serial (bare-metal identity)
 
 
 def _private_disk(path: Path, options: list[str], size: str | None = None, fmt: str = "qcow2") -> Path:
@@ -331,7 +332,7 @@ class Lab:
             initrd=self.image.initrd if kernel_boot else None,
             cmdline=cmdline if kernel_boot else "", disks=tuple(disks), nics=nics,
             serial_log=self.log_dir / f"{config.name}-serial.log", accelerator=self.accelerator.mode,
-            cdrom=config.cdrom, metadata=self.metadata(config.name))
+            cdrom=config.cdrom, metadata=self.metadata(config.name), dmi_serial=config.dmi_serial)
         return Node(self, spec, self.address(index))
 
     def metadata(self, node: str) -> dict[str, str]:
@@ -481,6 +482,17 @@ class Lab:
         mode = next((n.spec.accelerator for n in lab.nodes.values()), "tcg")
         lab.accelerator = Accelerator(mode, f"as lab {state.lab_id} was booted")
         return lab
+
+
+def _subnets_in_libvirt(conn: libvirt.virConnect) -> set[int]:
+    """Subnets of every live lab network (bridge `ucnb<subnet>n<i>`), whoever made it."""
+    found = set()
+    for network in conn.listAllNetworks():
+        with contextlib.suppress(libvirt.libvirtError):
+            match = re.fullmatch(r"ucnb(\d+)n\d+", network.bridgeName())
+            if match:
+                found.add(int(match.group(1)))
+    return found
 
 
 def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> domain_mod.NodeSpec:

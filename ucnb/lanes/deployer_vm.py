@@ -136,7 +136,13 @@ def node_system(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
 
 @lab_step("fetched systems")
 def fetched_systems(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
-    """The system downloads the deployer served: the node fetched prebuilt systems, nothing else."""
+    """What the node fetched from the deployer (API calls, bundles) and from the binary cache
+    (prebuilt systems): prebuilt systems, nothing to build."""
     table = harness.phone_home_requests(bare)
-    return table[table["path"].str.startswith("/api/v1/") & (table["node_id"].isna()
-                                                              | (table["node_id"] == NODE))]
+    table = table[table["path"].str.startswith("/api/v1/") & (table["node_id"].isna()
+                                                               | (table["node_id"] == NODE))]
+    cache = bare.gateway.cache if bare.gateway else None
+    cached = pd.DataFrame(cache.requests() if cache else [], columns=["time", "method", "path", "status",
+                                                                      "client"])
+    return pd.concat([table.assign(server="deployer"), cached.assign(server="binary-cache")],
+                     ignore_index=True)
