@@ -9,11 +9,12 @@ APT_PACKAGES=(
   qemu-system-x86 qemu-utils                       # the hypervisor (KVM or TCG)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
   dnsmasq-base iproute2                            # libvirt networks, the lab namespace
-  busybox-static dropbear-bin cpio gzip kmod e2fsprogs  # the guest image
+  busybox-static dropbear-bin cpio gzip kmod e2fsprogs dmsetup  # the guest image
   etcd-server etcd-client sqlite3                  # real software standing in for product services
   openssh-client                                   # `ucnb lab ssh`
   fio                                              # fresh-bench-storage: the host reference (ucnb.storage)
   isolinux syslinux-common extlinux xorriso        # the reference installer ISO and installed boot loader
+  fdisk dosfstools wget                            # the installer's disk layouts and TLS client
   chromium                                         # headless screenshots of the evidence report
   python3-venv make
 )

@@ -8,6 +8,8 @@ a test is marked with its folder's name, so `pytest tests/vm` and `pytest -m vm`
 from __future__ import annotations
 
 import os
+import re
+import stat
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 LAYERS = ("unit", "vm", "e2e")
+REMOTE_REFERENCE = re.compile(rb"https?://", re.I)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -48,6 +51,34 @@ def assert_no_secret(root: Path, *secrets: str) -> None:
             data = path.read_bytes()
             leaked = [s for s in secrets if s.encode() in data]
             assert not leaked, f"a secret leaked into {path}"
+
+
+def assert_reviewable_evidence(root: Path, secret: str | None = None) -> list[Path]:
+    """What every sealed proof root promises a reviewer (issue 11): each HTML page is one
+    self-contained file (no `http://` or `https://` anywhere, no script) that opens with the
+    verdict banner; every file is world-readable (0644, folders 0755); `secret` is in no file.
+    Every lane's e2e test calls this on its proof root. Returns the pages checked."""
+    pages = sorted(root.rglob("*.html"))
+    assert pages, f"no HTML page in {root}"
+    for page in pages:
+        data = page.read_bytes()
+        assert not REMOTE_REFERENCE.search(data), \
+            f"{page}: remote reference {REMOTE_REFERENCE.findall(data)[:3]}"
+        assert b"<script" not in data.lower(), f"{page}: a script tag"
+        body = data[data.index(b"<body"):]
+        cells = [m.start() for m in re.finditer(rb'<div class="jp-Cell ', body)]
+        banner = body.find(b'id="ucnb-verdict"')
+        assert banner != -1 and (len(cells) < 2 or cells[0] < banner < cells[1]), \
+            f"{page}: the verdict banner is not the first cell"
+    for path in root.rglob("*"):
+        info = path.lstat()
+        if stat.S_ISLNK(info.st_mode):
+            continue
+        want = 0o755 if stat.S_ISDIR(info.st_mode) else 0o644
+        assert stat.S_IMODE(info.st_mode) == want, f"{path} is {oct(stat.S_IMODE(info.st_mode))}"
+        if secret and stat.S_ISREG(info.st_mode):
+            assert secret.encode() not in path.read_bytes(), f"secret leaked into {path}"
+    return pages
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,71 @@ def own_runs(tmp_path: Path, lab_host: None) -> Iterator[OwnRuns]:
     runs = OwnRuns(tmp_path)
     yield runs
     runs.assert_nothing_left()
+
+
+# -- what named runs left (for tests that start several runs or check mid-test) ---------------
+def runs_in(outputs: Path) -> set[str]:
+    """The run ids of every proof root under `outputs` (lanes, suites' lanes)."""
+    from ucnb.files import read_kv
+
+    return {run for env in (outputs.rglob("environment.txt") if outputs.exists() else [])
+            if (run := read_kv(env).get("run_id"))}
+
+
+def kernel_processes(run_ids: set[str]) -> list[int]:
+    """ipykernel processes of these runs: left behind by a runner?"""
+    markers = {f"UCNB_RUN_ID={r}".encode() for r in run_ids}
+    return [pid for pid, cmd, environ in _processes()
+            if b"ipykernel_launcher" in cmd and markers & set(environ.split(b"\0"))]
+
+
+def leftovers(run_ids: set[str], lab_ids: set[str] | None = None, owner_pid: int | None = None) -> list[str]:
+    """What these runs (or labs, or labs and leases this process owns) left on the host: lab
+    state, tagged domains, networks, kernels and other processes of the run, leases, secrets files."""
+    from ucnb import paths
+    from ucnb.lab import leases
+    from ucnb.lab.registry import connect, list_labs, tagged_domains
+
+    lab_ids = lab_ids or set()
+
+    def ours(run: str = "", lab: str = "", pid: int | None = None) -> bool:
+        return run in run_ids or lab in lab_ids or (owner_pid is not None and pid == owner_pid)
+
+    conn = connect()
+    left = [f"lab {s.lab_id} (run {s.run_id})" for s in list_labs()
+            if ours(s.run_id, s.lab_id, s.owner.pid if s.owner else s.owner_pid)]
+    left += [f"domain {t.domain.name()}" for t in tagged_domains(conn)
+             if ours(t.run_id, t.lab_id, t.owner.pid if t.owner else None)]
+    left += [f"network {n.name()}" for n in conn.listAllNetworks()
+             if any(n.name() == f"ucnb-{lab}" or n.name().startswith(f"ucnb-{lab}-") for lab in lab_ids)]
+    left += [f"lab folder {lab}" for lab in lab_ids if (paths.labs_dir() / lab).exists()]
+    held, _ = leases.all_leases()
+    left += [lease.describe() for lease in held if ours(lease.run_id, "", lease.owner.pid)]
+    left += [f"secrets file of run {r}" for r in run_ids if (paths.work_root() / "secrets" / r).exists()]
+    markers = {f"UCNB_RUN_ID={r}".encode() for r in run_ids}
+    left += [f"process {pid} of run {sorted(run_ids)}" for pid, _, environ in _processes()
+             if markers & set(environ.split(b"\0"))]
+    return left
+
+
+def assert_run_left_nothing(root: Path) -> None:
+    """This run's lab (named in environment.txt) left nothing (see `leftovers`)."""
+    from ucnb.files import read_kv
+
+    env = read_kv(root / "environment.txt")
+    left = leftovers({env["run_id"]}, {env["lab_id"]} if env.get("lab_id") else set())
+    assert not left, f"run {env['run_id']} left: {left}"
+def ucnb_objects() -> dict[str, list[str]]:
+    """The domains, networks and lab folders of *this work root's* labs (a domain by ucnb's
+    metadata, a network by a lab's state): other work roots' labs on the host are not ours."""
+    from ucnb import paths
+    from ucnb.lab.registry import connect, list_labs, tagged_domains
+
+    conn = connect()
+    networks = {n.name() for n in conn.listAllNetworks()}
+    return {
+        "domains": sorted(t.domain.name() for t in tagged_domains(conn)),
+        "networks": sorted(n for s in list_labs() for n in s.networks if n in networks),
+        "labs": sorted(p.name for p in paths.labs_dir().iterdir() if p.is_dir()),
+    }
+

@@ -43,9 +43,14 @@ def publish_dir(staging: Path, directory: Path, complete: str) -> None:
     try:
         staging.rename(directory)
     except OSError:
-        if not (directory / complete).exists():
-            shutil.rmtree(directory, ignore_errors=True)
+        if (directory / complete).exists():
+            return
+        shutil.rmtree(directory, ignore_errors=True)
+        try:
             staging.rename(directory)
+        except OSError:
+            if not (directory / complete).exists():  # not a third build's result either
+                raise
 
 
 def point_link(link: Path, target: str) -> Path:

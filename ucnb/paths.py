@@ -27,6 +27,15 @@ def work_root() -> Path:
     return root.resolve()
 
 
+def pin_work_root() -> Path:
+    """Resolve a relative `ULTRACLOUD_WORK_ROOT` once (against the current directory) and export
+    the absolute path, so later calls and child processes agree whatever their directory."""
+    root = work_root()
+    if "ULTRACLOUD_WORK_ROOT" in os.environ:
+        os.environ["ULTRACLOUD_WORK_ROOT"] = str(root)
+    return root
+
+
 def outputs_root() -> Path:
     """Dated evidence: `UCNB_OUTPUTS` or `<project>/outputs`."""
     env = os.environ.get("UCNB_OUTPUTS")

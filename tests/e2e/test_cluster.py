@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ucnb.lab.registry import LIBVIRT_URI
 
-from ..conftest import Cli
+from ..conftest import Cli, assert_reviewable_evidence
 from ..lab_fixtures import OwnRuns
 
 
@@ -56,6 +56,10 @@ def test_fresh_smoke_passes_with_no_acknowledged_write_lost(cli: Cli) -> None:
     assert {s["name"] for s in result["skipped"]} >= {
         "worker registrations advertise exactly HYPERVISOR_TYPE_KVM"}
     assert (cli.latest("fresh-smoke") / "plots" / "latency.png").stat().st_size > 10_000
+    # what a CI reads without parsing checks.csv, and what a reviewer opens
+    assert result["figures"]["acknowledged writes lost"]["value"] == 0
+    assert result["figures"]["acknowledged writes"]["value"] > 0
+    assert_reviewable_evidence(cli.latest("fresh-smoke"))
     _assert_history_checked_whole(cli, "fresh-smoke", result)
 
 
@@ -71,6 +75,8 @@ def test_membership_proof_passes_every_transition(cli: Cli) -> None:
     transitions -= {"workload final state"}  # the history check's, after the workload
     assert len(transitions) == 8  # canonical + seven transitions, each read-checked on every member
     assert checks["acknowledged writes lost"]["observed"] == "0"
+    assert result["figures"]["membership transitions"]["value"] == 8
+    assert_reviewable_evidence(cli.latest("chainfire-live-membership-proof"))
     _assert_history_checked_whole(cli, "chainfire-live-membership-proof", result)
 
 
@@ -106,6 +112,7 @@ def test_rollout_soak_holds_each_worker_down_and_checks_the_whole_history(cli: C
     assert "restart deployer" in (root / "deployer-scope-fixed.txt").read_text()
     assert "planned drain cycle on node05" in (root / "fleet-scheduler-scope-fixed.txt").read_text()
     _assert_history_checked_whole(cli, "rollout-soak", result)
+    assert_reviewable_evidence(root)
 
 
 def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(cli: Cli, own_runs: OwnRuns) -> None:

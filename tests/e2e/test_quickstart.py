@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import html as html_mod
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,13 +14,36 @@ from pathlib import Path
 
 import nbformat
 
-from ..conftest import ROOT, Cli, assert_no_secret
+from ..conftest import ROOT, Cli, assert_no_secret, assert_reviewable_evidence
 from ..lab_fixtures import OwnRuns
 
 LANE = "single-node-quickstart"
 CANARY = "canary-token-5e1f9a7c2b"
 PROOF_FILES = {f"{LANE}.ipynb", f"{LANE}.html", "result.json", "parameters.yaml", "environment.txt",
                "markers.csv", "timeline.csv", "faults.csv", "checks.csv", "plots", "logs", "SHA256SUMS"}
+
+
+def _page_text(root: Path) -> str:
+    """The lane's HTML page as a reader sees its text (tags stripped, whitespace collapsed)."""
+    body = (root / f"{LANE}.html").read_text()
+    return re.sub(r"\s+", " ", html_mod.unescape(re.sub(r"<[^>]+>", " ", body[body.index("<body"):])))
+
+
+def _first_screen(root: Path) -> tuple[Path, list[tuple[int, int, int]]]:
+    """Headless Chromium's first 1280x800 of the page, kept in the proof root, and its colours."""
+    from PIL import Image
+
+    from ucnb.evidence.report import screenshot
+
+    png = screenshot(root / f"{LANE}.html", root / "first-screen-1280x800.png", 1280, 800)
+    with Image.open(png) as image:
+        assert image.size == (1280, 800)
+        return png, [c for _, c in image.convert("RGB").getcolors(1280 * 800) or []]
+
+
+def _has_colour(colours: list[tuple[int, int, int]], hex_colour: str) -> bool:
+    want = tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+    return any(all(abs(a - b) <= 6 for a, b in zip(c, want, strict=True)) for c in colours)
 
 
 def test_lane_passes_with_complete_redacted_evidence(cli: Cli) -> None:
@@ -31,13 +56,29 @@ def test_lane_passes_with_complete_redacted_evidence(cli: Cli) -> None:
     nbformat.validate(nb)
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=root).returncode == 0
     html = (root / f"{LANE}.html").read_text()
-    assert 'src="http' not in html and 'href="http' not in html.split("<body")[0]  # self-contained
     assert "data:image/png;base64" in html  # plots inlined
     assert_no_secret(root, CANARY)
+    assert_reviewable_evidence(root, secret=CANARY)  # self-contained, banner first, 0644, no canary
     result = json.loads((root / "result.json").read_text())
     assert result["verdict"] == "passed" and result["accelerator"] in ("kvm", "tcg")
     assert {s["name"] for s in result["skipped"]} == {"health: iam", "health: plasmavmc", "health: prismnet"}
-    assert any("delivered to" in json.dumps(c.get("outputs", [])) for c in nb.cells)  # the token step's table
+    assert result["verdict_label"] == "passed with gaps"
+    assert result["figures"]["required components exercised"] == {"value": 2, "unit": "of 5"}
+    assert result["harness"]["commit"] and "harness_commit=" in (root / "environment.txt").read_text()
+    text = _page_text(root)
+    assert "/lab/etc/iam-bootstrap-token" in text  # the token was delivered (the table says where)
+    assert text.index("PASSED WITH GAPS") < text.index("What this lane proves")
+    assert "2 of 5 required components exercised; 3 skipped: iam (the lab has no stand-in" in text
+    assert "The notebook stopped before its last cell" not in text
+    # every guest command with its output; the manifest as read back; guest logs pulled in
+    commands = (root / "logs" / "node01-commands.log").read_text()
+    assert '"schema": "ucnb.product-surface/v1"' in commands and "  stdout:" in commands
+    assert json.loads((root / "logs" / "node01-product-surface.json").read_text())["platform"] == "lab"
+    assert "etcd Version" in (root / "logs" / "node01-services.log").read_text()
+    assert (root / "logs" / "node01-dmesg.log").stat().st_size > 1000
+    assert "ucnb.single-node-quickstart" in (root / "junit.xml").read_text()
+    png, colours = _first_screen(root)
+    assert _has_colour(colours, "#f2cc60"), f"{png}: no PASSED WITH GAPS banner on the first screen"
     env = (root / "environment.txt").read_text()
     assert "vm_accelerator_mode=" in env and "vm_accelerator_reason=" in env
     verdicts = [o for c in nb.cells for o in c.get("outputs", [])
@@ -55,6 +96,20 @@ def test_failing_lane_exits_nonzero_and_names_the_step(cli: Cli) -> None:
     assert result["verdict"] == "failed" and result["error"]["type"] == "LaneFailure"
     assert result["failing_step"]["name"] == "wait: flaredb healthy"
     assert "Connection refused" in result["failing_step"]["last_observation"]
+    # the notebook stopped in a middle cell: the page still opens with the verdict, and has the
+    # timeline, the run facts and the links
+    assert_reviewable_evidence(root)
+    text = _page_text(root)
+    assert text.index("FAILED") < text.index("failing step") < text.index("What this lane proves")
+    assert "failing step wait: flaredb healthy [node01]" in text
+    assert re.search(r"last observation timeout after \d+ tries; last: exit 1: .*Connection refused", text)
+    assert "1 of 5 required components exercised; 3 skipped: " in text and "1 failed: flaredb" in text
+    assert "The notebook stopped before its last cell" in text
+    assert (root / "plots" / "timeline.png").stat().st_size > 10_000
+    assert 'href="logs/node01-dmesg.log"' in (root / f"{LANE}.html").read_text()
+    assert "run: /run/service/chainfire" in (root / "logs" / "node01-services.log").read_text()
+    png, colours = _first_screen(root)
+    assert _has_colour(colours, "#cf222e"), f"{png}: no FAILED banner on the first screen"
 
 
 def test_plain_papermill_runs_the_notebook_with_its_defaults(cli: Cli, tmp_path: Path) -> None:

@@ -44,7 +44,10 @@ def test_skips_are_listed_never_counted_as_passed(tmp_path: Path) -> None:
     result = evidence.build_result(tmp_path, "lane", "lab", "r1")
     assert result["verdict"] == "passed"
     assert result["steps"] == {"passed": 1, "failed": 0, "skipped": 1, "running": 0}
-    assert result["skipped"] == [{"name": "health: iam", "node": "", "reason": "no stand-in"}]
+    assert result["skipped"] == [{"name": "health: iam", "node": "", "reason": "no stand-in",
+                                  "delegated": False}]
+    assert result["verdict_label"] == "passed with gaps"   # a pass that skipped something says so
+    assert result["gaps"] == [{"name": "health: iam", "node": "", "reason": "no stand-in"}]
 
 
 def test_failed_check_fails_the_verdict(tmp_path: Path) -> None:

@@ -44,7 +44,8 @@ def test_redfish_virtual_media_installs_a_lab_machine(tmp_path: Path, monkeypatc
         uuid = bare.lab.conn.defineXML(domain_mod.domain_xml(bare.lab.lab_id, spec)).UUIDString()
         sushy = SushyEmulator(bare.lab.directory / "bmc", [uuid], "admin", PASSWORD).start()
         run_dir = hw.preflight(tmp_path / "work", hw.load_params({
-            "deployer_url": bare.deployer_url, "node_id": "worker", "hostname": "worker",
+            "deployer_url": bare.deployer_url, "ca_cert_url": bare.gateway.ca_cert_url,  # type: ignore[union-attr]
+            "node_id": "worker", "hostname": "worker",
             "transport": "redfish", "redfish_url": sushy.url + "/redfish/v1", "redfish_username": "admin",
             "extra_kernel_params": [f"ultracloud.ip={node.address}/24"]}))
         node.watcher.start()

@@ -5,7 +5,9 @@
   without a usable transport (USB media or BMC/Redfish access) the run is `blocked` and
   `missing-requirements.txt` names exactly the inputs that are missing.
 - `capture` checks a supplied serial log for the same marker sequence as baremetal-iso and
-  records `passed` or `failed` with the first missing or failed marker.
+  records `passed` or `failed` with the first missing or failed marker; `capture_ssh`
+  (`ucnb.baremetal.ssh_capture`) collects the same evidence over SSH from the installed host: its
+  marker log and the node agent's desired-system status.
 - `run` presents the ISO to the machine: written to USB media (a block device, or an image file
   standing in for one), or inserted as Redfish virtual media followed by a power-on; the ISO is
   built with the token substituted only in a private temporary directory, removed afterwards.
@@ -19,12 +21,12 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import ipaddress
 import json
 import os
 import re
 import shutil
 import stat
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -36,9 +38,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ucnb import files, paths
 from ucnb.errors import LaneFailure, ParameterError
-from ucnb.evidence.redact import MASK, Redactor
+from ucnb.evidence.redact import MASK, MIN_SECRET_LENGTH, Redactor
 from ucnb.files import atomic_write_text
 from ucnb.installer.build import InstallerArtifacts, build_iso
+from ucnb.lab import leases
 from ucnb.markers import Marker, SequenceCheck, check_sequence, is_failure, parse_text
 from ucnb.reference.cluster import NAME_PATTERN, describe_validation_error
 from ucnb.reference.deployer import BOOTSTRAP_TOKEN_ENV, read_secret
@@ -69,7 +72,7 @@ class HardwareSmokeParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    deployer_url: str                                   # routable from the machine's live ISO
+    deployer_url: str | None = None                     # routable from the machine's live ISO
     bootstrap_token_env: str = Field(BOOTSTRAP_TOKEN_ENV, pattern=ENV_NAME_PATTERN)
     bootstrap_token_file: Path | None = None            # wins over the env var when set
     deployer_allows_unauthenticated: bool = False       # lab-only deployer: no token parameter
@@ -84,7 +87,32 @@ class HardwareSmokeParams(BaseModel):
     redfish_password_env: str = Field(REDFISH_PASSWORD_ENV, pattern=ENV_NAME_PATTERN)
     redfish_system_id: str | None = None                # default: the BMC's only (or first) system
     redfish_boot_override: bool = False                 # PATCH Boot to Cd (else firmware order decides)
+    # The address the BMC fetches the ISO from (this host's); default: ours on the route to the BMC.
+    redfish_media_address: str | None = None
     extra_kernel_params: list[str] = Field(default_factory=list)  # e.g. a static ultracloud.ip=
+    # capture over SSH from the installed host (`capture --ssh HOST`)
+    ssh_user: str = Field("root", pattern=r"^[a-z_][a-z0-9_-]{0,31}$")
+    ssh_key_file: Path | None = None                    # private key; a lab node: the lab's key
+    ssh_port: int = Field(22, ge=1, le=65535)
+    ssh_known_hosts: Path | None = None                 # a host outside the lab (lab host keys are pinned)
+    # What the installed host answers (the reference node agent's; the product's nix-agent differs).
+    ssh_marker_command: str = Field("cat /disk/var/log/ultracloud/markers.log", min_length=1)
+    ssh_status_command: str = Field("ultracloud-node-agent status", min_length=1)
+
+    @field_validator("redfish_media_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            ipaddress.ip_address(value)   # a ValueError names the parameter
+        return value
+
+    @field_validator("extra_kernel_params")
+    @classmethod
+    def _kernel_params(cls, values: list[str]) -> list[str]:
+        for value in values:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]+(=[^\s'\"\\]*)?", value):
+                raise ValueError(f"{value!r} is not one kernel parameter (name[=value], no spaces or quotes)")
+        return values
 
     @field_validator("deployer_url", "ca_cert_url", "binary_cache_url", "redfish_url")
     @classmethod
@@ -124,7 +152,7 @@ def kernel_params(params: HardwareSmokeParams, *, reveal: bool = False,
     With `reveal` the token reference is replaced by the secret itself: only for the moment the
     ISO is booted (never write that result to disk).
     """
-    result = [f"ultracloud.deployer_url={params.deployer_url}"]
+    result = [f"ultracloud.deployer_url={params.deployer_url or '<missing: deployer_url>'}"]
     if not params.deployer_allows_unauthenticated:
         token = token_reference(params)
         if reveal:
@@ -159,9 +187,17 @@ def _redfish_problems(params: HardwareSmokeParams, environ: Mapping[str, str]) -
         problems.append("redfish_url: no BMC Redfish endpoint given (e.g. https://bmc.example/redfish/v1)")
     if not params.redfish_username:
         problems.append("redfish_username: no BMC user given")
-    if not environ.get(params.redfish_password_env):
+    password = environ.get(params.redfish_password_env)
+    if not password:
         problems.append(f"redfish password: environment variable {params.redfish_password_env} is not set")
+    elif len(password) < MIN_SECRET_LENGTH:
+        problems.append(f"redfish password: {params.redfish_password_env} {_too_short(password)}")
     return problems
+
+
+def _too_short(secret: str) -> str:
+    return (f"has {len(secret)} characters: secrets shorter than {MIN_SECRET_LENGTH} cannot be masked "
+            "safely in artifacts, so it is refused (use a longer one)")
 
 
 def _token_problems(params: HardwareSmokeParams, environ: Mapping[str, str]) -> list[str]:
@@ -169,11 +205,16 @@ def _token_problems(params: HardwareSmokeParams, environ: Mapping[str, str]) -> 
         return []
     if params.bootstrap_token_file is not None:
         try:
-            present = bool(params.bootstrap_token_file.read_text().strip())
+            token = params.bootstrap_token_file.read_text().strip()
         except OSError:
             return [f"bootstrap token: file {params.bootstrap_token_file} is not readable"]
-        return [] if present else [f"bootstrap token: file {params.bootstrap_token_file} is empty"]
-    if environ.get(params.bootstrap_token_env):
+        if token and len(token) < MIN_SECRET_LENGTH:
+            return [f"bootstrap token: file {params.bootstrap_token_file} {_too_short(token)}"]
+        return [] if token else [f"bootstrap token: file {params.bootstrap_token_file} is empty"]
+    token = environ.get(params.bootstrap_token_env, "")
+    if token and len(token) < MIN_SECRET_LENGTH:
+        return [f"bootstrap token: {params.bootstrap_token_env} {_too_short(token)}"]
+    if token:
         return []
     return [f"bootstrap token: environment variable {params.bootstrap_token_env} is not set "
             "(or give bootstrap_token_file)"]
@@ -187,7 +228,10 @@ def requirements(params: HardwareSmokeParams,
     redfish = _redfish_problems(params, env) if params.transport in ("auto", "redfish") else None
     transport = "usb" if usb == [] else "redfish" if redfish == [] else None
     missing = [] if transport else [*(usb or []), *(redfish or [])]
-    return transport, missing + _token_problems(params, env)
+    deployer = [] if params.deployer_url else [
+        "deployer_url: no deployer URL given (the address the live ISO phones home to, "
+        "e.g. http://10.0.0.5:8088)"]
+    return transport, deployer + missing + _token_problems(params, env)
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +300,7 @@ def _failure_markers_text() -> str:
 def _handoff(run_id: str, params: HardwareSmokeParams, status: Status, transport: str | None,
              missing: Sequence[str]) -> str:
     cmdline = " ".join(kernel_params(params))
+    deployer = params.deployer_url or "not given yet"
     if params.deployer_allows_unauthenticated:
         token_text = ("The deployer accepts unauthenticated phone-home (lab only), so no "
                       "`ultracloud.bootstrap_token=` parameter is set.")
@@ -287,7 +332,7 @@ Status: **{status}**; transport: **{transport or "none"}**.
   `install_plan.disko_config_path` and a stable `install_plan.target_disk_by_id` selector
   (server, NVMe or RAID-controller `/dev/disk/by-id/...`), plus `desired_system.target_system`
   when the installer can reach a binary cache.
-- Make the deployer (`{params.deployer_url}`) and the optional binary cache reachable from the
+- Make the deployer (`{deployer}`) and the optional binary cache reachable from the
   live ISO (DHCP or equivalent before Disko starts).
 
 ## 2. Boot the ISO (USB or BMC virtual media) with
@@ -307,9 +352,11 @@ Any marker with a `failed` segment (see `failure-markers.txt`) ends the run at o
 
 ## 4. Capture
 
-Save the console log and run `ucnb.hardware_smoke.capture(<this directory>, serial_log=<file>)`.
-It checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to
-`passed` or `failed` with the first missing or failed marker.
+Save the console log and run `ucnb hardware-smoke capture --serial-log <file> <this directory>`,
+or collect the evidence from the installed host with `ucnb hardware-smoke capture --ssh <host>
+<this directory>` (user `{params.ssh_user}`, key and known_hosts from the parameters). Either
+checks the sequence, writes `capture.json` and `markers.csv`, and sets `status.env` to `passed` or
+`failed` with the first missing or failed marker.
 """
 
 
@@ -346,23 +393,29 @@ def capture(run_dir: Path, serial_log: Path | None = None, *,
     Writes a redacted copy `serial.log`, `capture.json`, `markers.csv` and updates `status.env`.
     """
     if serial_log is None:
-        raise ParameterError("capture needs serial_log=<console log file> (SSH capture is not implemented)")
+        raise ParameterError("capture needs serial_log=<console log file> (or capture over SSH: "
+                             "ucnb.baremetal.ssh_capture.capture_ssh)")
     try:
         raw = Path(serial_log).read_bytes()
     except OSError as exc:
         raise ParameterError(f"cannot read serial log {serial_log}: {exc.strerror}") from None
     text = _redact_console(raw.decode("utf-8", "replace"), _redactor(run_dir, environ))
-    seen = parse_text(text)
+    result = judge(parse_text(text), expected)
+    _write_capture(run_dir, text, result, node or _node_name(run_dir))
+    return result
+
+
+def judge(seen: Sequence[Marker], expected: Sequence[str] = EXPECTED_MARKERS) -> CaptureResult:
+    """The verdict on markers in the order they were seen."""
+    seen = list(seen)
     failure = next((m for m in seen if is_failure(m.name)), None)
     # A failure marker ends the run: later markers (a retry, a reboot loop) do not count.
     checks = check_sequence(expected, seen[:seen.index(failure)] if failure else seen)
     first_missing = next((c.expected for c in checks if not c.ok), None)
-    result = CaptureResult(
+    return CaptureResult(
         status="failed" if failure or first_missing else "passed", checks=[_check_row(c) for c in checks],
         first_missing=first_missing, failure_marker=failure.name if failure else None,
         failure_line=failure.line if failure else None)
-    _write_capture(run_dir, text, result, node or _node_name(run_dir))
-    return result
 
 
 def _redactor(run_dir: Path, environ: Mapping[str, str] | None) -> Redactor:
@@ -395,10 +448,12 @@ def _check_row(check: SequenceCheck) -> dict[str, Any]:
             "offset": marker.offset if marker else None, "in_order": check.in_order, "ok": check.ok}
 
 
-def _write_capture(run_dir: Path, serial_text: str, result: CaptureResult, node: str) -> None:
+def _write_capture(run_dir: Path, serial_text: str, result: CaptureResult, node: str,
+                   log_name: str = "serial.log", extra: Mapping[str, Any] | None = None) -> None:
     previous = read_status(run_dir).get("status")
-    atomic_write_text(run_dir / "serial.log", serial_text)
-    document = {"node": node, "preflight_status": previous, **result.model_dump()}
+    atomic_write_text(run_dir / log_name, serial_text)
+    document = {"node": node, "preflight_status": previous, "source": log_name, **(extra or {}),
+                **result.model_dump()}
     atomic_write_text(run_dir / "capture.json", json.dumps(document, indent=2) + "\n")
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=["node", "expected", "seen", "offset", "in_order", "ok"],
@@ -425,25 +480,28 @@ def run(run_dir: Path, *, artifacts: InstallerArtifacts | None = None, iso: Path
     """
     env = os.environ if environ is None else environ
     params = HardwareSmokeParams.model_validate_json((run_dir / "parameters.json").read_text())
-    transport, missing = requirements(params, env)
+    transport, missing = requirements(params, env)   # short secrets are refused here, before anything
     if missing or transport is None:
         write_status(run_dir, status="blocked", stage="run", missing_count=len(missing))
         raise ParameterError("hardware-smoke run is blocked: " + "; ".join(missing))
-    with tempfile.TemporaryDirectory(prefix="ucnb-hw-") as private:  # mode 0700
+    redactor = _redactor(run_dir, environ)
+    if transport == "redfish":
+        redactor.add(env.get(params.redfish_password_env), source=params.redfish_password_env)
+    # The ISO holds the token: built in a leased 0700 folder under the work root (reclaimed by
+    # `ucnb lab clean` if this process is killed), removed afterwards.
+    with leases.temp_dir(paths.work_root() / "tmp", "hw-media") as private:
         if iso is None:
             if artifacts is None:
                 raise ParameterError("run needs iso=<the installer ISO> or the reference installer artifacts")
             iso = build_iso(artifacts, kernel_params(params, reveal=True, environ=env),
-                            Path(private) / "ultracloud-installer.iso")
+                            private / "ultracloud-installer.iso")
         done: dict[str, Any] = {"transport": transport, "iso_bytes": iso.stat().st_size,
                                 "iso_sha256": _sha256(iso)}
         if transport == "usb":
             assert params.usb_device is not None
             done["usb"] = write_usb(iso, params.usb_device)
         else:
-            done["redfish"] = redfish_present(params, env[params.redfish_password_env], iso)
-    redactor = _redactor(run_dir, environ)
-    redactor.add(env.get(params.redfish_password_env))
+            done["redfish"] = redfish_present(params, env[params.redfish_password_env], iso, redactor)
     atomic_write_text(run_dir / "run.json", redactor.text(json.dumps(done, indent=2)) + "\n")
     write_status(run_dir, status="media-presented", stage="run", transport=transport)
     return done
@@ -479,12 +537,19 @@ def write_usb(iso: Path, device: Path) -> dict[str, Any]:
             "seconds": round(time.monotonic() - started, 3)}
 
 
-def redfish_present(params: HardwareSmokeParams, password: str, iso: Path) -> dict[str, Any]:
-    """Insert the ISO as virtual media (served on 127.0.0.1 for the BMC), optionally override the
-    boot to Cd, and power the system on (or force-restart it when it is already on)."""
-    from ucnb.reference.redfish import RedfishClient, serve_file
+def redfish_present(params: HardwareSmokeParams, password: str, iso: Path,
+                    redactor: Redactor | None = None) -> dict[str, Any]:
+    """Insert the ISO as virtual media, optionally override the boot to Cd, and power the system
+    on (or force-restart it when it is already on).
+
+    The ISO is served at a one-time random path (registered with `redactor`: it is as good as the
+    token while served) on `redfish_media_address`, by default this host's address on the route
+    to the BMC; the BMC copies it during InsertMedia."""
+    from ucnb.reference.redfish import RedfishClient, address_toward, serve_file
 
     assert params.redfish_url and params.redfish_username
+    bmc = urlsplit(params.redfish_url)
+    bind = params.redfish_media_address or address_toward(bmc.hostname or "", bmc.port or 443)
     client = RedfishClient(params.redfish_url, params.redfish_username, password)
     members = [m["@odata.id"] for m in client.get("/redfish/v1/Systems").get("Members", [])]
     if params.redfish_system_id:
@@ -492,7 +557,9 @@ def redfish_present(params: HardwareSmokeParams, password: str, iso: Path) -> di
     if not members:
         raise LaneFailure(f"Redfish {params.redfish_url}: no system {params.redfish_system_id or ''} to boot")
     system = members[0]
-    with serve_file(iso) as url:  # the BMC copies the image during InsertMedia
+    with serve_file(iso, bind) as url:  # the BMC copies the image during InsertMedia
+        if redactor is not None:
+            redactor.add(url.secret, source="the media URL")
         client.request("POST", f"{system}/VirtualMedia/Cd/Actions/VirtualMedia.InsertMedia",
                        {"Image": url, "Inserted": True, "WriteProtected": True})
     if params.redfish_boot_override:

@@ -10,7 +10,6 @@ import typer
 from rich.console import Console
 
 from ucnb import paths
-from ucnb.baremetal import hardware_smoke
 from ucnb.errors import InfrastructureError, ParameterError, UcnbError
 from ucnb.runner.params import parse_assignment, read_yaml_mapping
 
@@ -25,6 +24,8 @@ def _fail(exc: UcnbError) -> None:
 
 
 def _run_dir(run_dir: Path | None) -> Path:
+    from ucnb.baremetal import hardware_smoke  # imported where used: every `ucnb` starts faster
+
     path = run_dir or paths.work_root() / hardware_smoke.LANE_DIR / "latest"
     if not (path / "status.env").exists():
         _fail(ParameterError(f"{path} is not a hardware-smoke run (no status.env): run preflight first"))
@@ -39,6 +40,8 @@ def preflight(
 ) -> None:
     """Write kernel-params.txt, expected/failure markers, operator-handoff.md and status.env;
     exit 3 with missing-requirements.txt when no transport (USB or BMC) is available."""
+    from ucnb.baremetal import hardware_smoke
+
     try:
         values = read_yaml_mapping(file) if file else {}
         values.update(parse_assignment(a) for a in param or [])
@@ -59,6 +62,8 @@ def run_media(
                                                   "installer, built for this run)")] = None,
 ) -> None:
     """Write the ISO to the USB device, or insert it as Redfish virtual media and boot from it."""
+    from ucnb.baremetal import hardware_smoke
+
     path = _run_dir(run_dir)
     try:
         artifacts = None
@@ -76,14 +81,35 @@ def run_media(
 
 @app.command()
 def capture(
-    serial_log: Annotated[Path, typer.Option(help="the machine's console log")],
+    serial_log: Annotated[Path | None, typer.Option(help="the machine's console log")] = None,
+    ssh: Annotated[str | None, typer.Option(
+        "--ssh", metavar="HOST", help="collect the evidence over SSH from the installed host")] = None,
+    ssh_user: Annotated[str | None, typer.Option(help="default: the run's ssh_user parameter")] = None,
+    ssh_key: Annotated[Path | None, typer.Option(help="default: the run's ssh_key_file parameter")] = None,
     run_dir: Annotated[Path | None, typer.Argument(help="default: the latest preflight")] = None,
 ) -> None:
-    """Check the marker sequence, up to desired-system-active, in a supplied serial log."""
+    """Check the marker sequence, up to desired-system-active, in a supplied serial log, or over SSH
+    (`--ssh HOST`: the host's marker log and the node agent's status; a stopped agent does not
+    confirm desired-system-active)."""
+    from ucnb.baremetal import hardware_smoke
+
     path = _run_dir(run_dir)
+    if (serial_log is None) == (ssh is None):
+        _fail(ParameterError("capture takes exactly one of --serial-log FILE or --ssh HOST"))
     try:
-        result = hardware_smoke.capture(path, serial_log)
+        if ssh is not None:
+            from ucnb.baremetal.ssh_capture import capture_ssh
+
+            result = capture_ssh(path, ssh, user=ssh_user, key_file=ssh_key)
+        else:
+            result = hardware_smoke.capture(path, serial_log)
     except UcnbError as exc:
         _fail(exc)
-    typer.echo(f"{path}: {'passed' if result.passed else 'failed'}")
-    raise typer.Exit(0 if result.passed else 1)
+    if result.passed:
+        typer.echo(f"{path}: passed")
+        raise typer.Exit(0)
+    culprit = (f"failure marker {result.failure_marker}" if result.failure_marker
+               else f"missing marker {result.first_missing}")
+    reason = hardware_smoke.read_status(path).get("reason")
+    typer.echo(f"{path}: failed: {culprit}" + (f" ({reason})" if reason else ""))
+    raise typer.Exit(1)

@@ -34,6 +34,15 @@ console = Console(stderr=True, soft_wrap=True)
 out = Console(soft_wrap=True)
 
 
+@app.callback()
+def _main() -> None:
+    """Resolve the work root once, for this process and every process it starts (kernels,
+    helpers): a relative ULTRACLOUD_WORK_ROOT means the same folder to all of them."""
+    from ucnb import paths
+
+    paths.pin_work_root()
+
+
 def _fail(exc: UcnbError) -> None:
     console.print(f"[bold red]{exc.kind}:[/] {exc}", markup=True, highlight=False)
     raise typer.Exit(exc.exit_code)
@@ -61,6 +70,9 @@ def run(
                                   console=console)
     except UcnbError as exc:
         _fail(exc)
+    except KeyboardInterrupt:   # before the run had its proof root (once it has, the runner handles it)
+        console.print("[bold red]interrupted[/] before the lane started")
+        raise typer.Exit(130) from None
     typer.echo(str(outcome.proof_root))
     raise typer.Exit(outcome.exit_code)
 
@@ -214,7 +226,7 @@ def host_down() -> None:
     from ucnb.lab import registry
 
     if daemons.pid_of("libvirtd") is not None:
-        registry.clean(log=out.print)
+        registry.clean(include_kept=True, include_live=True, log=out.print)
     daemons.down()
 
 
@@ -236,10 +248,10 @@ def lab_status() -> None:
         rows = registry.status_rows()
     except UcnbError as exc:
         _fail(exc)
-    table = Table("lab", "run", "node", "address", "domain", "state", "kept", "owner_pid")
+    columns = ("lab", "run", "node", "address", "domain", "state", "kept", "owner_pid", "owner")
+    table = Table(*columns)
     for row in rows:
-        table.add_row(*(str(row[k]) for k in ("lab", "run", "node", "address", "domain", "state",
-                                              "kept", "owner_pid")))
+        table.add_row(*(str(row[k]) for k in columns))
     out.print(table if rows else "no labs")
 
 
@@ -312,12 +324,19 @@ print(node.run("uptime").stdout)
 
 
 @lab_app.command("clean")
-def lab_clean(lab_id: Annotated[str | None, typer.Argument(help="one lab; default all")] = None) -> None:
-    """Remove labs: domains, networks, overlay disks, and any process still owning them."""
+def lab_clean(
+    lab_id: Annotated[str | None, typer.Argument(
+        help="one lab (kept or running: its owner is stopped); default: every lab nobody runs")] = None,
+    all_labs: Annotated[bool, typer.Option("--all", help="also kept labs whose run has ended")] = False,
+) -> None:
+    """Remove labs and what dead runs left: domains, networks, disks, sushy-emulator processes and
+    their pools, temporary and staging folders, secrets files. With no lab id, a lab whose run is
+    still in progress is never touched, nor a kept one (unless --all)."""
     from ucnb.lab import registry
 
     try:
-        removed = registry.clean(lab_id=lab_id, log=out.print)
+        removed = registry.clean(lab_id=lab_id, include_kept=all_labs or lab_id is not None,
+                                 log=lambda line: out.print(line, markup=False, highlight=False))
     except UcnbError as exc:
         _fail(exc)
     if not removed:

@@ -7,7 +7,9 @@ Lanes use it to form the cluster, find the leader, tabulate membership and check
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -16,7 +18,13 @@ from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.record import Recorder
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import Lab, Node, NodeConfig
+from ucnb.lazy import lazy_module
 from ucnb.profiles import Profile
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 CHECK_PREFIX = "check/"  # keys the lanes write and expect on every member, read in one range
 
@@ -55,6 +63,33 @@ class ControlPlane:
             self.lab[name].run(start, timeout=15, check=True)
         for name in self.members:
             self.wait_healthy(name, timeout)
+
+    def restore(self, snapshot: str, token: str, timeout: float = 60.0) -> None:
+        """Restore every member from `snapshot` (a file at that path on each) into a NEW cluster:
+        each member stopped and its data replaced (in parallel), given the new `token`'s settings;
+        then all started together, and each waited for until healthy. Nothing of the old cluster
+        remains."""
+        stop = self.profile.service_manager.stop.format(service=self.kv.role.service)
+        start = self.profile.service_manager.start.format(service=self.kv.role.service)
+        cluster = {n: self.kv.peer_url(n) for n in self.members}
+
+        def restore_one(name: str) -> None:
+            node = self.lab[name]
+            node.run(stop, timeout=45, check=True)
+            self.kv.snapshot_restore(node, name, cluster, token, snapshot)
+            self.kv.configure(node, self.kv.config(name, cluster, "new", token))
+
+        self._each_member(restore_one)
+        self.token = token
+        for name in self.members:
+            self.lab[name].run(start, timeout=15, check=True)
+        self._each_member(lambda name: self.wait_healthy(name, timeout))
+
+    def _each_member(self, action: Callable[[str], None]) -> None:
+        """`action` on every member at once (each on its own node); the first error is raised."""
+        with ThreadPoolExecutor(max_workers=len(self.members)) as pool:
+            for future in [pool.submit(action, n) for n in self.members]:
+                future.result()
 
     def wait_healthy(self, name: str, timeout: float = 60.0) -> None:
         wait_until(lambda: self.kv.health(self.lab[name], name), timeout=timeout,

@@ -16,11 +16,16 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ucnb.cluster.checker import Operation, pair
 from ucnb.lab.ssh import CommandResult
+from ucnb.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 # Errors that prove the request never reached a member: the write certainly did not happen.
 DEFINITE_FAILURES = ("connection refused", "no route to host", "network is unreachable")

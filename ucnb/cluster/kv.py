@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shlex
 from dataclasses import dataclass
 from typing import Any
 
-from ucnb.errors import ParameterError, Transient
+from ucnb.errors import LaneFailure, ParameterError, Transient
 from ucnb.lab.lab import Lab, Node
 from ucnb.lab.ssh import CommandResult, GuestShell
 from ucnb.profiles import Role
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
+DATA_DIR = "/lab/var/chainfire"   # a member's data (the guest's chainfire service keeps it there)
 # What a client prints when a request could not leave for a member (the light client's words).
 UNREACHABLE = ("Connection refused", "No route to host", "Network is unreachable")
 
@@ -47,6 +49,8 @@ class EndpointStatus:
     raft_index: int
     raft_term: int
     is_learner: bool
+    revision: int = 0       # the store's revision as that member answered
+    cluster_id: int = 0
 
 
 class KV:
@@ -65,11 +69,12 @@ class KV:
     def peer_url(self, name: str) -> str:
         return f"http://{self.lab.address(self._index[name], self.raft_network)}:{PEER_PORT}"
 
-    def ctl(self, via: Node, endpoints: list[str], args: str, timeout: float = 5.0) -> CommandResult:
+    def ctl(self, via: Node, endpoints: list[str], args: str, timeout: float = 5.0,
+            stdin: str | None = None) -> CommandResult:
         """Run the role's client on `via` against the named members' client URLs."""
         urls = ",".join(self.client_url(e) for e in endpoints)
         command = self.role.ctl.format(endpoints=urls, timeout=int(timeout))  # type: ignore[union-attr]
-        return via.run(f"{command} {args}", timeout=timeout + 5)
+        return via.run(f"{command} {args}", timeout=timeout + 5, stdin=stdin)
 
     def request(self, via: Node | GuestShell, endpoints: list[str], path: str, body: dict[str, Any],
                 timeout: float = 5.0) -> CommandResult:
@@ -121,7 +126,7 @@ class KV:
     def configure(self, node: Node, config: str, wipe: bool = False) -> None:
         """Write a member's settings (optionally wiping its data first, as a re-add needs)."""
         path = self.role.config_file
-        wipe_cmd = "rm -rf /lab/var/chainfire && " if wipe else ""
+        wipe_cmd = f"rm -rf {DATA_DIR} && " if wipe else ""
         node.run(f"{wipe_cmd}mkdir -p $(dirname {path}) && cat > {path} && sync", stdin=config,
                  timeout=15, check=True)
 
@@ -145,14 +150,35 @@ class KV:
             raise KVUnavailable(f"{endpoint}: get {key} failed: {result}")
         return value_of(result)
 
-    def read_prefix(self, via: Node, endpoint: str, prefix: str, serializable: bool = False
-                    ) -> dict[str, str]:
+    def read_prefix(self, via: Node, endpoint: str, prefix: str, serializable: bool = False,
+                    revision: int | None = None) -> dict[str, str]:
+        """Every key under `prefix` ("" for all) with its value; at `revision` when given (the
+        store as it was then: etcd keeps old revisions until compacted)."""
         consistency = "s" if serializable else "l"
+        at = f" --rev={int(revision)}" if revision is not None else ""
         result = self.ctl(via, [endpoint], f"get {shlex.quote(prefix)} --prefix "
-                                           f"--consistency={consistency} -w json", timeout=15)
+                                           f"--consistency={consistency}{at} -w json", timeout=15)
         if not result.ok:
             raise KVUnavailable(f"{endpoint}: reading prefix {prefix} failed: {result}")
-        return {_b64(kv["key"]): _b64(kv["value"]) for kv in json.loads(result.stdout).get("kvs") or []}
+        return parse_kvs(result.stdout)
+
+    def put_many(self, via: Node, endpoints: list[str], items: dict[str, str], timeout: float = 15.0,
+                 batch: int = 100) -> list[int]:
+        """Write `items` in transactions of `batch` puts (etcd allows 128 operations per txn by
+        default); returns each transaction's revision. Keys and values must be plain tokens (no
+        whitespace or quotes): they travel as lines of the txn's input, never through a shell."""
+        bad = [k for k, v in items.items() if not (_TOKEN.fullmatch(k) and _TOKEN.fullmatch(v))]
+        if bad:
+            raise ParameterError(f"put_many: keys and values must match {_TOKEN.pattern}: {bad[:3]}")
+        revisions, pairs = [], list(items.items())
+        for start in range(0, len(pairs), batch):
+            # No comparisons, the puts as the success branch, no failure branch: blank-line separated.
+            lines = "".join(f"put {k} {v}\n" for k, v in pairs[start:start + batch])
+            result = self.ctl(via, endpoints, "txn -w json", timeout, stdin=f"\n{lines}\n\n")
+            if not result.ok:
+                raise KVUnavailable(f"{via.name}: txn of puts {start + 1}..{start + batch} failed: {result}")
+            revisions.append(int(json.loads(result.stdout)["header"]["revision"]))
+        return revisions
 
     def members(self, via: Node, endpoints: list[str]) -> list[Member]:
         result = self.ctl(via, endpoints, "member list -w json")
@@ -162,17 +188,21 @@ class KV:
                        tuple(m.get("clientURLs", [])), bool(m.get("isLearner", False)))
                 for m in json.loads(result.stdout)["members"]]
 
-    def status(self, via: Node, endpoints: list[str]) -> list[EndpointStatus]:
-        """Status of every reachable endpoint (unreachable ones are left out)."""
-        result = self.ctl(via, endpoints, "endpoint status -w json")
-        try:
-            rows: list[dict[str, Any]] = json.loads(result.stdout or "[]")
-        except json.JSONDecodeError:
-            rows = []
-        return [EndpointStatus(r["Endpoint"], int(r["Status"]["header"]["member_id"]),
-                               int(r["Status"]["leader"]), int(r["Status"]["raftIndex"]),
-                               int(r["Status"]["raftTerm"]), bool(r["Status"].get("isLearner", False)))
-                for r in rows]
+    def status(self, via: Node, endpoints: list[str], cluster: bool = False) -> list[EndpointStatus]:
+        """Status of every reachable endpoint (unreachable ones are left out); `cluster` asks every
+        member the member list names (etcdctl --cluster) instead of `endpoints` alone."""
+        result = self.ctl(via, endpoints, "endpoint status" + (" --cluster" if cluster else "") + " -w json")
+        return parse_endpoint_status(result.stdout)
+
+    def hashkv(self, via: Node, endpoints: list[str], cluster: bool = False,
+               revision: int | None = None) -> dict[str, int]:
+        """Endpoint URL -> hash of the key-value store up to `revision` (default: the latest)."""
+        args = "endpoint hashkv" + (" --cluster" if cluster else "")
+        args += f" --rev={int(revision)}" if revision is not None else ""
+        result = self.ctl(via, endpoints, args + " -w json", timeout=10)
+        if not result.ok:
+            raise KVUnavailable(f"{via.name}: endpoint hashkv failed: {result}")
+        return parse_hashkv(result.stdout)
 
     def leader(self, via: Node, endpoints: list[str]) -> str | None:
         """The leader's name as the reachable members agree on it (None: no agreed leader)."""
@@ -205,6 +235,35 @@ class KV:
     def health(self, via: Node, endpoint: str) -> CommandResult:
         return self.ctl(via, [endpoint], "endpoint health", timeout=5)
 
+    # -- backup and restore ----------------------------------------------------------------
+    def snapshot_save(self, via: Node, endpoint: str, path: str) -> CommandResult:
+        """A snapshot of one member's store into `path` on `via` (etcd appends its sha256)."""
+        return self.ctl(via, [endpoint], f"snapshot save {shlex.quote(path)}", timeout=60)
+
+    def snapshot_status(self, via: Node, path: str) -> dict[str, int]:
+        """hash, revision, totalKey (every entry of every bucket, not only keys) and totalSize."""
+        result = self.ctl(via, [via.name], f"snapshot status {shlex.quote(path)} -w json", timeout=30)
+        if not result.ok:
+            raise KVUnavailable(f"{via.name}: snapshot status {path} failed: {result}")
+        return {k: int(v) for k, v in json.loads(result.stdout).items()}
+
+    def snapshot_restore(self, node: Node, name: str, cluster: dict[str, str], token: str,
+                         snapshot: str) -> None:
+        """Replace the member's data with `snapshot` (a file on `node`, hash-checked by etcd) as a
+        member of a NEW cluster: `cluster` maps names to peer URLs, `token` makes new IDs."""
+        initial = ",".join(f"{n}={url}" for n, url in cluster.items())
+        node.run(f"rm -rf {DATA_DIR}", timeout=30, check=True)
+        result = self.ctl(node, [node.name], f"snapshot restore {shlex.quote(snapshot)} "
+                          f"--name {shlex.quote(name)} --data-dir {DATA_DIR} "
+                          f"--initial-cluster {shlex.quote(initial)} "
+                          f"--initial-cluster-token {shlex.quote(token)} "
+                          f"--initial-advertise-peer-urls {shlex.quote(cluster[name])}", timeout=60)
+        if not result.ok:
+            raise LaneFailure(f"{node.name}: snapshot restore failed: {result}")
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9._/:=+-]{1,512}")
+
 
 def value_of(result: CommandResult) -> str | None:
     """The value a successful `read` returned (None: the key is absent); ValueError when the
@@ -222,3 +281,27 @@ def _b64(value: str) -> str:
 
 def _b64e(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
+
+
+def parse_kvs(text: str) -> dict[str, str]:
+    """`get -w json` output: key -> value (etcd sends both base64-encoded)."""
+    return {_b64(kv["key"]): _b64(kv.get("value", "")) for kv in json.loads(text).get("kvs") or []}
+
+
+def parse_endpoint_status(text: str) -> list[EndpointStatus]:
+    """`endpoint status -w json` output (a member that did not answer is absent; junk is none)."""
+    try:
+        rows: list[dict[str, Any]] = json.loads(text or "[]")
+    except json.JSONDecodeError:
+        rows = []
+    return [EndpointStatus(r["Endpoint"], int(r["Status"]["header"]["member_id"]),
+                           int(r["Status"]["leader"]), int(r["Status"]["raftIndex"]),
+                           int(r["Status"]["raftTerm"]), bool(r["Status"].get("isLearner", False)),
+                           int(r["Status"]["header"].get("revision", 0)),
+                           int(r["Status"]["header"].get("cluster_id", 0)))
+            for r in rows]
+
+
+def parse_hashkv(text: str) -> dict[str, int]:
+    """`endpoint hashkv -w json` output: endpoint URL -> hash."""
+    return {r["Endpoint"]: int(r["HashKV"]["hash"]) for r in json.loads(text or "[]")}

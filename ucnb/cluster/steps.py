@@ -3,6 +3,7 @@ inject faults with health checked before and after each, and judge the history."
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import time
@@ -10,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb import files
@@ -22,15 +22,20 @@ from ucnb.cluster.kv import value_of
 from ucnb.errors import HarnessError, LaneFailure
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
-from ucnb.lab.lab import Lab
+from ucnb.lab.lab import DiskConfig, Lab
 from ucnb.lab.ssh import CommandResult, GuestShell
 from ucnb.lanes import LaneParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 NodeName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9-]{0,30}$")]
-READY_TIMEOUT_S = 60.0
+READY_TIMEOUT_S = 30.0
 WORKLOAD_PREFIX = "workload/"  # the workload's keys: empty at the start, read whole at the end
 
 
@@ -45,8 +50,8 @@ class ClusterEnv:
 
 
 class ClusterParameters(LaneParameters):
-    """What every cluster lane takes; node names are checked against each other before any VM
-    exists (which of them the cluster file knows is checked when the lab is made)."""
+    """What every cluster lane takes; node names are checked against each other and against the
+    profile's cluster file before any VM exists."""
 
     nodes: list[NodeName] = Field(default_factory=lambda: [f"node0{i}" for i in range(1, 7)], min_length=1)
     voters: list[NodeName] = Field(default_factory=lambda: ["node01", "node02", "node03"], min_length=1)
@@ -65,21 +70,61 @@ class ClusterParameters(LaneParameters):
                    for name in names if name not in self.nodes]
         if missing:
             raise ValueError(f"not in nodes ({', '.join(self.nodes)}): {', '.join(missing)}")
+        duplicates = sorted({n for n in self.nodes if self.nodes.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"nodes: listed twice: {', '.join(duplicates)}")
+        known = cluster_nodes(self.profile)
+        unknown = [n for n in self.nodes if known is not None and n not in known]
+        if unknown:
+            raise ValueError(f"nodes: {', '.join(unknown)} not in the {self.profile} cluster file "
+                             f"(it has {', '.join(known or [])})")
         return self
 
 
-def check_fault_targets(nodes: list[str], faults: list[Fault]) -> None:
-    """Fault targets must be booted nodes or special targets (a ValueError for the schema)."""
+def cluster_nodes(profile_name: str) -> dict[str, str] | None:
+    """node -> node class of the profile's cluster file; None when the profile has none (its
+    cluster comes from the product at run time)."""
+    from ucnb import profiles
+
+    profile = profiles.load(profile_name)
+    if profile.cluster_file is None:
+        return None
+    cluster = profile.cluster()
+    return {name: cluster.resolved(name).node_class for name in cluster.nodes}
+
+
+def check_fault_targets(nodes: list[str], faults: list[Fault], voters: list[str] | None = None,
+                        profile_name: str = "lab") -> None:
+    """Fault targets must be booted nodes or special targets, and a restarted service one that
+    the targeted nodes run on this profile (a ValueError for the schema, before any VM exists)."""
+    from ucnb import profiles
+
+    classes = cluster_nodes(profile_name)
+    profile = profiles.load(profile_name)
     for number, fault in enumerate(faults, 1):
         if fault.target not in (*nodes, *SPECIAL_TARGETS):
-            raise ValueError(f"fault {number}: target {fault.target!r} is neither a node "
+            raise ValueError(f"faults[{number}].target: {fault.target!r} is neither a node "
                              f"({', '.join(nodes)}) nor one of {', '.join(SPECIAL_TARGETS)}")
+        if fault.kind != "service_restart" or classes is None:
+            continue
+        # Special targets pick among the members, which start as the voters.
+        targets = [fault.target] if fault.target in nodes else (voters or nodes)
+        for node in targets:
+            runs = profile.node_classes.get(classes.get(node, ""))
+            services = (runs.services + runs.held) if runs else []
+            if fault.service not in services:
+                raise ValueError(f"faults[{number}].service: {fault.service!r} does not run on {node} "
+                                 f"(it runs: {', '.join(services) or 'nothing restartable'})")
 
 
-def boot_lab(run: Run) -> ClusterEnv:
-    """Boot the nodes in parallel (or restore them just-booted) and form the control plane."""
+def boot_lab(run: Run, disks: dict[str, tuple[DiskConfig, ...]] | None = None) -> ClusterEnv:
+    """Boot the nodes in parallel (or restore them just-booted) and form the control plane.
+
+    `disks` gives nodes extra blank disks (by node name), e.g. a data disk to inject faults on."""
     params = run.parameters(ClusterParameters)
-    lab = run.lab(cluster_node_configs(run.profile, params.nodes), warm=params.boot_mode == "restore")
+    configs = [dataclasses.replace(c, disks=c.disks + (disks or {}).get(c.name, ()))
+               for c in cluster_node_configs(run.profile, params.nodes)]
+    lab = run.lab(configs, warm=params.boot_mode == "restore")
     run.boot(lab, params.boot_timeout_s, params.boot_mode)
     cp = ControlPlane(lab, run.profile, run.recorder, params.voters, token=f"ucnb-{run.run_id}")
     with run.step("form the control plane"):
@@ -92,26 +137,26 @@ boot = boots(boot_lab)  # the cluster lanes' first step (ultracloud: the product
 
 @lab_step("readiness")
 def readiness(run: Run, env: ClusterEnv) -> pd.DataFrame:
-    """Every control-plane service healthy, from inside the guests, with time since power-on
-    (each probe retried for up to READY_TIMEOUT_S: a starved TCG guest misses a probe's deadline
-    now and then; one that never answers fails the lane)."""
+    """Every control-plane service healthy, from inside the guests, with time since power-on.
+
+    A probe that fails is asked again for up to READY_TIMEOUT_S: on a loaded TCG host a health
+    probe (a CGI forking sqlite3 under `timeout 3`) can miss its own deadline once."""
     rows = []
     for name in env.cp.members:
         node = env.lab[name]
         for component in ("chainfire", "flaredb"):
             spec = run.profile.component(component)
-            health = spec.health
-            if not spec.provided or health is None:
+            if not spec.provided or spec.health is None:
                 continue
             with run.step(f"ready: {component}", name):
+                healthy, why = True, ""
                 try:
-                    result = wait_until(functools.partial(node.run, health, timeout=15), node=name,
-                                        timeout=READY_TIMEOUT_S, what=f"{component} healthy",
-                                        recorder=run.recorder)
+                    wait_until(functools.partial(node.run, spec.health, timeout=15), timeout=READY_TIMEOUT_S,
+                               what=f"{component} healthy", node=name, interval=1.0, recorder=run.recorder)
                 except LaneFailure as exc:
-                    run.recorder.check(f"{component} healthy on {name}", True, False, node=name)
-                    raise LaneFailure(f"{name}: {component} is not healthy: {exc}") from exc
-                run.recorder.check(f"{component} healthy on {name}", True, result.ok, node=name)
+                    healthy, why = False, str(exc)
+                if not run.recorder.check(f"{component} healthy on {name}", True, healthy, node=name):
+                    raise LaneFailure(f"{name}: {component} is not healthy: {why}")
             rows.append({"node": name, "component": component, "stands_in": spec.stands_in,
                          "healthy": True,
                          "ready_after_s": round(time.time() - (node.started_at or time.time()), 1)})

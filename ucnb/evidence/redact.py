@@ -344,6 +344,11 @@ class Redactor:
             self._secrets.add(secret)
             self._text = self._data = None
 
+    def update(self, other: Redactor) -> None:
+        """Register every secret `other` holds (e.g. each lane's, for a suite's own files)."""
+        for secret in other._secrets:
+            self.add(secret)
+
     def add_file(self, path: Path) -> None:
         """Register every non-empty line of a generated-secrets file."""
         if path.exists():

@@ -11,14 +11,14 @@ import contextlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError
+from ucnb.host.procs import ProcessId
 from ucnb.image import GuestImage
 from ucnb.lab import domain as domain_mod
 from ucnb.lab.serial import SerialWatcher
@@ -62,7 +62,7 @@ def choose(image: GuestImage, conn: object) -> Accelerator:
     except (OSError, ValueError, KeyError):
         pass
     verdict = probe_kvm(image, conn)
-    cache.write_text(json.dumps({"host": key, **asdict(verdict)}) + "\n")
+    files.atomic_write_text(cache, json.dumps({"host": key, **asdict(verdict)}) + "\n")
     return verdict
 
 
@@ -71,13 +71,18 @@ def probe_kvm(image: GuestImage, conn: object) -> Accelerator:
     import libvirt
 
     assert isinstance(conn, libvirt.virConnect)
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir()) as tmp:
+    from ucnb.lab.leases import temp_dir
+
+    with temp_dir(paths.cache_dir(), "kvm-probe") as tmp:
         log = Path(tmp) / "serial.log"
+        lab_id = "probe" + uuid.uuid4().hex[:6]
+        # Tagged like a lab's domain, so `ucnb lab clean` removes it if this process is killed.
+        metadata = {"lab": lab_id, "run": os.environ.get("UCNB_RUN_ID", ""), "node": "kvmprobe",
+                    "labs": str(paths.labs_dir()), "owner": str(ProcessId.current())}
         spec = domain_mod.NodeSpec(
             name="kvmprobe", memory_mib=256, vcpus=1, kernel=image.kernel, initrd=image.initrd,
             cmdline="console=ttyS0 ucnb.node=kvmprobe", disks=(), nics=(), serial_log=log,
-            accelerator="kvm")
-        lab_id = "probe" + uuid.uuid4().hex[:6]
+            accelerator="kvm", metadata=metadata)
         watcher = SerialWatcher(log, "kvmprobe")
         start = time.monotonic()
         try:

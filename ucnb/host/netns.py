@@ -1,20 +1,30 @@
 """The lab's network namespace: libvirtd, its bridges and every guest address live inside it.
 
 Outside this namespace a connection to a lab address does not fail: it leaves the machine through
-the default route. So every guest connection calls `require_inside()` first.
+the default route. So every client that may reach a lab address (SSH, the deployer's admin API,
+a Redfish BMC, media servers' callers) goes through `guard()`, or `urlopen()` for HTTP.
 """
 
 from __future__ import annotations
 
 import ctypes
+import ipaddress
 import os
+import socket
+import ssl
 import subprocess
+import urllib.request
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 from ucnb.errors import InfrastructureError, LabNamespaceError
 
 NAME = os.environ.get("UCNB_NETNS", "ucnb")
 CLONE_NEWNET = 0x40000000
+# Lab network i of subnet N is LAB_PREFIXES[i].N.0/24 (see ucnb.lab.lab): these /16s are the lab's.
+LAB_PREFIXES = ("10.77", "10.78")
+LAB_NETWORKS = tuple(ipaddress.ip_network(f"{p}.0.0/16") for p in LAB_PREFIXES)
 
 
 def path() -> Path:
@@ -81,6 +91,38 @@ def require_inside(address: str) -> None:
             f"refusing to connect to lab address {address}: this thread is not in the lab network "
             f"namespace {NAME!r}, where such a connection would leave the machine. Call "
             f"ucnb.host.netns.enter() first, or run under `ip netns exec {NAME} …`.")
+
+
+def is_lab_address(host: str) -> bool:
+    """`host` is, or resolves to, an address of a lab network."""
+    try:
+        addresses = [ipaddress.ip_address(host)]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+        except OSError:
+            return False   # unresolvable: the connection will fail by itself
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    return any(a.version == 4 and any(a in net for net in LAB_NETWORKS) for a in addresses)
+
+
+def guard(host: str) -> None:
+    """The one check before any connection: a lab address only from inside the lab namespace."""
+    if is_lab_address(host):
+        require_inside(host)
+
+
+def urlopen(request: urllib.request.Request | str, timeout: float,
+            context: ssl.SSLContext | None = None) -> Any:
+    """`urllib.request.urlopen` behind `guard` (no proxy: a proxy would carry the request out);
+    `context` verifies an HTTPS server (e.g. against a run's private CA)."""
+    url = request.full_url if isinstance(request, urllib.request.Request) else request
+    guard(urlsplit(url).hostname or "")
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    return opener.open(request, timeout=timeout)
 
 
 def _ip(*args: str) -> None:

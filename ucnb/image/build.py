@@ -1,8 +1,9 @@
 """Build the lab guest offline from Debian packages, into a content-addressed cache.
 
 Outputs per image: Debian's cloud kernel, a small gzip initramfs (busybox, runit, dropbear,
-sqlite3, the virtio modules, the product-surface manifest, the host's lab keys) and a raw ext4
-system disk holding the big binaries (etcd), which every node gets as a qcow2 overlay.
+sqlite3, dmsetup, the virtio and device-mapper modules, the product-surface manifest, the host's
+lab keys) and a raw ext4 system disk holding the big binaries (etcd), which every node gets as a
+qcow2 overlay.
 The image is rebuilt only when one of its inputs changes.
 """
 
@@ -13,7 +14,6 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,12 +22,15 @@ from ucnb import files, paths
 from ucnb.errors import InfrastructureError
 from ucnb.image import debs
 from ucnb.image.keys import lab_keys
+from ucnb.lab.leases import temp_dir
 from ucnb.profiles import Profile
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-BUILD_FORMAT = "3"  # bump when the layout below changes
-MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng"]
-INITRAMFS_PROGRAMS = ["/usr/sbin/dropbear", "/usr/bin/sqlite3"]
+BUILD_FORMAT = "4"  # bump when the layout below changes
+# Loaded by /init: the virtio drivers. Shipped for lanes to load on demand: device-mapper and its
+# flakey target (disk faults injected inside a guest; error and linear are built into dm-mod).
+MODULES = ["virtio_pci", "virtio_blk", "virtio_net", "virtio_console", "virtio-rng", "dm_mod", "dm_flakey"]
+INITRAMFS_PROGRAMS = ["/usr/sbin/dropbear", "/usr/bin/sqlite3", "/usr/sbin/dmsetup"]
 SYSTEM_DISK_PROGRAMS = ["/usr/bin/etcd", "/usr/bin/etcdctl"]
 RUNIT_PROGRAMS = ["usr/bin/runsvdir", "usr/bin/runsv", "usr/bin/sv"]
 SYSTEM_DISK_SIZE = "512M"
@@ -80,8 +83,8 @@ def shared_libraries(program: str) -> list[Path]:
     return libs
 
 
-def _module_closure(kernel_root: Path, kver: str) -> list[str]:
-    """Module files (relative to lib/modules/KVER) for MODULES and everything they depend on."""
+def _module_closure(kernel_root: Path, kver: str, modules: Iterable[str] = MODULES) -> list[str]:
+    """Module files (relative to lib/modules/KVER) for `modules` and everything they depend on."""
     moddir = kernel_root / "lib/modules" / kver
     if not (moddir / "modules.dep").exists():
         subprocess.run(["busybox", "depmod", "-b", str(kernel_root), kver], check=True)
@@ -91,7 +94,7 @@ def _module_closure(kernel_root: Path, kver: str) -> list[str]:
         deps[mod] = rest.split()
     by_name = {Path(m).name.removesuffix(".ko").replace("-", "_"): m for m in deps}
     wanted: set[str] = set()
-    todo = [by_name[m.replace("-", "_")] for m in MODULES]
+    todo = [by_name[m.replace("-", "_")] for m in modules]
     while todo:
         mod = todo.pop()
         if mod not in wanted:
@@ -132,7 +135,7 @@ def build_image(profile: Profile, log: Callable[[str], None] = lambda _: None) -
 
     log(f"building guest image {key} (kernel {kver})")
     kernel_root = debs.unpacked(kernel_pkg)
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir("images")) as tmp:
+    with temp_dir(paths.cache_dir("images"), "image-build") as tmp:
         staging = Path(tmp) / "image"
         staging.mkdir()
         shutil.copy2(kernel_root / "boot" / f"vmlinuz-{kver}", staging / "vmlinuz")

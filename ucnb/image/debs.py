@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError
+from ucnb.files import atomic_write_text
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -38,7 +37,7 @@ def resolve_dependency(metapackage: str, prefix: str) -> str:
     out = _run(["apt-cache", "depends", metapackage])
     for match in re.finditer(r"Depends:\s+(\S+)", out):
         if match.group(1).startswith(prefix):
-            memo.write_text(json.dumps({"lists": lists, "prefix": prefix, "package": match.group(1)}))
+            atomic_write_text(memo, json.dumps({"lists": lists, "prefix": prefix, "package": match.group(1)}))
             return match.group(1)
     raise InfrastructureError(
         f"apt-cache knows no {prefix}* dependency of {metapackage}: run `apt-get update`")
@@ -49,14 +48,18 @@ def unpacked(package: str) -> Path:
     root = paths.cache_dir("debs") / package
     if (root / ".unpacked").exists():
         return root
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir("debs")) as tmp:
+    from ucnb.lab.leases import temp_dir
+
+    with temp_dir(paths.cache_dir("debs"), "deb-unpack") as tmp:
         _run(["apt-get", "download", "-q", package], cwd=Path(tmp))
         debs = list(Path(tmp).glob("*.deb"))
         if len(debs) != 1:
             raise InfrastructureError(f"apt-get download {package} produced {debs}")
         staging = Path(tmp) / "root"
         _run(["dpkg-deb", "-x", str(debs[0]), str(staging)])
+        for modules in staging.glob("lib/modules/*/modules.order"):  # a kernel: its module index
+            # is built here, so builds reading the cache never write into it (and never race)
+            _run(["busybox", "depmod", "-b", str(staging), modules.parent.name])
         (staging / ".unpacked").write_text(debs[0].name + "\n")
-        shutil.rmtree(root, ignore_errors=True)
-        staging.rename(root)
+        files.publish_dir(staging, root, complete=".unpacked")
     return root

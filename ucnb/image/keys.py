@@ -6,6 +6,7 @@ else at a lab address is refused.
 
 from __future__ import annotations
 
+import fcntl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from ucnb import paths
+from ucnb.files import atomic_write_bytes, atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -26,12 +28,12 @@ class LabKeys:
 
 def _write_keypair(private: Path) -> str:
     key = Ed25519PrivateKey.generate()
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                          serialization.NoEncryption()))
-    private.chmod(0o600)
+    atomic_write_bytes(private, key.private_bytes(serialization.Encoding.PEM,
+                                                  serialization.PrivateFormat.OpenSSH,
+                                                  serialization.NoEncryption()), mode=0o600)
     public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
                                            serialization.PublicFormat.OpenSSH).decode()
-    private.with_suffix(".pub").write_text(public + "\n")
+    atomic_write_text(private.with_suffix(".pub"), public + "\n")
     return public
 
 
@@ -42,11 +44,13 @@ def lab_keys() -> LabKeys:
     directory.chmod(0o700)
     client, host = directory / "client_ed25519", directory / "guest_host_ed25519"
     dropbear = directory / "guest_host_ed25519.dropbear"
-    for key in (client, host):
-        if not key.exists():
-            _write_keypair(key)
-    if not dropbear.exists() or dropbear.stat().st_mtime < host.stat().st_mtime:
-        subprocess.run(["dropbearconvert", "openssh", "dropbear", str(host), str(dropbear)],
-                       check=True, capture_output=True)
+    with open(directory / ".lock", "a") as lock:   # two first runs side by side make one set
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for key in (client, host):
+            if not key.exists() or not key.with_suffix(".pub").exists():
+                _write_keypair(key)
+        if not dropbear.exists() or dropbear.stat().st_mtime < host.stat().st_mtime:
+            subprocess.run(["dropbearconvert", "openssh", "dropbear", str(host), str(dropbear)],
+                           check=True, capture_output=True)
     return LabKeys(client, client.with_suffix(".pub").read_text().strip(), dropbear,
                    host.with_suffix(".pub").read_text().strip())

@@ -5,10 +5,12 @@ home to the deployer, downloads the install bundle, partitions the disk the inst
 installs the system with extlinux and reboots into it. Outputs, per cache key:
 
 - `vmlinuz`: the lab image's Debian cloud kernel (one kernel for installer and installed system);
-- `installer.img`: the installer initramfs (busybox, virtio modules, extlinux, syslinux's mbr.bin,
+- `installer.img`: the installer initramfs (busybox, virtio and vfat modules, extlinux and
+  syslinux's mbr.bin/gptmbr.bin, sfdisk, mkfs.fat, e2fsprogs' mke2fs, GNU wget for TLS,
   `guest/installer-init`);
-- `system.img`: the installed system's initramfs (busybox, runit, dropbear with the lab keys, the
-  reference node agent, `guest/system-init`), which reaches the disk only through the bundle;
+- `system.img`: the installed system's initramfs (busybox, runit, dropbear with the lab keys,
+  GNU wget, sfdisk, the reference node agent, `guest/system-init`), which reaches the disk only
+  through the bundle;
 - `isolinux/`: isolinux.bin and ldlinux.c32 for the ISO.
 
 ISOs are per node (their kernel command line carries the node's address and the bootstrap
@@ -33,15 +35,31 @@ from ucnb.errors import InfrastructureError
 from ucnb.image import GuestImage, debs
 from ucnb.image import build as image_build
 from ucnb.image.keys import lab_keys
+from ucnb.installer.layout import disko_script, load_layout
+from ucnb.lab.leases import temp_dir
 
 GUEST_DIR = Path(__file__).resolve().parent / "guest"
-BUILD_FORMAT = "1"  # bump when the layout below changes
+BUILD_FORMAT = "4"  # bump when the layout below changes
 EXTLINUX = Path("/usr/bin/extlinux")
 MBR_BIN = Path("/usr/lib/syslinux/mbr/mbr.bin")
+GPTMBR_BIN = Path("/usr/lib/syslinux/mbr/gptmbr.bin")
+# Disk tools at their Debian paths, called by full path in the guest: busybox's applets of the
+# same names (mke2fs: ext2 only, mkfs.vfat, wget: no certificate verification) come first on PATH.
+SFDISK = Path("/usr/sbin/sfdisk")          # fdisk: GPT and MBR tables, --json read-back
+MKFS_FAT = Path("/usr/sbin/mkfs.fat")      # dosfstools
+MKE2FS = Path("/usr/sbin/mke2fs")          # e2fsprogs: ext4
+MKE2FS_CONF = Path("/etc/mke2fs.conf")
+BLKID = Path("/usr/sbin/blkid")            # util-linux: the installed system's file systems, read back
+# The TLS client that verifies the deployer against the private CA. The smallest that verifies
+# and speaks HTTP itself: GNU wget (GnuTLS, ~3.3 MB gzip with its libraries) against openssl
+# s_client (~2.5 MB, but no HTTP) or curl (~7 MB, 32 libraries).
+GNU_WGET = Path("/usr/bin/wget")
+DISK_MODULES = ("vfat", "nls_cp437", "nls_ascii")   # the ESP: fat is a module in Debian's cloud kernel
 ISOLINUX_BIN = Path("/usr/lib/ISOLINUX/isolinux.bin")
 ISOHYBRID_MBR = Path("/usr/lib/ISOLINUX/isohdpfx.bin")
 LDLINUX_C32 = Path("/usr/lib/syslinux/modules/bios/ldlinux.c32")
-HOST_FILES = (EXTLINUX, MBR_BIN, ISOLINUX_BIN, ISOHYBRID_MBR, LDLINUX_C32)
+HOST_FILES = (EXTLINUX, MBR_BIN, GPTMBR_BIN, ISOLINUX_BIN, ISOHYBRID_MBR, LDLINUX_C32, SFDISK, MKFS_FAT,
+              MKE2FS, MKE2FS_CONF, GNU_WGET, BLKID)
 ISO_LABEL = "ULTRACLOUD_INSTALLER"
 # Console at warning level: the kernel's own "Command line:" notice (which would carry the token)
 # stays off the console; the lab still redacts every artifact in case it does appear.
@@ -85,9 +103,11 @@ def _cache_key(image: GuestImage) -> str:
 def build_installer(image: GuestImage, log: Callable[[str], None] = lambda _: None) -> InstallerArtifacts:
     """Return the cached installer artifacts for this lab image, building them when inputs changed."""
     missing = [str(f) for f in HOST_FILES if not f.exists()]
-    if missing or shutil.which("xorriso") is None:
-        raise InfrastructureError(f"installer build inputs missing ({', '.join(missing) or 'xorriso'}): "
-                                  "run `make setup` (isolinux, syslinux-common, extlinux, xorriso)")
+    missing += [tool for tool in ("xorriso",) if shutil.which(tool) is None]
+    if missing:
+        raise InfrastructureError(f"installer build inputs missing ({', '.join(missing)}): run `make setup` "
+                                  "(isolinux, syslinux-common, extlinux, xorriso, fdisk, dosfstools, "
+                                  "e2fsprogs, wget)")
     key = _cache_key(image)
     directory = paths.cache_dir("installer") / key
     artifacts = InstallerArtifacts(key, directory)
@@ -95,7 +115,7 @@ def build_installer(image: GuestImage, log: Callable[[str], None] = lambda _: No
         return artifacts
     log(f"building reference installer {key}")
     kernel_root = debs.unpacked(f"linux-image-{image.kernel_version}")
-    with tempfile.TemporaryDirectory(dir=paths.cache_dir("installer")) as tmp:
+    with temp_dir(paths.cache_dir("installer"), "installer-build") as tmp:
         staging = Path(tmp) / "out"
         (staging / "isolinux").mkdir(parents=True)
         shutil.copy2(image.kernel, staging / "vmlinuz")
@@ -117,7 +137,7 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
         (root / d).mkdir(parents=True, exist_ok=True)
     image_build._copy(Path("/bin/busybox"), root, "bin/busybox")
     shutil.copy2(GUEST_DIR / "common.sh", root / "lib/ultracloud/common.sh")
-    for mod in image_build._module_closure(kernel_root, kver):
+    for mod in image_build._module_closure(kernel_root, kver, [*image_build.MODULES, *DISK_MODULES]):
         image_build._copy(kernel_root / "lib/modules" / kver / mod, root, f"lib/modules/{kver}/{mod}")
     subprocess.run(["busybox", "depmod", "-b", str(root), kver], check=True)
     (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
@@ -125,8 +145,10 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
     (root / "etc/hosts").write_text("127.0.0.1 localhost\n")
     if not system:
         shutil.copy2(GUEST_DIR / "installer-init", root / "init")
-        programs = [EXTLINUX]
+        programs = [EXTLINUX, SFDISK, MKFS_FAT, MKE2FS, GNU_WGET]
         shutil.copy2(MBR_BIN, root / "lib/ultracloud/mbr.bin")
+        shutil.copy2(GPTMBR_BIN, root / "lib/ultracloud/gptmbr.bin")
+        shutil.copy2(MKE2FS_CONF, root / "etc/mke2fs.conf")
     else:
         shutil.copy2(GUEST_DIR / "system-init", root / "init")
         shutil.copy2(GUEST_DIR / "node-agent", root / "bin/ultracloud-node-agent")
@@ -134,7 +156,7 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
         runit_root = debs.unpacked("runit")
         for runit_program in image_build.RUNIT_PROGRAMS:
             image_build._copy(runit_root / runit_program, root, "bin/" + Path(runit_program).name)
-        programs = [Path("/usr/sbin/dropbear")]
+        programs = [Path("/usr/sbin/dropbear"), GNU_WGET, SFDISK, BLKID]
         keys = lab_keys()
         (root / "root/.ssh").mkdir(parents=True)
         (root / "root/.ssh/authorized_keys").write_text(keys.client_public + "\n")
@@ -144,7 +166,9 @@ def _initramfs(root: Path, out: Path, kernel_root: Path, kver: str, system: bool
         shutil.copy2(keys.host_private_dropbear, root / "etc/dropbear/dropbear_ed25519_host_key")
         (root / "etc/shells").write_text("/bin/sh\n")
     for program in programs:
-        image_build._copy(program, root, "bin/" + program.name)
+        # dropbear and extlinux have no busybox namesake: /bin; the rest keep their Debian path.
+        image_build._copy(program, root, "bin/" + program.name if program.name in ("dropbear", "extlinux")
+                          else None)
         for lib in image_build.shared_libraries(str(program)):
             image_build._copy(lib, root)
     image_build.pack_initramfs(root, out)
@@ -210,9 +234,13 @@ def _link_or_copy(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def write_install_bundle(artifacts: InstallerArtifacts, bundle_dir: Path, configuration: str) -> Path:
+def write_install_bundle(artifacts: InstallerArtifacts, bundle_dir: Path, configuration: str, *,
+                         layout_file: Path) -> Path:
     """The bundle the deployer serves for `install_plan.nixos_configuration` = `configuration`:
-    the installed system's kernel and initramfs under `boot/`, and its configuration name."""
+    the installed system's kernel and initramfs under `boot/`, its configuration name, and its
+    disk layout (`layout_file`, the class's disko_config_path) with the script compiled from it
+    (`etc/ultracloud/disko.sh`, which the installer runs on the selected disk)."""
+    layout = load_layout(layout_file)
     root = bundle_dir / configuration
     (root / "boot").mkdir(parents=True, exist_ok=True)
     (root / "etc/ultracloud").mkdir(parents=True, exist_ok=True)
@@ -220,6 +248,8 @@ def write_install_bundle(artifacts: InstallerArtifacts, bundle_dir: Path, config
         if not (root / "boot" / name).exists():
             _link_or_copy(src, root / "boot" / name)
     (root / "etc/ultracloud/configuration").write_text(configuration + "\n")
+    shutil.copy2(layout_file, root / "etc/ultracloud/disk-layout.yaml")
+    (root / "etc/ultracloud/disko.sh").write_text(disko_script(layout, layout_file.name))
     return root
 
 

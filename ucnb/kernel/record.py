@@ -75,8 +75,21 @@ class FigureRow:
     unit: str = ""
 
 
+@dataclass
+class CoverageRow:
+    """One item of what a lane claims to cover (a required component…) and whether it did:
+    exercised, skipped (with why), failed, or not reached (the run stopped first)."""
+
+    what: str
+    item: str
+    status: str
+    reason: str = ""
+    step: str = ""       # the step that exercised or skipped it (so a skip is not listed twice)
+
+
+COVERAGE_STATUSES = ("exercised", "skipped", "failed", "not reached")
 TABLES: dict[str, type] = {"steps": StepRow, "markers": MarkerRow, "checks": CheckRow, "faults": FaultRow,
-                           "figures": FigureRow}
+                           "figures": FigureRow, "coverage": CoverageRow}
 
 
 def field_names(table: str) -> list[str]:
@@ -121,12 +134,31 @@ class Recorder:
             row.outcome = "passed"
         self._emit("steps", row, new=False)
 
-    def skip(self, name: str, reason: str, node: str = "") -> StepRow:
-        """A step this run cannot perform, with the reason; never counted as passed."""
+    def skip(self, name: str, reason: str, node: str = "", kind: str = "step",
+             covers: tuple[str, str] | None = None) -> StepRow:
+        """A step this run cannot perform, with the reason; never counted as passed.
+
+        `kind="delegated"`: the profile's product commands covered it instead (not a gap);
+        `covers=(what, item)` also records that item of the lane's coverage as skipped."""
         now = time.time()
-        row = StepRow(len(self.rows["steps"]) + 1, name, node, now, now, "skipped", reason)
+        row = StepRow(len(self.rows["steps"]) + 1, name, node, now, now, "skipped", reason, kind)
         self._emit("steps", row)
+        if covers:
+            self.cover(covers[0], covers[1], "skipped", reason, step=name)
         return row
+
+    def cover(self, what: str, item: str, status: str, reason: str = "", step: str = "") -> None:
+        """Record how one item of what the lane claims was covered (the last record of an item
+        wins): the banner says "2 of 5 required components exercised; 3 skipped: …"."""
+        if status not in COVERAGE_STATUSES:
+            raise ValueError(f"coverage status {status!r} is not one of {COVERAGE_STATUSES}")
+        with self._lock:
+            row = next((r for r in self.rows["coverage"] if (r.what, r.item) == (what, item)), None)
+        if row is None:
+            self._emit("coverage", CoverageRow(what, item, status, reason, step))
+        else:
+            row.status, row.reason, row.step = status, reason, step or row.step
+            self._emit("coverage", row, new=False)
 
     def marker(self, node: str, marker: str, first_seen: float, since_boot: float) -> None:
         self._emit("markers", MarkerRow(node, marker, first_seen, since_boot))
@@ -155,16 +187,28 @@ class Recorder:
 
     # -- reading ---------------------------------------------------------------------------
     def table(self, name: str) -> pd.DataFrame:
-        """One table as a DataFrame (times as seconds since the run started)."""
+        """One table as a DataFrame on one clock: absolute times as UTC, markers also as seconds
+        since their node's power-on, durations in seconds (column names carry the unit)."""
         import pandas as pd  # here, not at import: the CLI reads records without pandas
 
-        rows = [asdict(r) for r in self.rows[name]]
-        frame = pd.DataFrame(rows, columns=field_names(name))
-        for column in ("start", "end", "first_seen", "t"):
-            if column in frame:
-                frame[column] = (frame[column] - self.started).round(3)
+        from ucnb.evidence.tables import utc_text
+
+        frame = pd.DataFrame([asdict(r) for r in self.rows[name]], columns=field_names(name))
         if name == "steps":
-            frame.insert(5, "duration", (frame["end"] - frame["start"]).round(3))
+            frame.insert(3, "utc_start", frame["start"].map(utc_text))
+            frame.insert(4, "duration_s", (frame["end"] - frame["start"]).round(3))
+            frame = frame.drop(columns=["start", "end"])
+        elif name == "faults":
+            frame.insert(2, "utc_start", frame["start"].map(utc_text))
+            frame.insert(3, "duration_s", (frame["end"] - frame["start"]).round(3))
+            frame = frame.drop(columns=["start", "end"])
+        elif name == "markers":
+            frame = pd.DataFrame({"node": frame["node"], "marker": frame["marker"],
+                                  "since_power_on_s": frame["since_boot"].round(3),
+                                  "utc": frame["first_seen"].map(utc_text)})
+        elif name == "checks":
+            frame["t"] = frame["t"].map(utc_text)
+            frame = frame.rename(columns={"t": "utc"})
         return frame
 
 
@@ -181,6 +225,7 @@ def load_events(path: Path) -> dict[str, list[dict[str, Any]]]:
             table = event["table"]
             key = (row.get("index") if table == "steps" else
                    (row["kind"], row["targets"], row["start"]) if table == "faults" else
-                   row["name"] if table == "figures" else n)
+                   row["name"] if table == "figures" else
+                   (row["what"], row["item"]) if table == "coverage" else n)
             tables[table][key] = row
     return {name: list(rows.values()) for name, rows in tables.items()}

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pandas as pd
 
-from ucnb import files, lanes, profiles
-from ucnb.errors import LaneFailure, error_class
+from ucnb import files, lanes, paths, profiles
+from ucnb.errors import LaneFailure, ParameterError, error_class
+from ucnb.evidence import banner, index, tables
 from ucnb.evidence import proof as evidence
-from ucnb.evidence.redact import Redactor, from_environment, generated_secrets_file
+from ucnb.evidence.page import RESULT_MIME
+from ucnb.evidence.redact import Redactor, SecretTooShort, from_environment, generated_secrets_file
 from ucnb.kernel.record import Recorder, StepRow
 from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
@@ -30,7 +32,6 @@ if TYPE_CHECKING:
     from ucnb.product.steps import CommandOutcome
 
 P = TypeVar("P", bound=lanes.LaneParameters)
-RESULT_MIME = "application/vnd.ucnb.result+json"
 
 
 def _display(obj: Any, raw: bool = False) -> None:
@@ -45,9 +46,12 @@ class Run:
     def __init__(self, lane: lanes.Lane, params: lanes.LaneParameters, run_id: str, proof_root: Path):
         self.lane, self.params, self.run_id, self.proof_root = lane, params, run_id, proof_root
         self.profile = profiles.load(str(getattr(params, "profile", "lab")))
-        self.redactor = from_environment()
-        for name in lane.secret_env_parameters:
-            self.redactor.add_env(str(getattr(params, name)))
+        try:
+            self.redactor = from_environment()
+            for name in lane.secret_env_parameters:
+                self.redactor.add_env(str(getattr(params, name)))
+        except SecretTooShort as exc:   # before anything starts, naming where it came from
+            raise ParameterError(str(exc)) from None
         (proof_root / "logs").mkdir(parents=True, exist_ok=True)
         (proof_root / "plots").mkdir(parents=True, exist_ok=True)
         self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
@@ -59,12 +63,16 @@ class Run:
         # every lab-only step gives when it skips itself.
         self.delegated = (f"{self.profile.name} profile: the product's own commands for {lane.name} "
                           f"covered this (logs/product.log)" if self.profile.name == "ultracloud" else "")
+        self._sealed_view = False   # finish() began: it draws the timeline and pulls the guests' logs
         # The kernel mostly waits on guests: import the plotting stack meanwhile, not at the end.
         threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
-        _record_cell_errors(proof_root, self.redactor)
+        tables.install_formatter()   # every DataFrame a cell shows goes through the one table helper
+        _record_cell_errors(proof_root, self.redactor, on_error=self._on_cell_error)
         evidence.write_environment(proof_root, {**evidence.host_environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
-                                                "run_id": run_id})
+                                                "run_id": run_id,
+                                                # `ucnb run` replaces it with its own, earlier start
+                                                "run_started_utc": index.iso_utc(self.recorder.started)})
 
     def parameters(self, schema: type[P]) -> P:
         """The run's parameters as the lane's own schema (typed for the lane's steps)."""
@@ -80,10 +88,14 @@ class Run:
         with self.recorder.step(name, node) as row:
             yield row
 
-    def skip(self, name: str, reason: str, node: str = "") -> pd.DataFrame:
-        """Record a step this profile cannot run, with why (never a pass); the table says so."""
-        self.recorder.skip(name, reason, node)
-        return pd.DataFrame([{"skipped step": name, "reason": reason}])
+    def skip(self, name: str, reason: str, node: str = "", delegated: bool = False) -> pd.DataFrame:
+        """Record a step this profile cannot run, with why (never a pass); the table says so.
+        `delegated`: the product's own commands covered it instead (not a gap in the verdict)."""
+        self.recorder.skip(name, reason, node, kind="delegated" if delegated else "step")
+        frame = pd.DataFrame([{"skipped step": name, "reason": reason}])
+        frame.attrs["caption"] = ("covered by the product's own commands" if delegated
+                                  else "skipped: not a pass")
+        return frame
 
     def on_teardown(self, action: Callable[[], None]) -> None:
         """Run `action` when the run finishes (before its labs are torn down), e.g. stop a service."""
@@ -91,16 +103,24 @@ class Run:
 
     def secret(self, env_name: str) -> str | None:
         """A secret's value from the environment, registered for redaction of every artifact."""
-        return self.redactor.add_env(env_name)
+        try:
+            return self.redactor.add_env(env_name)
+        except SecretTooShort as exc:
+            raise ParameterError(str(exc)) from None
 
     def generate_secret(self, prefix: str = "uc-") -> str:
-        """A random secret for this run (e.g. a token no operator supplied), redacted everywhere:
-        the runner learns it through a root-only file outside the proof root."""
+        """A random secret for this run (e.g. a token no operator supplied), redacted everywhere.
+
+        Under `ucnb run` the runner, which writes the notebook after this kernel is done, learns
+        it through a root-only file outside the proof root (leased by the runner, removed when
+        the run is sealed); run plainly (papermill, JupyterLab) nothing else needs it, so it is
+        never written anywhere."""
         value = prefix + secrets.token_urlsafe(24)
         self.redactor.add(value)
-        path = generated_secrets_file(self.run_id)
-        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as f:
-            f.write(value + "\n")
+        if os.environ.get("UCNB_RUNNER"):
+            path = generated_secrets_file(self.run_id)
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as f:
+                f.write(value + "\n")
         return value
 
     def run_product(self) -> None:
@@ -117,6 +137,7 @@ class Run:
         (falling back to a fresh lab, which boots cold, when they are taken)."""
         from ucnb.host.accel import choose
         from ucnb.image import build_image
+        from ucnb.image.packages import guest_packages
         from ucnb.lab import warm as warm_mod
         from ucnb.lab.lab import LabUnavailable
 
@@ -128,6 +149,7 @@ class Run:
         evidence.write_environment(self.proof_root, {
             "vm_accelerator_mode": accelerator.mode, "vm_accelerator_reason": accelerator.reason,
             "guest_image": image.key, "guest_kernel": image.kernel_version,
+            "guest_packages": guest_packages(image),
             "system_under_test": f"ucnb lab image {image.key} ({self.profile.description})"})
         options: dict[str, Any] = {}
         if warm:
@@ -145,8 +167,10 @@ class Run:
                       log_dir=self.proof_root / "logs")
         evidence.write_environment(self.proof_root, {"lab_id": lab.lab_id})
         self.labs.append(lab)
-        _display(pd.DataFrame([{"accelerator": accelerator.mode, "why": accelerator.reason,
-                                "guest image": image.key, "guest kernel": image.kernel_version}]))
+        frame = pd.DataFrame([{"accelerator": accelerator.mode, "why": accelerator.reason,
+                               "guest image": image.key, "guest kernel": image.kernel_version}])
+        frame.attrs["caption"] = banner.accelerator_text({"accelerator": accelerator.mode})
+        _display(frame)
         return lab
 
     def boot(self, lab: Lab, timeout: float, mode: str = "cold") -> str:
@@ -162,17 +186,38 @@ class Run:
 
     def stand_ins(self) -> pd.DataFrame:
         """What real software stands in for which product component on this profile."""
-        return pd.DataFrame([{"component": name, "provided": c.provided,
-                              "stands in": c.stands_in or "—", "why not": c.missing or ""}
-                             for name, c in self.profile.components.items()])
+        frame = pd.DataFrame([{"component": name, "provided": c.provided,
+                               "stands in": c.stands_in or "—", "why not": c.missing or ""}
+                              for name, c in self.profile.components.items()])
+        frame.attrs["caption"] = f"{self.profile.name} profile: {self.profile.description}"
+        return frame
+
+    def show_text(self, text: str, save_as: str, title: str) -> Path:
+        """Save `text` (redacted) as `save_as` under the proof root and show it in the notebook,
+        e.g. a file as read back from a guest. Returns the saved path."""
+        import html
+
+        from IPython.display import HTML
+
+        path = self.proof_root / save_as
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clean = self.redactor.text(text)
+        path.write_text(clean)
+        summary = f"{title} — saved as {save_as} ({len(clean.encode())} bytes)"
+        _display(HTML(f"<details open><summary>{html.escape(summary)}</summary><pre style=\"white-space:"
+                      f"pre-wrap;max-height:24em;overflow:auto;font-size:12px;border:1px solid #d0d7de;"
+                      f"padding:4px 8px\">{html.escape(clean)}</pre></details>"))
+        return path
 
     # -- the end ---------------------------------------------------------------------------
     def timeline(self, save_as: str = "timeline.png") -> None:
         """Show the run's timeline plot and save it under plots/ (rendered once, as PNG)."""
+        self.show_figure(self._timeline_figure(), save_as)
+
+    def _timeline_figure(self) -> Any:
         from ucnb.kernel.plots import timeline
 
-        fig = timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
-        self.show_figure(fig, save_as)
+        return timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
 
     def show(self, obj: Any) -> None:
         """Show a table (anything IPython displays) from inside a step, beside the table the step
@@ -181,13 +226,33 @@ class Run:
 
     def show_figure(self, fig: Any, save_as: str) -> None:
         """Save a matplotlib figure under plots/ and show that same PNG in the notebook."""
-        import matplotlib.pyplot as plt
         from IPython.display import Image
 
-        path = self.proof_root / "plots" / save_as
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        from ucnb.kernel.plots import save
+
+        path = save(fig, self.proof_root / "plots" / save_as)
         _display(Image(data=path.read_bytes(), format="png"))
+
+    def collect_guest_logs(self, why: str) -> None:
+        """Pull every live node's dmesg and service logs into logs/ (best effort, bounded)."""
+        from ucnb.lab import guestlogs
+
+        manager = self.profile.service_manager
+        for lab in self.labs:
+            guestlogs.collect(lab, guestlogs.status_for_all(manager.status), manager.logs, why)
+
+    def _on_cell_error(self, exc: BaseException) -> None:
+        """A cell failed (papermill stops here): keep what the end of the run would have kept —
+        the guests' logs while they still run, and the timeline plot — for the seal's page.
+        Interactively, each failing cell refreshes them; after finish() there is nothing to add."""
+        if self._sealed_view or not self.recorder.rows["steps"]:
+            return
+        with contextlib.suppress(Exception):
+            self.collect_guest_logs(f"a cell failed: {type(exc).__name__}")
+        with contextlib.suppress(Exception):
+            from ucnb.kernel.plots import save
+
+            save(self._timeline_figure(), self.proof_root / evidence.TIMELINE_PNG)
 
     def finish(self) -> dict[str, Any]:
         """Show the timeline and the verdict and write the records, while the labs are torn down
@@ -197,17 +262,36 @@ class Run:
             for lab in self.labs:
                 lab.keep_alive()
                 _display(pd.DataFrame({"reach the kept lab with": lab.reach_commands()}))
-        for action in self.teardowns:
-            action()
-        teardowns = [threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}")
-                     for lab in self.labs if not keep]
-        for thread in teardowns:
-            thread.start()
-        self.timeline()
-        for thread in teardowns:
-            thread.join()
+        self._sealed_view = True
+        errors: list[BaseException] = []
+
+        def end_labs() -> None:
+            try:
+                self.collect_guest_logs("end of the run")   # before the actions: some end the lab
+                for action in self.teardowns:
+                    action()
+            except BaseException as exc:  # handed to finish() below, after the labs are gone
+                errors.append(exc)
+            teardowns = [threading.Thread(target=lab.teardown, name=f"teardown-{lab.lab_id}")
+                         for lab in self.labs if not keep]
+            for thread in teardowns:
+                thread.start()
+            for thread in teardowns:
+                thread.join()
+
+        # The guests' logs, the lane's teardown actions and the labs' teardown run while the
+        # timeline is drawn (none of them waits for the other).
+        ending = threading.Thread(target=end_labs, name="end-labs")
+        ending.start()
+        try:
+            self.timeline()
+        finally:
+            ending.join()
+        if errors:
+            raise errors[0]
         with contextlib.suppress(OSError):  # a run outside `ucnb run` has no sealing pass
             self.redactor.tree(self.proof_root)
+            evidence.world_readable(self.proof_root)
         result = evidence.build_result(self.proof_root, self.lane.name, self.profile.name, self.run_id)
         _display_result(result)
         if result["verdict"] != "passed":
@@ -216,9 +300,11 @@ class Run:
         return result
 
 
-def _record_cell_errors(proof_root: Path, redactor: Redactor) -> None:
+def _record_cell_errors(proof_root: Path, redactor: Redactor,
+                        on_error: Callable[[BaseException], None] | None = None) -> None:
     """Have the kernel write the error a cell ends with (its taxonomy class, by type) into the
-    proof root, so the runner classifies by type instead of by the name papermill reports."""
+    proof root, so the runner classifies by type instead of by the name papermill reports; then
+    `on_error` (the run keeps its evidence while the kernel still lives)."""
     try:
         from IPython import get_ipython
     except ImportError:
@@ -234,29 +320,21 @@ def _record_cell_errors(proof_root: Path, redactor: Redactor) -> None:
                   "message": redactor.text(str(value))[-4000:]}
         with contextlib.suppress(OSError):
             (proof_root / evidence.ERROR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        if on_error is not None:
+            on_error(value)
         return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
 
     shell.set_custom_exc((BaseException,), handler)
 
 
 def _preload_plotting() -> None:
-    pass
-
-
-def _verdict_markdown(result: dict[str, Any]) -> str:
-    steps = result["steps"]
-    lines = [f"## Verdict: **{result['verdict'].upper()}**", "",
-             f"{steps['passed']} steps passed, {steps['failed']} failed, {steps['skipped']} skipped; "
-             f"{result['checks']['total']} checks, {result['checks']['failed']} failed. "
-             f"Accelerator: {result['accelerator'] or 'n/a'}."]
-    for s in result["skipped"]:
-        lines.append(f"- skipped **{s['name']}**: {s['reason']}")
-    return "\n".join(lines)
+    from ucnb.kernel import plots  # noqa: F401  (imports matplotlib.pyplot)
 
 
 def _display_result(result: dict[str, Any]) -> None:
-    """The verdict as ucnb's own MIME type with a readable markdown fallback."""
-    _display({RESULT_MIME: result, "text/markdown": _verdict_markdown(result)}, raw=True)
+    """The verdict as ucnb's own MIME type, the banner as HTML, and a readable markdown fallback."""
+    _display({RESULT_MIME: result, "text/html": banner.html(result),
+              "text/markdown": banner.markdown(result)}, raw=True)
 
 
 def start_run(namespace: dict[str, Any]) -> Run:
@@ -265,6 +343,7 @@ def start_run(namespace: dict[str, Any]) -> Run:
     Under `ucnb run` the runner passes the run id and proof root through the environment; run
     plainly (papermill, JupyterLab) a new proof root is made under outputs/.
     """
+    paths.pin_work_root()   # one work root for everything this kernel does, whatever its directory
     root_env = os.environ.get("UCNB_PROOF_ROOT")
     if root_env:  # a bad lane name or parameter below is then classified by its type too
         _record_cell_errors(Path(root_env), from_environment())

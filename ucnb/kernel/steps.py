@@ -25,7 +25,7 @@ def lab_step(title: str) -> Callable[[F], F]:
         @functools.wraps(fn)
         def wrapper(run: Run, *args: Any, **kwargs: Any) -> Any:
             if run.delegated:
-                return run.skip(title, run.delegated)
+                return run.skip(title, run.delegated, delegated=True)
             return fn(run, *args, **kwargs)
         return cast(F, wrapper)
     return decorate

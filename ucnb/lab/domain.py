@@ -46,6 +46,7 @@ class NodeSpec:
     cdrom: Path | None = None    # an ISO in an IDE CD-ROM drive
     boot_order: tuple[str, ...] = ("hd", "cdrom")
     metadata: dict[str, str] = field(default_factory=dict)
+    dmi_serial: str = ""         # SMBIOS system serial (/sys/class/dmi/id/product_serial) when set
 
 
 def domain_name(lab_id: str, node: str) -> str:
@@ -62,6 +63,13 @@ def _iotune(disk: DiskSpec) -> str:
     if disk.total_iops_sec <= 0:
         return ""
     return f"\n      <iotune><total_iops_sec>{int(disk.total_iops_sec)}</total_iops_sec></iotune>"
+
+
+def metadata_xml(metadata: dict[str, str]) -> str:
+    """The `<metadata>` element by which ucnb recognises its domains (lab, run, node, labs folder,
+    owner): never by name alone."""
+    fields = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(metadata.items()))
+    return f"<metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{fields}</ucnb:lab></metadata>"
 
 
 def domain_xml(lab_id: str, spec: NodeSpec) -> str:
@@ -97,16 +105,20 @@ def domain_xml(lab_id: str, spec: NodeSpec) -> str:
                 f"    <cmdline>{escape(spec.cmdline)}</cmdline>")
     else:
         boot = "\n    ".join(f"<boot dev='{dev}'/>" for dev in spec.boot_order)
-    metadata = "".join(f"<ucnb:{k}>{escape(v)}</ucnb:{k}>" for k, v in sorted(spec.metadata.items()))
     tcg = "" if kvm else f"<tcg><tb-cache unit='MiB'>{spec.tb_cache_mib}</tb-cache></tcg>"
+    sysinfo, smbios = "", ""
+    if spec.dmi_serial:  # what a real machine's firmware reports, and installers derive identity from
+        sysinfo = (f"\n  <sysinfo type='smbios'><system><entry name='serial'>{escape(spec.dmi_serial)}"
+                   "</entry></system></sysinfo>")
+        smbios = "\n    <smbios mode='sysinfo'/>"
     return f"""<domain type='{"kvm" if kvm else "qemu"}'>
   <name>{escape(domain_name(lab_id, spec.name))}</name>
-  <metadata><ucnb:lab xmlns:ucnb='{METADATA_NS}'>{metadata}</ucnb:lab></metadata>
+  {metadata_xml(spec.metadata)}
   <memory unit='MiB'>{spec.memory_mib}</memory>
-  <vcpu>{spec.vcpus}</vcpu>
+  <vcpu>{spec.vcpus}</vcpu>{sysinfo}
   <os>
     <type arch='x86_64' machine='pc'>hvm</type>
-    {boot}
+    {boot}{smbios}
   </os>
   <features><acpi/>{tcg}</features>
   {"<cpu mode='host-passthrough'/>" if kvm else ""}

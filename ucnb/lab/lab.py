@@ -11,35 +11,46 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import fcntl
-import os
-import shutil
+import re
 import subprocess
+import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import libvirt
-import paramiko
 
 from ucnb import paths
 from ucnb.errors import InfrastructureError, LaneFailure, ParameterError
 from ucnb.host import netns
 from ucnb.host.accel import Accelerator
+from ucnb.host.procs import ProcessId
 from ucnb.image import GuestImage
 from ucnb.image.keys import lab_keys
 from ucnb.kernel.record import Recorder
 from ucnb.kernel.wait import wait_until
 from ucnb.lab import domain as domain_mod
+from ucnb.lab import registry
 from ucnb.lab.registry import LabState, connect, destroy, list_labs
 from ucnb.lab.serial import MarkerCursor, SeenMarker, SerialWatcher
 from ucnb.lab.ssh import CommandResult, GuestShell
+from ucnb.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import paramiko
+else:  # `ucnb run` imports this module to validate parameters: paramiko once used
+    paramiko = lazy_module("paramiko")
 
 # Network i of lab subnet N is 10.(77+i).N.0/24: i=0 the lab network (SSH, clients), i=1 a
 # second one (e.g. Raft traffic, so a partition can cut it and leave SSH to the minority).
-NETWORK_PREFIXES = ("10.77", "10.78")
+NETWORK_PREFIXES = netns.LAB_PREFIXES
+LOG_OUTPUT_CHARS = 64 * 1024   # per stream and command in logs/<node>-commands.log
+T = TypeVar("T")
+DISK_SIZE_PATTERN = re.compile(r"^[1-9][0-9]{0,5}[KMG]$")    # what qemu-img gets as its size argument
+DISK_SERIAL_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,20}$")  # virtio serials: 20 bytes at most
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,11 @@ class DiskConfig:
     cache: str = "writeback"
     total_iops_sec: int = 0
     image: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not DISK_SERIAL_PATTERN.match(self.serial) or not DISK_SIZE_PATTERN.match(self.size):
+            raise ParameterError(f"disk {self.serial!r}: a serial of 1-20 letters, digits, . _ - and a size "
+                                 f"such as 512M or 2G are required (got size {self.size!r})")
 
 
 @dataclass(frozen=True)
@@ -74,6 +90,36 @@ class NodeConfig:
     disks: tuple[DiskConfig, ...] = ()
     cdrom: Path | None = None
     kernel_args: str = ""
+    dmi_serial: str = ""              # the machine's SMBIOS serial (bare-metal identity)
+
+
+def _private_disk(path: Path, options: list[str], size: str | None = None, fmt: str = "qcow2") -> Path:
+    """`qemu-img create` a disk readable by root only (it may come to hold a token)."""
+    size_arg = [size] if size else []
+    subprocess.run(["qemu-img", "create", "-q", "-f", fmt, *options, str(path), *size_arg], check=True)
+    path.chmod(0o600)
+    return path
+
+
+def in_parallel(action: Callable[[T], None], items: list[T]) -> None:
+    """Run `action` on each item in its own daemon thread and wait for all; the first error is
+    raised. An interrupt (Ctrl-C) ends the wait at once: the threads are left to the teardown
+    instead of holding the cell (or the interpreter's exit) until their own timeouts."""
+    errors: list[BaseException] = []
+
+    def run(item: T) -> None:
+        try:
+            action(item)
+        except BaseException as exc:  # handed to the caller's thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(item,), daemon=True) for item in items]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 class LabUnavailable(InfrastructureError):
@@ -166,13 +212,15 @@ class Node:
             return seen
 
     def run(self, command: str, timeout: float = 30.0, check: bool = False,
-            stdin: str | None = None) -> CommandResult:
+            stdin: str | None = None, log_output: bool = True) -> CommandResult:
         """Run a shell command in the guest over SSH (`check` raises LaneFailure on non-zero exit).
 
-        A guest that is not running fails at once, naming the node, instead of timing out.
+        A guest that is not running fails at once, naming the node, instead of timing out. The
+        command, its stdout and stderr go to logs/<node>-commands.log (`log_output=False`: only
+        their sizes, for output the caller saves elsewhere).
         """
         try:
-            return self.shell.run(command, timeout=timeout, check=check, stdin=stdin)
+            return self.shell.run(command, timeout=timeout, check=check, stdin=stdin, log_output=log_output)
         except (paramiko.SSHException, OSError, EOFError) as exc:
             if not self.running():
                 raise LaneFailure(f"{self.name}: the domain is not running (powered off or crashed) "
@@ -198,17 +246,6 @@ class Node:
                    recorder=self.lab.recorder)
 
 
-def _subnets_in_use(conn: libvirt.virConnect) -> set[int]:
-    """Subnets of the lab networks libvirt runs now (bridges are named `ucnb<subnet>n<i>`)."""
-    used = set()
-    for net in conn.listAllNetworks():
-        with contextlib.suppress(libvirt.libvirtError):
-            bridge = net.bridgeName()
-            if bridge.startswith("ucnb") and "n" in bridge[4:] and bridge[4:].split("n")[0].isdigit():
-                used.add(int(bridge[4:].split("n")[0]))
-    return used
-
-
 class Lab:
     """A set of nodes on one isolated network; use as a context manager or call teardown()."""
 
@@ -222,51 +259,57 @@ class Lab:
         self.lab_id = lab_id or uuid.uuid4().hex[:8]
         self.run_id = run_id or self.lab_id
         self.directory = paths.labs_dir() / self.lab_id
-        try:
-            self.directory.mkdir(parents=True, exist_ok=False)
-        except FileExistsError:
-            raise LabUnavailable(f"lab id {self.lab_id} is in use") from None
         self.log_dir = log_dir or self.directory
         self.keep = False
         self._torn_down = False
+        self.owner: ProcessId | None = ProcessId.current()
+        self.supervisor = ProcessId.supervisor()
         self.network_count = max([1, *(n.networks for n in nodes)])
-        self.network = f"ucnb-{self.lab_id}"
+        self.networks = registry.network_names(self.lab_id, self.network_count)
+        self.network = self.networks[0]
         self.nodes: dict[str, Node] = {}
-        try:
-            self.subnet = self._allocate_network(subnet)
-        except InfrastructureError:
-            shutil.rmtree(self.directory, ignore_errors=True)
-            raise
-        self.networks = [self.network] + [f"ucnb-{self.lab_id}-{i}" for i in range(1, self.network_count)]
-        for index, config in enumerate(nodes, start=1):
-            self.nodes[config.name] = self._make_node(index, config)
-        self._save_state()
+        self.subnet = self._reserve(subnet)
         atexit.register(self._atexit)
+        try:
+            for index, config in enumerate(nodes, start=1):
+                self.nodes[config.name] = self._make_node(index, config)
+            self._save_state()
+        except BaseException:
+            self.teardown()
+            raise
 
     # -- construction ----------------------------------------------------------------------
-    def _allocate_network(self, wanted: int | None) -> int:
-        """Pick a free /24 (or the wanted one) and create the lab's networks, under a lock
-        shared by all labs."""
-        # One lock and one view for the whole host: labs of other work roots (another checkout,
-        # another user's CI job) share this libvirtd, so its live networks count as used too.
-        with open(paths.host_lock("subnets"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            used = {LabState.load(d).subnet for d in paths.labs_dir().iterdir()
-                    if (d / "state.json").exists()} | _subnets_in_use(self.conn)
-            if wanted in used:
-                raise LabUnavailable(f"subnet {wanted} is in use by another lab")
-            subnet = wanted or next(n for n in range(1, 250) if n not in used)
-            for i in range(self.network_count):
-                name = f"ucnb-{self.lab_id}" + (f"-{i}" if i else "")
-                gateway = f"{NETWORK_PREFIXES[i]}.{subnet}.1"
-                xml = domain_mod.network_xml(name, f"ucnb{subnet}n{i}", gateway)
-                try:
-                    self.conn.networkCreateXML(xml)
-                except libvirt.libvirtError as exc:
-                    raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
-            self.subnet = subnet
-            self._save_state()  # reserves the subnet before the lock is released
-            return subnet
+    def _reserve(self, wanted: int | None) -> int:
+        """Under the host-wide lock: claim the lab id and a free /24 (or the wanted one), write
+        the state that records them, then create the networks it names. Every lab on the host
+        (any work root) is seen: by its state here, or by its libvirt networks and domains."""
+        with registry.host_lock():
+            if registry.names_taken(self.conn, self.lab_id):
+                raise LabUnavailable(f"lab id {self.lab_id} is in use on this host")
+            try:
+                self.directory.mkdir(mode=0o700, parents=True, exist_ok=False)
+            except FileExistsError:
+                raise LabUnavailable(f"lab id {self.lab_id} is in use") from None
+            try:
+                used = registry.used_subnets(self.conn)
+                if wanted in used:
+                    raise LabUnavailable(f"subnet {wanted} is in use by another lab")
+                free = [n for n in range(1, 250) if n not in used]
+                if wanted is None and not free:
+                    raise InfrastructureError("every lab subnet (1-249) is in use on this host")
+                self.subnet = wanted or free[0]
+                self._save_state()   # the reservation, before anything exists on the host
+                for i, name in enumerate(self.networks):
+                    gateway = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1"
+                    xml = domain_mod.network_xml(name, f"ucnb{self.subnet}n{i}", gateway)
+                    try:
+                        self.conn.networkCreateXML(xml)
+                    except libvirt.libvirtError as exc:
+                        raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
+            except BaseException:
+                destroy(self.lab_id, self.conn, networks=self.networks)
+                raise
+        return self.subnet
 
     def address(self, index: int, network: int = 0) -> str:
         """The address of the index-th node (from 1) on one of the lab's networks."""
@@ -282,9 +325,8 @@ class Lab:
                                      total_iops_sec=d.total_iops_sec)
                  for d in config.disks]
         if config.boot == "kernel":
-            overlay = self.directory / f"{config.name}-system.qcow2"
-            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
-                            str(self.image.system_disk), str(overlay)], check=True)
+            overlay = _private_disk(self.directory / f"{config.name}-system.qcow2",
+                                    ["-F", "raw", "-b", str(self.image.system_disk)])
             disks.insert(0, domain_mod.DiskSpec(overlay, "ucnb-system"))
         nics = tuple(domain_mod.NicSpec(self.networks[i], domain_mod.mac_for(self.subnet, index, i),
                                         f"{self.address(index, i)}/24") for i in range(config.networks))
@@ -299,21 +341,26 @@ class Lab:
             initrd=self.image.initrd if kernel_boot else None,
             cmdline=cmdline if kernel_boot else "", disks=tuple(disks), nics=nics,
             serial_log=self.log_dir / f"{config.name}-serial.log", accelerator=self.accelerator.mode,
-            cdrom=config.cdrom, metadata={"lab": self.lab_id, "run": self.run_id, "node": config.name})
+            cdrom=config.cdrom, metadata=self.metadata(config.name), dmi_serial=config.dmi_serial)
         return Node(self, spec, self.address(index))
+
+    def metadata(self, node: str) -> dict[str, str]:
+        """What a domain carries so `ucnb lab clean` recognises it as this lab's (of this labs
+        folder, owned by this process), never by its name alone."""
+        return {"lab": self.lab_id, "run": self.run_id, "node": node, "labs": str(paths.labs_dir()),
+                "owner": str(self.owner)}
 
     def _blank_disk(self, node: str, disk: DiskConfig) -> Path:
         if disk.format not in ("raw", "qcow2"):
             raise ParameterError(f"{node}: disk {disk.serial}: format raw or qcow2, not {disk.format!r}")
         path = self.directory / f"{node}-{disk.serial}.{disk.format}"
-        subprocess.run(["qemu-img", "create", "-q", "-f", disk.format, str(path), disk.size], check=True)
-        return path
+        return _private_disk(path, [], disk.size, disk.format)
 
     def _save_state(self) -> None:
-        LabState(self.lab_id, self.run_id, os.getpid(), self.subnet, self.network,
+        LabState(self.lab_id, self.run_id, self.owner, self.subnet, self.networks,
                  [n.domain_name for n in self.nodes.values()], self.keep,
                  {n.name: {"address": n.address, "serial_log": str(n.spec.serial_log)}
-                  for n in self.nodes.values()}).save(self.directory)
+                  for n in self.nodes.values()}, supervisor=self.supervisor).save(self.directory)
 
     # -- use -------------------------------------------------------------------------------
     def __getitem__(self, name: str) -> Node:
@@ -326,13 +373,22 @@ class Lab:
         self.teardown()
 
     def log_command(self, result: CommandResult) -> None:
-        """Every guest command goes to logs/<node>-commands.log (redacted)."""
-        line = (f"{time.strftime('%H:%M:%S')} [{result.exit_status}] {result.duration:.2f}s "
-                f"$ {result.command}\n")
-        if result.stderr.strip():
-            line += "  stderr: " + result.stderr.strip()[-500:].replace("\n", "\n  stderr: ") + "\n"
+        """Every guest command goes to logs/<node>-commands.log with its stdout and stderr, each
+        bounded to its last LOG_OUTPUT_CHARS characters (redacted)."""
+        redact = self.recorder.redactor.text  # before the lines are prefixed: a wrapped secret
+        status = "timed out" if result.exit_status is None else f"exit {result.exit_status}"
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+        lines = [f"{stamp} [{status}] {result.duration:.2f}s $ {redact(result.command)}"]
+        for name, raw in (("stdout", result.stdout), ("stderr", result.stderr)):
+            text = redact(raw)
+            if text.strip():
+                cut = len(text) > LOG_OUTPUT_CHARS
+                body = text[-LOG_OUTPUT_CHARS:].rstrip("\n")
+                lines.append(f"  {name}:" + (f" (last {LOG_OUTPUT_CHARS} of {len(text)} characters)"
+                                             if cut else ""))
+                lines += [f"  | {line}" for line in body.split("\n")]
         with (self.log_dir / f"{result.node}-commands.log").open("a") as f:
-            f.write(self.recorder.redactor.text(line))
+            f.write(redact("\n".join(lines) + "\n"))
 
     def boot(self, names: list[str] | None = None, ready_marker: str = "lab.init.done",
              timeout: float = 90.0) -> None:
@@ -345,9 +401,7 @@ class Lab:
                 node.wait_marker(ready_marker, timeout)
                 node.wait_ssh(timeout)
 
-        with ThreadPoolExecutor(max_workers=max(1, len(targets))) as pool:
-            for future in [pool.submit(boot_one, n) for n in targets]:
-                future.result()
+        in_parallel(boot_one, targets)
 
     def boot_warm(self, key: str, timeout: float = 90.0) -> str:
         """Restore the nodes from the snapshot saved under `key`, or boot them cold and save one.
@@ -394,7 +448,8 @@ class Lab:
         for node in self.nodes.values():
             node.shell.close()
             node.watcher.stop()
-        destroy(self.lab_id, self.conn)
+        destroy(self.lab_id, self.conn, domains=[n.domain_name for n in self.nodes.values()],
+                networks=self.networks)
 
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
@@ -419,6 +474,7 @@ class Lab:
         lab.conn, lab.recorder, lab.keep, lab._torn_down = connect(), Recorder(), True, False
         lab.lab_id, lab.run_id, lab.subnet, lab.network = (state.lab_id, state.run_id, state.subnet,
                                                            state.network)
+        lab.owner, lab.supervisor = state.owner, state.supervisor
         lab.directory = lab.log_dir = paths.labs_dir() / state.lab_id
         lab.nodes = {}
         for name, info in state.nodes.items():
@@ -435,6 +491,17 @@ class Lab:
         mode = next((n.spec.accelerator for n in lab.nodes.values()), "tcg")
         lab.accelerator = Accelerator(mode, f"as lab {state.lab_id} was booted")
         return lab
+
+
+def _subnets_in_libvirt(conn: libvirt.virConnect) -> set[int]:
+    """Subnets of every live lab network (bridge `ucnb<subnet>n<i>`), whoever made it."""
+    found = set()
+    for network in conn.listAllNetworks():
+        with contextlib.suppress(libvirt.libvirtError):
+            match = re.fullmatch(r"ucnb(\d+)n\d+", network.bridgeName())
+            if match:
+                found.add(int(match.group(1)))
+    return found
 
 
 def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> domain_mod.NodeSpec:

@@ -2,29 +2,47 @@
 
 Apart from the Lab object (which drives one lab) because `ucnb lab clean`, the runner and a new
 Lab all need to know every lab on the host without owning any.
+
+Cleaning never trusts more than it can check: a lab's folder is `<labs>/<id>` for a plain id that
+matches its state file (a state file that does not parse, or names another id, is reported and
+skipped); its owner is a process known by pid *and* start time (a later process reusing the pid
+is never signalled); its domains are those libvirt tags with ucnb's metadata for this labs folder
+and this lab, and its networks those its state file (or such a domain) names — never anything
+picked by a name prefix alone. With no lab named, only labs nobody runs any more are removed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
+import re
 import shutil
-import signal
 import time
-from collections.abc import Callable, Iterator
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import libvirt
 
-from ucnb import paths
+from ucnb import files, paths
 from ucnb.errors import InfrastructureError, ParameterError
+from ucnb.host.procs import ProcessId
 from ucnb.lab import domain as domain_mod
+from ucnb.lab import leases
 
 LIBVIRT_URI = os.environ.get("UCNB_LIBVIRT_URI", "qemu:///system")
+LAB_ID_PATTERN = re.compile(r"^[a-z0-9]{1,32}$")
+# One lock for every lab on the host, whatever its work root: subnets, bridges and domain names
+# are host-wide.
+HOST_LOCK = Path(os.environ.get("UCNB_LOCK_DIR", "/run/lock")) / "ucnb-labs.lock"
+T = TypeVar("T")
+
+
 def connect() -> libvirt.virConnect:
     """Open libvirt, or explain how to start it."""
     try:
@@ -35,49 +53,215 @@ def connect() -> libvirt.virConnect:
                                   ) from exc
 
 
+@contextlib.contextmanager
+def host_lock() -> Iterator[None]:
+    """Held while a lab reserves its id, subnet and networks, and while clean removes folders."""
+    HOST_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(HOST_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def valid_lab_id(lab_id: str) -> bool:
+    return bool(LAB_ID_PATTERN.match(lab_id))
+
+
+def network_names(lab_id: str, count: int) -> list[str]:
+    """The names of a lab's networks: `ucnb-<lab>`, then `ucnb-<lab>-1`…"""
+    return [f"ucnb-{lab_id}" + (f"-{i}" if i else "") for i in range(count)]
+
+
 @dataclass
 class LabState:
     lab_id: str
     run_id: str
-    owner_pid: int
+    owner: ProcessId | None            # None: a state file from before owners had start times
     subnet: int
-    network: str
+    networks: list[str]
     domains: list[str]
     keep: bool = False
     nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> address, serial_log
     created: float = field(default_factory=time.time)
+    supervisor: ProcessId | None = None
+    owner_pid: int = 0                 # the owner's pid, also for state files without `owner`
+
+    @property
+    def network(self) -> str:
+        return self.networks[0] if self.networks else f"ucnb-{self.lab_id}"
 
     def save(self, directory: Path) -> None:
-        (directory / "state.json").write_text(json.dumps(self.__dict__, indent=2) + "\n")
+        data = {"lab_id": self.lab_id, "run_id": self.run_id,
+                "owner": self.owner.to_json() if self.owner else None,
+                "supervisor": self.supervisor.to_json() if self.supervisor else None,
+                "owner_pid": self.owner.pid if self.owner else self.owner_pid, "subnet": self.subnet,
+                "networks": self.networks, "domains": self.domains, "keep": self.keep,
+                "nodes": self.nodes, "created": self.created}
+        files.atomic_write_text(directory / "state.json", json.dumps(data, indent=2) + "\n", mode=0o600)
 
     @classmethod
     def load(cls, directory: Path) -> LabState:
-        return cls(**json.loads((directory / "state.json").read_text()))
+        """A lab's state, strictly: ValueError (with why) for a file that is not one of ours."""
+        data: Any = json.loads((directory / "state.json").read_text())
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        lab_id = data.get("lab_id")
+        if not isinstance(lab_id, str) or not valid_lab_id(lab_id) or lab_id != directory.name:
+            raise ValueError(f"lab_id {lab_id!r} is not the plain id of its folder {directory.name!r}")
+        networks = data.get("networks", [data.get("network")])
+        domains = data.get("domains", [])
+        if not isinstance(networks, list) or not all(
+                isinstance(n, str) and (n == f"ucnb-{lab_id}" or re.fullmatch(rf"ucnb-{lab_id}-\d", n))
+                for n in networks):
+            raise ValueError("networks are not this lab's")
+        if not isinstance(domains, list) or not all(
+                isinstance(d, str) and d.startswith(domain_mod.domain_name(lab_id, "")) for d in domains):
+            raise ValueError("domains are not this lab's")
+        subnet, owner_pid = data.get("subnet"), data.get("owner_pid", 0)
+        if not isinstance(subnet, int) or not 1 <= subnet <= 254 or not isinstance(owner_pid, int):
+            raise ValueError("subnet or owner_pid out of range")
+        nodes = data.get("nodes", {})
+        if not isinstance(nodes, dict):
+            raise ValueError("nodes is not a mapping")
+        owner, supervisor = data.get("owner"), data.get("supervisor")
+        return cls(lab_id, str(data.get("run_id", "")),
+                   None if owner is None else ProcessId.from_json(owner), subnet, networks, domains,
+                   bool(data.get("keep", False)), nodes, float(data.get("created", 0)),
+                   None if supervisor is None else ProcessId.from_json(supervisor), owner_pid)
+
+    def owner_alive(self) -> bool:
+        """Someone still runs this lab: its owner and the owner's supervisor are both alive. A
+        state file without start times counts as alive while any process has its pid."""
+        if self.owner is None:
+            return self.owner_pid > 0 and Path(f"/proc/{self.owner_pid}").exists()
+        return self.owner.alive() and (self.supervisor is None or self.supervisor.alive())
+
+
+@dataclass
+class Scan:
+    """What the labs folder holds: valid labs, files that are not, and folders with no state."""
+
+    labs: list[LabState]
+    problems: list[str]
+    stateless: list[Path]
+    unreadable: set[str] = field(default_factory=set)   # ids of folders whose state is not valid
+
+
+def scan() -> Scan:
+    labs, problems, stateless, unreadable = [], [], [], set()
+    for directory in sorted(paths.labs_dir().iterdir()):
+        if directory.name.startswith("."):
+            continue
+        if directory.is_symlink():
+            problems.append(f"skipped {directory}: a symlink, never followed")
+            unreadable.add(directory.name)
+            continue
+        if not directory.is_dir():
+            continue
+        if not (directory / "state.json").exists():
+            stateless.append(directory)
+            continue
+        try:
+            labs.append(LabState.load(directory))
+        except (OSError, ValueError, TypeError) as exc:
+            problems.append(f"skipped {directory}: its state.json is not a valid lab state ({exc})")
+            unreadable.add(directory.name)
+    return Scan(labs, problems, stateless, unreadable)
 
 
 def list_labs() -> list[LabState]:
-    return [LabState.load(d) for d in sorted(paths.labs_dir().iterdir()) if (d / "state.json").exists()]
+    """Every lab with a valid state file (the others are reported by `scan`)."""
+    return scan().labs
 
 
-def destroy(lab_id: str, conn: libvirt.virConnect | None = None) -> list[str]:
-    """Remove one lab's domains (in parallel), networks and files; returns what was removed."""
+# -- libvirt objects ucnb recognises as its own --------------------------------------------------
+@dataclass(frozen=True)
+class TaggedDomain:
+    """A domain carrying ucnb's metadata for this labs folder."""
+
+    domain: libvirt.virDomain
+    lab_id: str
+    run_id: str
+    owner: ProcessId | None
+
+    @property
+    def networks(self) -> list[str]:
+        """Its NICs' networks that are named for its own lab."""
+        xml = ET.fromstring(self.domain.XMLDesc(0))
+        names = {(s.get("network") or "") for s in xml.iterfind("devices/interface/source")}
+        return sorted(n for n in names if n == f"ucnb-{self.lab_id}"
+                      or re.fullmatch(rf"ucnb-{self.lab_id}-\d", n))
+
+
+def tagged_domains(conn: libvirt.virConnect) -> list[TaggedDomain]:
+    """Every domain whose ucnb metadata names this labs folder (other work roots' are not ours)."""
+    ours = str(paths.labs_dir())
+    found = []
+    for dom in conn.listAllDomains():
+        try:
+            meta = ET.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domain_mod.METADATA_NS))
+        except (libvirt.libvirtError, ET.ParseError):
+            continue   # not a ucnb domain
+        lab_id = meta.findtext("lab") or ""
+        if meta.findtext("labs") != ours or not valid_lab_id(lab_id):
+            continue
+        owner = ProcessId.parse(meta.findtext("owner") or "")
+        found.append(TaggedDomain(dom, lab_id, meta.findtext("run") or "", owner))
+    return found
+
+
+def _parallel(action: Callable[[T], None], items: list[T]) -> None:
+    """Run `action` on every item in parallel; sequentially at interpreter exit, when no new
+    thread may start (a lab torn down by an atexit handler)."""
+    if not items:
+        return
+    try:
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:
+            list(pool.map(action, items))
+    except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
+        for item in items:
+            action(item)
+
+
+def destroy(lab_id: str, conn: libvirt.virConnect | None = None, state: LabState | None = None,
+            domains: Iterable[str] = (), networks: Iterable[str] = ()) -> list[str]:
+    """Remove one lab's domains (in parallel), networks and folder; returns what was removed.
+
+    Domains: those named by its state (or the caller) and those tagged for it; networks: those
+    named by its state (or the caller) and by its tagged domains. Never by name prefix alone.
+    """
+    if not valid_lab_id(lab_id):
+        raise ParameterError(f"{lab_id!r} is not a lab id (letters and digits)")
     conn = conn or connect()
-    domains = [d for d in conn.listAllDomains() if d.name().startswith(domain_mod.domain_name(lab_id, ""))]
-    networks = [n for n in conn.listAllNetworks()
-                if n.name() == f"ucnb-{lab_id}" or n.name().startswith(f"ucnb-{lab_id}-")]
+    wanted_domains = {*domains, *(state.domains if state else [])}
+    wanted_networks = {*networks, *(state.networks if state else [])}
+    for tagged in tagged_domains(conn):
+        if tagged.lab_id == lab_id:
+            wanted_domains.add(tagged.domain.name())
+            wanted_networks.update(tagged.networks)
+    removed: list[str] = []
 
-    def remove(obj: libvirt.virDomain | libvirt.virNetwork) -> None:
+    def remove_domain(name: str) -> None:
+        try:
+            dom = conn.lookupByName(name)
+        except libvirt.libvirtError:
+            return
         with contextlib.suppress(libvirt.libvirtError):
-            obj.destroy()
-        if isinstance(obj, libvirt.virDomain):
-            with contextlib.suppress(libvirt.libvirtError):
-                obj.undefine()
+            dom.destroy()
+        with contextlib.suppress(libvirt.libvirtError):
+            dom.undefine()
+        removed.append(f"domain {name}")
 
-    for batch in (domains, networks):  # networks only once no domain is plugged into them
-        if batch:
-            with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-                list(pool.map(remove, batch))
-    removed = [f"domain {d.name()}" for d in domains] + [f"network {n.name()}" for n in networks]
+    def remove_network(name: str) -> None:
+        try:
+            net = conn.networkLookupByName(name)
+        except libvirt.libvirtError:
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            net.destroy()
+        removed.append(f"network {name}")
+
+    _parallel(remove_domain, sorted(wanted_domains))
+    _parallel(remove_network, sorted(wanted_networks))   # once no domain is plugged into them
     directory = paths.labs_dir() / lab_id
     if directory.exists():
         shutil.rmtree(directory, ignore_errors=True)
@@ -85,57 +269,140 @@ def destroy(lab_id: str, conn: libvirt.virConnect | None = None) -> list[str]:
     return removed
 
 
-def clean(lab_id: str | None = None, run_id: str | None = None, include_kept: bool = True,
-          kill_owner: bool = True, log: Callable[[str], None] = lambda _: None) -> list[str]:
-    """Remove labs (all, one lab, or one run's) and any ucnb domain/network without a lab.
+# -- clean -----------------------------------------------------------------------------------------
+def clean(lab_id: str | None = None, run_id: str | None = None, include_kept: bool = False,
+          include_live: bool = False, log: Callable[[str], None] = lambda _: None) -> list[str]:
+    """Remove labs and what dead runs left behind; returns (and logs) a line per removed thing.
 
-    An owning process that is still alive (a kernel orphaned by a killed runner) is stopped
-    first, so nothing recreates what is being removed.
+    - `lab_id`: that lab, kept or not; a process still owning it (e.g. a kernel orphaned by a
+      killed runner) is stopped first, so nothing recreates what is being removed; its run's
+      abandoned leases go with it.
+    - `run_id`: that run's labs that are not kept, its owners stopped, and its leases.
+    - neither: only labs whose owner (or its supervisor) is gone, kept labs only with
+      `include_kept`, live ones only with `include_live`; also abandoned leases (temp and
+      staging folders, sushy-emulator processes and their pools, secrets files), tagged domains
+      of labs that no longer exist, leftover secrets files and empty lab folders.
+    Files that are not valid records are reported and left alone.
     """
+    if lab_id is not None and not valid_lab_id(lab_id):
+        raise ParameterError(f"{lab_id!r} is not a lab id (letters and digits; `ucnb lab status` lists them)")
     conn = connect()
     removed: list[str] = []
-    for state in list_labs():
-        if (lab_id and state.lab_id != lab_id) or (run_id and state.run_id != run_id):
+    notes: list[str] = []
+    runs: set[str] = set()   # runs whose labs are removed: what else they held goes too
+    found = scan()
+    notes += found.problems
+    for state in found.labs:
+        if lab_id is not None:
+            chosen = state.lab_id == lab_id
+        elif run_id is not None:
+            chosen = state.run_id == run_id and not state.keep
+        else:
+            live = state.owner_alive()
+            chosen = (include_kept or not state.keep) and (include_live or not live)
+            if live and not include_live:
+                notes.append(f"left lab {state.lab_id} alone: its run is in progress "
+                             f"(owner pid {state.owner_pid})")
+        if not chosen:
             continue
-        if state.keep and not include_kept:
-            continue
-        if kill_owner and state.owner_pid != os.getpid():
-            removed += _stop_process(state.owner_pid)
-        removed += destroy(state.lab_id, conn)
-    if lab_id is None and run_id is None:  # orphans: ucnb objects with no lab folder
-        for item in _orphans(conn):
-            removed += destroy(item, conn)
-    for line in removed:
+        if state.owner is not None and state.owner.pid != os.getpid() and state.owner.signal():
+            removed.append(f"process {state.owner.pid} (owner of lab {state.lab_id})")
+            _wait_gone(state.owner)
+        removed += destroy(state.lab_id, conn, state)
+        runs.add(state.run_id)
+    if lab_id is not None and lab_id not in {s.lab_id for s in found.labs} | found.unreadable:
+        removed += destroy(lab_id, conn)   # its folder is gone: whatever is still tagged for it
+    if lab_id is None:
+        removed += _reclaim_leases(run_id, notes)
+    else:
+        for run in sorted(r for r in runs if r):
+            removed += _reclaim_leases(run, notes)
+    if lab_id is None and run_id is None:
+        removed += _orphan_domains(conn, {s.lab_id for s in found.labs} | found.unreadable)
+        removed += _leftover_secrets()
+        removed += _empty_lab_folders(found.stateless, notes)
+    for line in notes:
         log(line)
+    for line in removed:
+        log(f"removed {line}")
     return removed
 
 
-def _orphans(conn: libvirt.virConnect) -> Iterator[str]:
-    known = {s.lab_id for s in list_labs()}
-    for dom in conn.listAllDomains():
-        if dom.name().startswith(domain_mod.DOMAIN_PREFIX):
-            lab = dom.name()[len(domain_mod.DOMAIN_PREFIX):].split("-")[0]
-            if lab not in known:
-                yield lab
-    for net in conn.listAllNetworks():
-        lab = net.name()[5:].split("-")[0]
-        if net.name().startswith("ucnb-") and lab not in known:
-            yield lab
+def _wait_gone(process: ProcessId, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while process.alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
-def _stop_process(pid: int) -> list[str]:
-    """Stop a leftover owner (a python process: a kernel or runner); never anything else."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+def _reclaim_leases(run_id: str | None, notes: list[str]) -> list[str]:
+    held, problems = leases.all_leases()
+    notes += problems
+    removed = []
+    for lease in held:
+        if run_id is not None and lease.run_id != run_id:
+            continue
+        if lease.abandoned():
+            removed += leases.reclaim(lease)
+    return removed
+
+
+def _orphan_domains(conn: libvirt.virConnect, known: set[str]) -> list[str]:
+    """Tagged domains of labs with no state (a lab whose folder went, a KVM probe) whose owner is gone."""
+    tagged = tagged_domains(conn)
+    removed = []
+    for lab in sorted({t.lab_id for t in tagged} - known):
+        owners = [t.owner for t in tagged if t.lab_id == lab]
+        if all(o is not None and not o.alive() for o in owners):
+            removed += destroy(lab, conn)
+    return removed
+
+
+def _leftover_secrets() -> list[str]:
+    """Secrets files no lease holds and no live run uses (the lease is written before the file,
+    so files are listed first: one created meanwhile has its lease in the later listing)."""
+    directory = paths.work_root() / "secrets"
+    if not directory.is_dir():
         return []
-    if not any(b"python" in part for part in cmdline[:2]):
-        return []
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    return [f"process {pid} ({b' '.join(cmdline).decode(errors='replace')[:80]})"]
+    candidates = [p for p in directory.iterdir() if p.is_file() and not p.is_symlink()]
+    held = {path for lease in leases.all_leases()[0] for path in lease.paths}
+    removed = []
+    for path in candidates:
+        if str(path) not in held and not _run_is_live(path.name):
+            path.unlink(missing_ok=True)
+            removed.append(f"secrets file {path}")
+    return removed
 
 
+def _run_is_live(run_id: str) -> bool:
+    """Some process runs with UCNB_RUN_ID=<run_id> (a kernel of that run)."""
+    marker = f"UCNB_RUN_ID={run_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    return True
+    return False
+
+
+def _empty_lab_folders(stateless: list[Path], notes: list[str]) -> list[str]:
+    """Lab folders without a state file: removed when empty (a Lab reserves its folder and writes
+    its state under the host lock, which this holds too), reported otherwise."""
+    removed = []
+    with host_lock():
+        for directory in stateless:
+            if (directory / "state.json").exists():
+                continue
+            try:
+                directory.rmdir()
+                removed.append(f"empty lab folder {directory}")
+            except FileNotFoundError:
+                continue
+            except OSError:
+                notes.append(f"left {directory} alone: a lab folder with no state.json that is not empty")
+    return removed
+
+
+# -- other views ---------------------------------------------------------------------------------
 def find_node(node: str, lab_id: str | None = None) -> tuple[LabState, dict[str, str]]:
     """The newest lab (or the named one) that has this node."""
     for state in sorted(list_labs(), key=lambda s: s.created, reverse=True):
@@ -169,5 +436,35 @@ def status_rows() -> list[dict[str, Any]]:
             rows.append({"lab": state.lab_id, "run": state.run_id, "node": name,
                          "address": info["address"], "domain": dom,
                          "state": "running" if active.get(dom) else "stopped",
-                         "kept": state.keep, "owner_pid": state.owner_pid})
+                         "kept": state.keep, "owner_pid": state.owner_pid,
+                         "owner": "alive" if state.owner_alive() else "gone"})
     return rows
+
+
+def used_subnets(conn: libvirt.virConnect) -> set[int]:
+    """Subnets taken on this host: by any lab state of this work root, and by any libvirt network
+    (another work root's labs, another user's) whose bridge or address is a lab's."""
+    from ucnb.host.netns import LAB_PREFIXES
+
+    used = {s.subnet for s in list_labs()}
+    for net in conn.listAllNetworks():
+        with contextlib.suppress(libvirt.libvirtError, ET.ParseError):
+            xml = ET.fromstring(net.XMLDesc(0))
+            names = [b.get("name") or "" for b in xml.iterfind("bridge")]
+            bridge = re.fullmatch(r"ucnb(\d+)n\d+", names[0] if names else "")
+            if bridge:
+                used.add(int(bridge.group(1)))
+            for ip in xml.iterfind("ip"):
+                address = ip.get("address") or ""
+                for prefix in LAB_PREFIXES:
+                    if address.startswith(prefix + "."):
+                        used.add(int(address.split(".")[2]))
+    return used
+
+
+def names_taken(conn: libvirt.virConnect, lab_id: str) -> bool:
+    """A domain or network of this lab id exists on the host (any work root)."""
+    prefix = domain_mod.domain_name(lab_id, "")
+    return (any(d.name().startswith(prefix) for d in conn.listAllDomains())
+            or any(n.name() == f"ucnb-{lab_id}" or n.name().startswith(f"ucnb-{lab_id}-")
+                   for n in conn.listAllNetworks()))

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import paramiko
+from typing import TYPE_CHECKING
 
 from ucnb.errors import LaneFailure
 from ucnb.host import netns
+from ucnb.lazy import lazy_module
+
+if TYPE_CHECKING:
+    import paramiko
+else:  # `ucnb run` imports this module to validate parameters: paramiko once used
+    paramiko = lazy_module("paramiko")
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,7 @@ class GuestShell:
 
     def connect(self, timeout: float = 5.0) -> None:
         """Open the connection once (no retry): refuses outside the lab network namespace."""
-        netns.require_inside(self.address)
+        netns.guard(self.address)
         client = paramiko.SSHClient()
         client.get_host_keys().add(self.address, self._host_key.get_name(), self._host_key)
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -75,8 +81,11 @@ class GuestShell:
             self._client = None
 
     def run(self, command: str, timeout: float = 30.0, check: bool = False,
-            stdin: str | None = None) -> CommandResult:
-        """Run a command with an overall deadline, draining stdout and stderr together."""
+            stdin: str | None = None, log_output: bool = True) -> CommandResult:
+        """Run a command with an overall deadline, draining stdout and stderr together.
+
+        The log callback gets the result; without `log_output` only its sizes (the caller saves
+        the output elsewhere, e.g. guest logs pulled into files of their own)."""
         start = time.monotonic()
         with self._connecting:
             if not self.connected():
@@ -86,15 +95,22 @@ class GuestShell:
             transport = self._client.get_transport()
         assert transport is not None
         channel = transport.open_session(timeout=timeout)
-        channel.settimeout(0.2)
         channel.exec_command(command)
-        if stdin is not None:
-            channel.sendall(stdin.encode())
-            channel.shutdown_write()
-        out, err = bytearray(), bytearray()
         deadline = start + timeout
+        out, err = bytearray(), bytearray()
         status: int | None = None
-        while True:
+        timed_out = False
+        if stdin is not None:
+            # A slow reader (sqlite3 executing a dump) keeps the window shut for a while: the whole
+            # deadline applies to sending, not the short per-read timeout below.
+            channel.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                channel.sendall(stdin.encode())
+                channel.shutdown_write()
+            except TimeoutError:
+                timed_out = True   # reported as a command that timed out (no exit status)
+        channel.settimeout(0.2)
+        while not timed_out:
             drained = False
             while channel.recv_ready():
                 out += channel.recv(65536)
@@ -118,7 +134,9 @@ class GuestShell:
         result = CommandResult(self.node, command, status, out.decode("utf-8", "replace"),
                                err.decode("utf-8", "replace"), time.monotonic() - start)
         if self._log:
-            self._log(result)
+            self._log(result if log_output else dataclasses.replace(
+                result, stdout=f"({len(result.stdout)} characters, saved separately)\n",
+                stderr=f"({len(result.stderr)} characters, saved separately)\n" if result.stderr else ""))
         if check and not result.ok:
             raise LaneFailure(f"{self.node}: `{command}` failed ({result})")
         return result

@@ -12,13 +12,13 @@ import hashlib
 import json
 import re
 import shutil
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ucnb import paths
+from ucnb import files, paths
+from ucnb.lab.domain import metadata_xml
+from ucnb.lab.leases import temp_dir
 
 if TYPE_CHECKING:
     from ucnb.lab.lab import Lab, NodeConfig
@@ -53,21 +53,27 @@ def find(key: str) -> Snapshot | None:
 
 
 def save(lab: Lab, key: str) -> Snapshot:
-    """Save every running node of `lab` (they stop) and its disks, under `key`."""
-    staging = paths.cache_dir("warm") / f".{key}.{time.time_ns()}"
-    staging.mkdir()
+    """Save every running node of `lab` (they stop) and its disks, under `key`.
 
-    def save_one(name: str) -> None:
-        lab[name]._domain().save(str(staging / f"{name}.save"))
-    with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-        list(pool.map(save_one, lab.nodes))
-    for disk in lab.directory.glob("*.qcow2"):
-        shutil.copy2(disk, staging / disk.name)
-    (staging / "snapshot.json").write_text(json.dumps({"lab_id": lab.lab_id, "subnet": lab.subnet,
-                                                       "nodes": list(lab.nodes)}) + "\n")
+    The snapshot is assembled in a leased staging folder (reclaimed by `ucnb lab clean` if this
+    process dies meanwhile) and renamed into place whole; memory images and disks stay 0600."""
+    from ucnb.lab.lab import in_parallel
+
     target = paths.cache_dir("warm") / key
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    with temp_dir(paths.cache_dir("warm"), "warm-staging") as staging:
+        in_parallel(lambda name: lab[name]._domain().save(str(staging / f"{name}.save")), list(lab.nodes))
+        for disk in lab.directory.glob("*.qcow2"):
+            shutil.copy2(disk, staging / disk.name)
+        for saved in staging.iterdir():
+            saved.chmod(0o600)
+        files.atomic_write_text(staging / "snapshot.json", json.dumps(
+            {"lab_id": lab.lab_id, "subnet": lab.subnet, "nodes": list(lab.nodes)}) + "\n")
+        old = target.with_name(f".{key}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            target.rename(old)
+        staging.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
     return Snapshot(target, lab.lab_id, lab.subnet)
 
 
@@ -75,13 +81,17 @@ def restore(lab: Lab, snapshot: Snapshot) -> None:
     """Put the saved disks back and resume every node from its saved memory."""
     for disk in snapshot.directory.glob("*.qcow2"):
         shutil.copy2(disk, lab.directory / disk.name)
+        (lab.directory / disk.name).chmod(0o600)
 
     def restore_one(name: str) -> None:
         node = lab[name]
         image = str(snapshot.directory / f"{name}.save")
         xml = lab.conn.saveImageGetXMLDesc(image, 0)
         xml = re.sub(r"(<log file=)'[^']*'", rf"\1'{node.spec.serial_log}'", xml)
+        # This run's lab owns it now, not the process that saved it.
+        xml = re.sub(r"<metadata>.*?</metadata>", lambda _: metadata_xml(lab.metadata(name)), xml, flags=re.S)
         node.before_power_on()
         lab.conn.restoreFlags(image, xml, 0)
-    with ThreadPoolExecutor(max_workers=len(lab.nodes)) as pool:
-        list(pool.map(restore_one, lab.nodes))
+    from ucnb.lab.lab import in_parallel
+
+    in_parallel(restore_one, list(lab.nodes))

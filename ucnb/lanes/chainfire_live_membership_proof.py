@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb.cluster import steps as cluster
@@ -20,11 +19,16 @@ from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.ssh import CommandResult
 from ucnb.lanes import Lane
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 
 class Parameters(ClusterParameters):
@@ -61,6 +65,7 @@ class Membership:
     def after(self, transition: str) -> pd.DataFrame:
         """Record a transition: a key written through the cluster, membership, local reads."""
         self.count += 1
+        self.run.recorder.figure("membership transitions", self.count)
         self.cp.write(f"membership/{self.count:02d}", transition)
         table = self.cp.membership(transition)
         self.tables.append(table)
@@ -80,6 +85,8 @@ class Membership:
                    recorder=self.run.recorder)
         self.refusals.append({"change": what, "refused": len(refusals),
                               "first refusal": refusals[0] if refusals else ""})
+        self.run.recorder.figure("membership changes refused before accepted",
+                                 sum(int(str(r["refused"])) for r in self.refusals))
         return len(refusals)
 
     def start_member(self, name: str, wipe: bool) -> None:

@@ -10,9 +10,9 @@ download the prebuilt system, activate, health-check, report `active` — or rol
 from __future__ import annotations
 
 import re
+import time
 from typing import TYPE_CHECKING, Literal
 
-import pandas as pd
 from pydantic import Field
 
 from ucnb.baremetal import harness
@@ -21,9 +21,14 @@ from ucnb.installer import active_system_check
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lanes import Lane, TokenParameters
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 NODE = "worker"
 INITIAL_SYSTEM = "lab-system-1"
@@ -34,9 +39,9 @@ BUILDERS = ("cc", "gcc", "clang", "make", "nix", "nix-build")
 class Parameters(TokenParameters):
     memory_mib: int = Field(256, ge=192, le=8192)
     disk_size: str = Field("512M", pattern=r"^[1-9][0-9]{0,5}[MG]$")
-    install_timeout_s: float = Field(120.0, gt=0)
-    post_install_timeout_s: float = Field(90.0, gt=0)
-    rollout_timeout_s: float = Field(60.0, gt=0)
+    install_timeout_s: float = Field(120.0, gt=0, le=3600)
+    post_install_timeout_s: float = Field(90.0, gt=0, le=3600)
+    rollout_timeout_s: float = Field(60.0, gt=0, le=3600)
     target_system: str = Field("lab-system-2", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     health_check_command: str = Field(active_system_check("lab-system-2"), min_length=1)
     # The node agent's verdict the lane expects: `active` (smoke) or `rolled-back` (rollback,
@@ -91,8 +96,11 @@ def publish_and_converge(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
                 return verdicts[seen.marker.name]
         return None
 
+    published = time.time()
     observed = wait_until(verdict, timeout=params.rollout_timeout_s, node=NODE, recorder=run.recorder,
                           what=f"node agent verdict on generation {generation}")
+    run.recorder.figure("node agent verdict", observed)
+    run.recorder.figure("time to verdict", round(time.time() - published, 2), "s from publishing")
     if observed != expect:
         raise LaneFailure(f"{NODE}: the node agent reported {observed} for generation {generation}, "
                           f"expected {expect}; console:\n{node.watcher.tail()}")
@@ -128,7 +136,13 @@ def node_system(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
 
 @lab_step("fetched systems")
 def fetched_systems(run: Run, bare: harness.BareMetalLab) -> pd.DataFrame:
-    """The system downloads the deployer served: the node fetched prebuilt systems, nothing else."""
+    """What the node fetched from the deployer (API calls, bundles) and from the binary cache
+    (prebuilt systems): prebuilt systems, nothing to build."""
     table = harness.phone_home_requests(bare)
-    return table[table["path"].str.startswith("/api/v1/") & (table["node_id"].isna()
-                                                              | (table["node_id"] == NODE))]
+    table = table[table["path"].str.startswith("/api/v1/") & (table["node_id"].isna()
+                                                               | (table["node_id"] == NODE))]
+    cache = bare.gateway.cache if bare.gateway else None
+    cached = pd.DataFrame(cache.requests() if cache else [], columns=["time", "method", "path", "status",
+                                                                      "client"])
+    return pd.concat([table.assign(server="deployer"), cached.assign(server="binary-cache")],
+                     ignore_index=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb.cluster.faults import Fault
@@ -21,9 +20,14 @@ from ucnb.cluster.steps import (
 from ucnb.cluster.steps import run_faults as _run_faults
 from ucnb.kernel.steps import lab_step
 from ucnb.lanes import Lane
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 __all__ = ["acknowledged_writes", "boot", "core_behaviour", "faults", "latency_plot", "readiness",
            "scheduler_and_hypervisor", "start_workload"]
@@ -45,7 +49,7 @@ class Parameters(ClusterParameters):
 
     @model_validator(mode="after")
     def _targets(self) -> Parameters:
-        check_fault_targets(self.nodes, self.faults)
+        check_fault_targets(self.nodes, self.faults, self.voters, self.profile)
         return self
 
 

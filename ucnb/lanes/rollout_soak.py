@@ -23,7 +23,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
 from pydantic import Field, model_validator
 
 from ucnb import files
@@ -36,9 +35,14 @@ from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import NodeConfig
 from ucnb.lanes import Lane
+from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ucnb.kernel.run import Run
+else:  # `ucnb run` imports this module to validate parameters: pandas only once used
+    pd = lazy_module("pandas")
 
 Service = Literal["deployer", "fleet-scheduler", "node-agent", "chainfire", "flaredb"]
 SERVICES: tuple[Service, ...] = ("deployer", "fleet-scheduler", "node-agent", "chainfire", "flaredb")

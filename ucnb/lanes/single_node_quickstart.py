@@ -11,7 +11,7 @@ import time
 from functools import partial
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.steps import boots, lab_step
@@ -33,11 +33,25 @@ MANIFEST_PATH = "/etc/ultracloud/product-surface.json"
 
 class Parameters(TokenParameters):
     memory_mib: int = Field(256, ge=128, le=8192)
-    boot_timeout_s: float = Field(90.0, gt=0)
-    health_timeout_s: float = Field(60.0, gt=0)
+    boot_timeout_s: float = Field(90.0, gt=0, le=3600)
+    health_timeout_s: float = Field(60.0, gt=0, le=3600)
     required_components: list[str] = Field(
         default_factory=lambda: list(CANONICAL_PROFILES["single-node dev"]["required"]))
     stop_services: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _services_of_the_profile(self) -> Parameters:
+        """A negative control can only stop a component this profile runs: checked before boot."""
+        from ucnb import profiles
+
+        profile = profiles.load(self.profile)
+        if profile.name == "lab":
+            unknown = [n for n in self.stop_services if not profile.component(n).service]
+            if unknown:
+                runs = ", ".join(n for n, c in profile.components.items() if c.service)
+                raise ValueError(f"stop_services: the {profile.name} profile runs no {', '.join(unknown)} "
+                                 f"(it runs {runs})")
+        return self
 
 
 LANE = Lane(
@@ -60,38 +74,61 @@ def node_config(run: Run, params: Parameters) -> NodeConfig:
     return NodeConfig(NODE, services=services, memory_mib=params.memory_mib)
 
 
+COVERAGE = "required components"
+
+
 @lab_step("service health")
 def service_health(run: Run, node: Node) -> pd.DataFrame:
-    """Wait for each required component to be healthy, probed from inside the guest."""
+    """Wait for each required component to be healthy, probed from inside the guest.
+
+    A component the profile does not provide is skipped with its reason (recorded first, so a
+    failure further on still leaves the coverage complete: "2 of 5 exercised; 3 skipped: …")."""
     import pandas as pd
 
     params = run.parameters(Parameters)
-    rows: list[dict[str, object]] = []
-    for name in params.required_components:
-        component = run.profile.component(name)
+    components = {name: run.profile.component(name) for name in params.required_components}
+    rows: dict[str, dict[str, object]] = {}
+    for name, component in components.items():
         if not component.provided or not component.health:
-            run.recorder.skip(f"health: {name}", component.missing or "no health probe declared", NODE)
-            rows.append({"component": name, "stands_in": "—", "healthy": "skipped",
-                         "time_to_healthy_s": None, "detail": component.missing})
-            continue
+            reason = component.missing or "no health probe declared"
+            run.recorder.skip(f"health: {name}", reason, NODE, covers=(COVERAGE, name))
+            rows[name] = {"component": name, "stands_in": "—", "healthy": "skipped",
+                          "time_to_healthy_s": None, "detail": reason}
+        else:
+            run.recorder.cover(COVERAGE, name, "not reached")
+    probes: dict[str, str] = {name: c.health for name, c in components.items() if c.provided and c.health}
+    for name, health in probes.items():
+        run.recorder.cover(COVERAGE, name, "failed", "did not become healthy", step=f"health: {name}")
         with run.step(f"health: {name}", NODE) as row:
-            wait_until(partial(node.run, component.health, timeout=10), timeout=params.health_timeout_s,
+            wait_until(partial(node.run, health, timeout=10), timeout=params.health_timeout_s,
                        what=f"{name} healthy", node=NODE, recorder=run.recorder)
             since_boot = time.time() - (node.started_at or time.time())
             row.detail = f"healthy {since_boot:.1f}s after boot"
-        rows.append({"component": name, "stands_in": component.stands_in, "healthy": "yes",
-                     "time_to_healthy_s": round(since_boot, 2), "detail": component.health})
-    return pd.DataFrame(rows)
+        run.recorder.cover(COVERAGE, name, "exercised", row.detail, step=row.name)
+        run.recorder.figure(f"time to healthy: {name}", round(since_boot, 2), "s since power-on")
+        rows[name] = {"component": name, "stands_in": components[name].stands_in, "healthy": "yes",
+                      "time_to_healthy_s": round(since_boot, 2), "detail": health}
+    run.recorder.figure(f"{COVERAGE} exercised", len(probes), f"of {len(components)}")
+    run.recorder.figure(f"{COVERAGE} skipped", len(components) - len(probes), f"of {len(components)}")
+    table = pd.DataFrame([rows[name] for name in components])
+    table.attrs["caption"] = (f"{len(probes)} of {len(components)} {COVERAGE} exercised, "
+                              f"probed from inside the guest; time to healthy counts from power-on")
+    return table
 
 
 @lab_step("manifest")
 def check_manifest(run: Run, node: Node) -> pd.DataFrame:
-    """Read the product-surface manifest shipped in the VM and check it against the profile."""
+    """Read the product-surface manifest shipped in the VM, save and show it as read, and check
+    it against the profile.
+
+    On the lab profile this proves the plumbing (image build -> guest -> SSH -> parser), not the
+    product: the lab image's manifest is written from this same profile."""
     import pandas as pd
 
     params = run.parameters(Parameters)
     with run.step("manifest", NODE):
         raw = node.run(f"cat {MANIFEST_PATH}", timeout=10, check=True).stdout
+        run.show_text(raw, f"logs/{NODE}-product-surface.json", f"{MANIFEST_PATH} as read from {NODE}")
         try:
             manifest = json.loads(raw)
         except json.JSONDecodeError as exc:
@@ -110,6 +147,9 @@ def check_manifest(run: Run, node: Node) -> pd.DataFrame:
             rows.append({"check": f"component {name}", "expected": f"provided={want}",
                          "observed": f"provided={seen}", "ok": ok})
         table = pd.DataFrame(rows)
+        if run.profile.name == "lab":
+            table.attrs["caption"] = ("Proves the plumbing, not the product: the lab image's manifest is "
+                                      "written from the lab profile and checked against that same profile")
         if not table["ok"].all():
             bad = ", ".join(table.loc[~table["ok"], "check"])
             raise LaneFailure(f"{NODE}: manifest does not match the {run.profile.name} profile: {bad}")

@@ -48,6 +48,8 @@ class ServiceManager(BaseModel):
     stop: str
     restart: str
     status: str
+    # Service log files in the guest (globs), whose tails a run pulls into logs/ at its end.
+    logs: list[str] = []
 
 
 class Role(BaseModel):

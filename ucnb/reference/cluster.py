@@ -27,6 +27,7 @@ Unknown keys are errors: a misspelt key must not silently drop part of an instal
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ucnb.errors import ParameterError
 
 BY_ID_PREFIX = "/dev/disk/by-id/"
+BY_ID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@-]{0,127}$")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # safe in URLs, file names and kernel parameters
 
 
@@ -55,8 +57,10 @@ class InstallPlan(_Strict):
     @classmethod
     def _stable_selector(cls, value: str) -> str:
         # The contract is a stable selector: /dev/sdX names move between boots on real hardware.
-        if not value.startswith(BY_ID_PREFIX) or value == BY_ID_PREFIX:
-            raise ValueError(f"must be a stable selector under {BY_ID_PREFIX}")
+        # It reaches the installer's shell and kernel command line: one plain by-id name only.
+        if not value.startswith(BY_ID_PREFIX) or not BY_ID_NAME.match(value[len(BY_ID_PREFIX):]):
+            raise ValueError(f"must be a stable selector under {BY_ID_PREFIX} (one name of letters, "
+                             "digits and . _ : + @ -)")
         return value
 
 

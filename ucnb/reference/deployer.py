@@ -17,8 +17,13 @@ admin API always need the admin token. State lives in `<state_dir>/state.json`, 
 atomically on every change, so it survives a restart; every request is one line of
 `<state_dir>/requests.jsonl`. Token values never reach the state, the log or a response.
 
+HTTPS with `tls=TlsFiles(cert, key)` (the lab's per-run private CA, `ucnb.reference.pki`); a
+handshake that fails (a client that does not trust the certificate) is a `TLS` line of the
+request log. Plain HTTP only on loopback or with `allow_unauthenticated`.
+
 CLI: `python -m ucnb.reference.deployer --state-dir D --cluster FILE --bind HOST:PORT
-[--allow-unauthenticated] [--token-file F] [--admin-token-file F] [--bundle-dir D]`; tokens come
+[--allow-unauthenticated] [--token-file F] [--admin-token-file F] [--bundle-dir D]
+[--tls-cert F --tls-key F]`; tokens come
 from `ULTRACLOUD_BOOTSTRAP_TOKEN` / `ULTRACLOUD_DEPLOYER_ADMIN_TOKEN` or the files, never from a
 command-line value (argv is world-readable in /proc).
 """
@@ -26,14 +31,17 @@ command-line value (argv is world-readable in /proc).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import re
 import shutil
 import signal
+import ssl
 import sys
 import tarfile
 import tempfile
@@ -69,6 +77,8 @@ REQUEST_LOG = "requests.jsonl"
 ENDPOINT_FILE = "endpoint.json"
 STATE_SCHEMA = "ucnb.reference-deployer.state/v1"
 MAX_BODY = 1 << 20
+HANDSHAKE_TIMEOUT_S = 10.0
+OP_PRIORITIZE_CHACHA = 0x00200000  # OpenSSL's SSL_OP_PRIORITIZE_CHACHA (no constant in Python's ssl)
 NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -102,11 +112,20 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
 
+IdentitySource = Literal["kernel-parameter", "dmi-serial", "node-id"]
+
+
 class PhoneHomeRequest(_Body):
     node_id: str = Field(pattern=NAME_PATTERN)
     hostname: str = Field(pattern=NAME_PATTERN)
     mac: str | None = None
     disks: list[Any] | None = None
+    # Where the installer took each identity from (`ultracloud.node_id=` / `ultracloud.hostname=`
+    # win over the DMI serial and the default hostname): recorded with the phone-home.
+    node_id_source: IdentitySource | None = None
+    hostname_source: IdentitySource | None = None
+    # sha256 of the CA certificate the installer verified this connection with (None: none given).
+    ca_cert_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 class PreRegisterRequest(_Body):
@@ -125,6 +144,10 @@ class StatusReport(_Body):
     generation: int = Field(ge=1)
     status: Literal["active", "rolled-back", "activating", "failed"]
     detail: str | None = None
+    # Where the node agent took the system from (a binary cache or the deployer's bundles) and
+    # the archive's checksum as it verified it.
+    source: str | None = Field(None, max_length=300)
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
 
 
 # --------------------------------------------------------------------------------------------
@@ -354,6 +377,15 @@ class DeployerApp:
         with self._log_lock, (self.state_dir / REQUEST_LOG).open("a") as handle:
             handle.write(line + "\n")
 
+    def log_tls_failure(self, client: str, reason: str) -> None:
+        """A connection that never became a request: its TLS handshake failed (e.g. the client did
+        not trust our certificate). One line of requests.jsonl, method `TLS`."""
+        entry = {"time": _now(), "method": "TLS", "path": "", "node_id": None, "status": 0,
+                 "auth": "none", "client": client, "duration_ms": None, "error": f"tls: {reason}"}
+        line = self.redactor.text(json.dumps(entry, sort_keys=True))
+        with self._log_lock, (self.state_dir / REQUEST_LOG).open("a") as handle:
+            handle.write(line + "\n")
+
     # -- node views ------------------------------------------------------------------------------
     def _identity(self, node_id: str) -> dict[str, Any] | None:
         """hostname/class/source of a node from the cluster file, else from its pre-registration."""
@@ -389,6 +421,15 @@ class DeployerApp:
             return None
         return {"target_system": spec.target_system, "health_check_command": spec.health_check_command,
                 "generation": 1}
+
+    def _with_checksum(self, desired: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The desired system plus `target_sha256`: the checksum of the prebuilt system's archive as
+        this deployer would serve it, so a node can verify a copy fetched from anywhere (a binary
+        cache over plain HTTP) against what it learnt over the authenticated channel."""
+        if desired is None:
+            return None
+        found = self.bundles.archive(str(desired["target_system"]))
+        return {**desired, "target_sha256": found[1]} if found else desired
 
     def _node_view(self, node_id: str) -> dict[str, Any]:
         identity = self._require_node(node_id)
@@ -426,7 +467,7 @@ class DeployerApp:
             "install_plan": plan.model_dump(),
             "bundle_url": self._bundle_url(ctx, plan.nixos_configuration),
             "bundle_sha256": bundle[1] if bundle else None,
-            "desired_system": desired})
+            "desired_system": self._with_checksum(desired)})
 
     def bundle(self, ctx: RequestContext) -> Response:
         name = ctx.params["name"].removesuffix(".tar.gz")
@@ -450,7 +491,7 @@ class DeployerApp:
         if desired is None:
             raise ApiError(HTTPStatus.NOT_FOUND, "no-desired-system",
                            f"no desired system is published for node {node_id!r}")
-        return Response(HTTPStatus.OK, {"node_id": node_id, **desired})
+        return Response(HTTPStatus.OK, {"node_id": node_id, **(self._with_checksum(desired) or {})})
 
     def put_desired(self, ctx: RequestContext) -> Response:
         node_id = ctx.params["node_id"]
@@ -586,14 +627,71 @@ def _parse(model: type[M], body: bytes) -> M:
 # HTTP plumbing
 
 
-def _http_url(address: tuple[Any, ...]) -> str:
+def _http_url(address: tuple[Any, ...], scheme: str = "http") -> str:
     host, port = str(address[0]), address[1]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     app: DeployerApp
+    scheme = "http"
+
+
+class _TlsServer(_Server):
+    """HTTPS: each connection's handshake runs in its own request thread (a client that stalls or
+    rejects the certificate holds up nobody else), and a failed one is a line of requests.jsonl."""
+
+    scheme = "https"
+    context: ssl.SSLContext
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        request.settimeout(HANDSHAKE_TIMEOUT_S)
+        try:
+            tls = self.context.wrap_socket(request, server_side=True)
+        except (ssl.SSLError, OSError) as exc:
+            self.app.log_tls_failure(str(client_address[0]), _tls_reason(exc))
+            return
+        tls.settimeout(None)
+        try:
+            handler = _Handler(tls, client_address, self)
+            if not getattr(handler, "served", 0):
+                # TLS 1.3 completes the server's side of the handshake before the client checks the
+                # certificate; a client that rejects it then closes without a word (GnuTLS sends no
+                # alert), so an empty connection is the server's only sign of it.
+                self.app.log_tls_failure(str(client_address[0]), "the client closed the connection after the "
+                                         "handshake without a request (it did not accept the certificate?)")
+        except ssl.SSLError as exc:  # an alert from the client (e.g. unknown CA)
+            self.app.log_tls_failure(str(client_address[0]), _tls_reason(exc))
+        finally:
+            with contextlib.suppress(OSError):
+                tls.close()
+
+
+def _tls_reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or type(exc).__name__
+    return str(reason)
+
+
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    """A server context: TLS 1.2 or newer, the certificate and its key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Honour a client that puts ChaCha20-Poly1305 first (one without AES instructions: guests
+    # under TCG, small boards) instead of the server's AES-GCM preference.
+    context.options |= OP_PRIORITIZE_CHACHA
+    try:
+        context.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ParameterError(f"cannot load the deployer's TLS certificate {cert_file}: {exc}") from None
+    return context
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -616,7 +714,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._serve()
 
+    served = 0   # requests answered on this connection (an HTTPS connection with none is logged)
+
     def _serve(self) -> None:
+        self.served += 1
         started = time.monotonic()
         app = self.server.app
         ctx = RequestContext(method=self.command, path=urlsplit(self.path).path, params={}, body=b"",
@@ -641,8 +742,8 @@ class _Handler(BaseHTTPRequestHandler):
         # bound address when it is absent or not a plain host[:port].
         host = self.headers.get("Host") or ""
         if re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", host):
-            return f"http://{host}"
-        return _http_url(self.server.server_address)
+            return f"{self.server.scheme}://{host}"
+        return _http_url(self.server.server_address, self.server.scheme)
 
     def _send(self, response: Response, redactor: Redactor) -> None:
         self.send_response(response.status)
@@ -665,6 +766,14 @@ class _Handler(BaseHTTPRequestHandler):
 # The public object
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The deployer's certificate (PEM, chain as clients need it) and private key files."""
+
+    cert_file: Path
+    key_file: Path
+
+
 class Deployer:
     """A reference deployer serving one cluster from `state_dir`; start/stop or use as a context.
 
@@ -672,13 +781,21 @@ class Deployer:
     of `bundle_dir` (default: `bundles/` beside the cluster file, else `<state_dir>/bundles`),
     archived into `bundle_cache_dir` (default `<state_dir>/bundle-cache`; keep big archives out of
     a state dir that is evidence).
+
+    `tls` (certificate and key files) serves HTTPS. Plain HTTP is refused on any address but
+    loopback unless `allow_unauthenticated` (a lab deployer that takes no token): a bearer token
+    never crosses a network in the clear.
     """
 
     def __init__(self, state_dir: Path, cluster: Cluster | Path, *,
                  bind: tuple[str, int] = ("127.0.0.1", 0), allow_unauthenticated: bool = False,
                  bootstrap_token: str | None = None, admin_token: str | None = None,
                  bundle_dir: Path | None = None, public_url: str | None = None,
-                 bundle_cache_dir: Path | None = None) -> None:
+                 bundle_cache_dir: Path | None = None, tls: TlsFiles | None = None) -> None:
+        if tls is None and not allow_unauthenticated and not _loopback(bind[0]):
+            raise ParameterError(f"plain HTTP on {bind[0]} would carry the bootstrap token in the clear: "
+                                 "give the deployer a TLS certificate, or allow_unauthenticated (lab only)")
+        self.tls = tls
         if not allow_unauthenticated and not bootstrap_token:
             raise ParameterError("the deployer needs a bootstrap token unless allow_unauthenticated is set "
                                  f"(lab only); supply it through {BOOTSTRAP_TOKEN_ENV} or a token file")
@@ -703,21 +820,24 @@ class Deployer:
 
     @property
     def url(self) -> str:
-        """`http://host:port` of the running server (the real port when bound to port 0)."""
+        """`http(s)://host:port` of the running server (the real port when bound to port 0)."""
         if self._server is None:
             raise HarnessError("the deployer is not running")
-        return _http_url(self._server.server_address)
+        return _http_url(self._server.server_address, self._server.scheme)
 
     def start(self) -> Deployer:
         """Bind and serve in a background thread; writes `<state_dir>/endpoint.json`."""
         if self._server is not None:
             return self
+        context = tls_context(self.tls.cert_file, self.tls.key_file) if self.tls else None
         try:
-            server = _Server(self.bind, _Handler)
+            server = _TlsServer(self.bind, _Handler) if context else _Server(self.bind, _Handler)
         except OSError as exc:
             raise InfrastructureError(f"deployer cannot bind {self.bind[0]}:{self.bind[1]}: "
                                       f"{exc.strerror}") from None
         server.app = self.app
+        if isinstance(server, _TlsServer) and context is not None:
+            server.context = context
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="reference-deployer",
                                         kwargs={"poll_interval": 0.1}, daemon=True)
@@ -770,7 +890,15 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--bundle-dir", type=Path,
                         help="bundle directories (default: bundles/ beside the cluster file)")
     parser.add_argument("--public-url", help="base URL announced in bundle URLs (default: the Host header)")
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this certificate (PEM)")
+    parser.add_argument("--tls-key", type=Path, help="the certificate's private key (PEM)")
     return parser.parse_args(argv)
+
+
+def _cli_tls(cert: Path | None, key: Path | None) -> TlsFiles | None:
+    if (cert is None) != (key is None):
+        raise ParameterError("--tls-cert and --tls-key go together")
+    return TlsFiles(cert, key) if cert is not None and key is not None else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -781,7 +909,8 @@ def main(argv: list[str] | None = None) -> int:
                             allow_unauthenticated=args.allow_unauthenticated,
                             bootstrap_token=read_secret(BOOTSTRAP_TOKEN_ENV, args.token_file),
                             admin_token=read_secret(ADMIN_TOKEN_ENV, args.admin_token_file),
-                            bundle_dir=args.bundle_dir, public_url=args.public_url)
+                            bundle_dir=args.bundle_dir, public_url=args.public_url,
+                            tls=_cli_tls(args.tls_cert, args.tls_key))
         deployer.start()
     except UcnbError as exc:
         print(f"deployer: {exc}", file=sys.stderr)

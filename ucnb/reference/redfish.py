@@ -1,10 +1,16 @@
 """A real Redfish BMC over libvirt domains (sushy-tools' `sushy-emulator`), and a small client.
 
 The emulator listens on 127.0.0.1 only, in whichever network namespace the calling thread is in
-(the image server `serve_file` must live in the same one: the emulator downloads inserted media
+(the image server `serve_file` must then bind there too: the emulator downloads inserted media
 from its URL). It needs a libvirt storage pool for inserted images: a transient dir pool named
 `ucnb-redfish-<id>`, removed by `stop()`. Credentials: an htpasswd file (bcrypt) written 0600;
-the password itself comes from the caller (an environment variable), never from argv.
+the password itself comes from the caller (an environment variable), never from argv. The
+process and its pool are leased (`ucnb.lab.leases`): `ucnb lab clean` removes them if the
+process that started them is killed.
+
+`serve_file` serves one file at an unguessable one-time path (`/<random>/<name>`, anything else
+is 404) on the address a BMC can reach: by default this host's own address on the route to the
+BMC (loopback for an emulator on loopback).
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from typing import Any
 import bcrypt
 
 from ucnb.errors import InfrastructureError, LaneFailure
+from ucnb.host import netns
+from ucnb.host.procs import ProcessId
 
 LISTEN_IP = "127.0.0.1"
 
@@ -52,6 +60,7 @@ class SushyEmulator:
         self.pool = f"ucnb-redfish-{secrets.token_hex(4)}"
         self.port = 0
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lease: Any = None
 
     @property
     def url(self) -> str:
@@ -59,11 +68,14 @@ class SushyEmulator:
 
     def start(self, timeout: float = 20.0) -> SushyEmulator:
         """Create the image pool, write the config and start the emulator; wait until it answers."""
+        from ucnb.lab import leases
         from ucnb.lab.registry import connect
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         pool_dir = self.state_dir / "pool"
         pool_dir.mkdir(exist_ok=True)
+        # Recorded before it exists: a killed caller's emulator and pool are found by clean.
+        self._lease = leases.take("sushy", pools=[leases.Pool(self.pool, str(pool_dir))])
         connect().storagePoolCreateXML(
             f"<pool type='dir'><name>{self.pool}</name><target><path>{pool_dir}</path></target></pool>", 0)
         htpasswd = self.state_dir / "htpasswd"
@@ -82,6 +94,10 @@ class SushyEmulator:
         log = (self.state_dir / "sushy-emulator.log").open("ab")
         self._proc = subprocess.Popen([str(program), "--config", str(config)], stdout=log, stderr=log,
                                       start_new_session=True)
+        started = ProcessId.of(self._proc.pid)
+        if started is not None:
+            self._lease.processes.append(started)
+            self._lease.save()
         atexit.register(self.stop)
         client = RedfishClient(self.url, self.username, self.password)
         deadline = time.monotonic() + timeout
@@ -113,6 +129,9 @@ class SushyEmulator:
                 proc.wait(timeout=5)
         with contextlib.suppress(Exception):
             connect().storagePoolLookupByName(self.pool).destroy()
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     def __enter__(self) -> SushyEmulator:
         return self.start()
@@ -139,7 +158,7 @@ class RedfishClient:
                                      data=json.dumps(body).encode() if body is not None else None)
         status, text = 0, ""
         try:
-            with urllib.request.urlopen(req, timeout=60) as response:
+            with netns.urlopen(req, timeout=60) as response:   # guarded: a BMC may sit at a lab address
                 status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             status, text = exc.code, exc.read().decode(errors="replace")
@@ -155,16 +174,43 @@ class RedfishClient:
         return self.request("GET", path)
 
 
+def address_toward(host: str, port: int = 443) -> str:
+    """This host's own address on the route to `host` (what that host can reach us at): the
+    source address the kernel picks for a datagram socket connected there; nothing is sent."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((socket.gethostbyname(host), port))
+        return str(probe.getsockname()[0])
+
+
+class MediaUrl(str):
+    """The URL of served media; `secret` is its random path segment (redact it, like a token)."""
+
+    secret: str
+
+
 @contextlib.contextmanager
-def serve_file(path: Path) -> Iterator[str]:
-    """Serve one file on 127.0.0.1 (this thread's namespace) for the BMC to fetch; yields its URL."""
-    handler = partial(SimpleHTTPRequestHandler, directory=str(path.parent))
-    handler.log_message = lambda *_: None  # type: ignore[attr-defined]
-    server = ThreadingHTTPServer((LISTEN_IP, 0), handler)
+def serve_file(path: Path, bind: str = LISTEN_IP) -> Iterator[MediaUrl]:
+    """Serve one file at a one-time random path on `bind` (in this thread's namespace) for a BMC
+    to fetch; yields its URL. Any other path is answered 404."""
+    secret = secrets.token_urlsafe(24)
+    wanted = f"/{secret}/{path.name}"
+
+    class OneFile(SimpleHTTPRequestHandler):
+        def translate_path(self, request_path: str) -> str:   # never a listing, never another file
+            return str(path) if request_path.split("?", 1)[0] == wanted else str(path.parent / ".absent")
+
+        def log_message(self, *_: Any) -> None:
+            return None
+
+    handler = partial(OneFile, directory=str(path.parent))
+    server = ThreadingHTTPServer((bind, 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="media-server", daemon=True)
     thread.start()
+    host = f"[{bind}]" if ":" in bind else bind
+    url = MediaUrl(f"http://{host}:{server.server_address[1]}{wanted}")
+    url.secret = secret
     try:
-        yield f"http://{LISTEN_IP}:{server.server_address[1]}/{path.name}"
+        yield url
     finally:
         server.shutdown()
         server.server_close()

@@ -1,12 +1,15 @@
 """`ucnb run`: validate parameters, execute the lane notebook with papermill, seal the evidence.
 
-Whatever happens (a failing lane, a timeout, Ctrl-C) the executed notebook and result.json are
-written and the run's labs are removed unless the lane kept them on purpose.
+Whatever happens (a failing lane, a timeout, Ctrl-C or SIGTERM) the executed notebook and
+result.json are written and the run's labs are removed unless the lane kept them on purpose.
+What the runner prints and returns is redacted like the proof root.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -17,20 +20,49 @@ import yaml
 from rich.console import Console
 
 from ucnb import files, lanes, paths
-from ucnb.errors import HarnessError, InfrastructureError, Interrupted
-from ucnb.evidence import index
+from ucnb.errors import HarnessError, InfrastructureError, Interrupted, ParameterError
+from ucnb.evidence import html, index
 from ucnb.evidence import proof as evidence
-from ucnb.evidence.redact import SECRETS_ENV, from_environment, generated_secrets_file
+from ucnb.evidence.redact import (
+    SECRETS_ENV,
+    Redactor,
+    SecretTooShort,
+    from_environment,
+    generated_secrets_file,
+)
+from ucnb.host.procs import SUPERVISOR_ENV, ProcessId
+from ucnb.runner import interrupt
 from ucnb.runner import params as params_mod
 
 KERNEL_NAME = "ucnb"
+KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
 
 
 @dataclass(frozen=True)
 class RunOutcome:
     exit_code: int
     proof_root: Path
-    result: dict[str, Any]
+    result: dict[str, Any]          # as sealed: redacted
+    redactor: Redactor = field(default_factory=Redactor, repr=False)   # the run's secrets
+
+
+def secret_variables(lane: lanes.Lane, values: dict[str, Any]) -> dict[str, str]:
+    """parameter -> the environment variable it names, for the lane's secret parameters."""
+    return {p: str(values[p]) for p in lane.secret_env_parameters if values.get(p)}
+
+
+def secrets_redactor(lane: lanes.Lane, values: dict[str, Any],
+                     environ: dict[str, str] | None = None) -> Redactor:
+    """A redactor of the secrets the lane's parameters name; a secret too short to mask is a
+    parameter error naming the parameter (before anything starts)."""
+    environ = dict(os.environ if environ is None else environ)
+    redactor = Redactor()
+    for param, variable in secret_variables(lane, values).items():
+        try:
+            redactor.add(environ.get(variable), source=f"environment variable {variable}")
+        except SecretTooShort as exc:
+            raise ParameterError(f"{param}: {exc}") from None
+    return redactor
 
 
 def notebook_parameters(notebook: Path) -> dict[str, Any]:
@@ -45,6 +77,7 @@ def prepare(lane_name: str, profile: str, files: list[Path], assignments: list[s
     """Everything that can be refused before a VM exists: lane, profile, parameters, notebook."""
     lane = lanes.get(lane_name)
     params = params_mod.resolve(lane, profile, files, assignments)
+    secrets_redactor(lane, params.model_dump(mode="json"))   # a secret too short to mask: refused now
     if not lane.notebook.exists():
         raise HarnessError(f"lane {lane.name} has no notebook at {lane.notebook}")
     declared = notebook_parameters(lane.notebook)
@@ -66,6 +99,8 @@ class Execution:
     started_at: float = field(default_factory=time.time)
     error: dict[str, str] | None = None
     exit_code: int = 0
+    redactor: Redactor = field(default_factory=Redactor, repr=False)
+    interruption: interrupt.Interruption = field(default_factory=interrupt.Interruption)
 
     @property
     def notebook(self) -> Path:
@@ -82,19 +117,21 @@ def new_root(lane: lanes.Lane, params: lanes.LaneParameters, parent: Path | None
     root = evidence.new_proof_root(lane.name, run_id, parent)
     values = {"lane_name": lane.name, **params.model_dump(mode="json")}
     (root / "parameters.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
-    return Execution(lane, values, run_id, root)
+    return Execution(lane, values, run_id, root, redactor=secrets_redactor(lane, values))
 
 
 def kernel_environment(ex: Execution) -> dict[str, str]:
     """Stage 2: the kernel's environment, given to it explicitly (the CLI's own is untouched):
-    where its proof root is, which variables hold secrets, and the work root, resolved once."""
-    secret_vars = [str(ex.values[p]) for p in ex.lane.secret_env_parameters if ex.values.get(p)]
-    # ULTRACLOUD_WORK_ROOT is also the product's variable: passed on (resolved) only when the user
-    # set it, so that the product's own default (<flake>/work) holds otherwise.
+    where its proof root is, which variables hold secrets, the work root (resolved once,
+    absolute) and who supervises the kernel (this runner, by pid and start time)."""
+    secret_vars = list(secret_variables(ex.lane, ex.values).values())
+    # ULTRACLOUD_WORK_ROOT is also the product's variable: passed on (resolved, absolute) only when
+    # the user set it, so that the product's own default (<flake>/work) holds otherwise.
     work_root = {"ULTRACLOUD_WORK_ROOT": str(paths.work_root())} if os.environ.get("ULTRACLOUD_WORK_ROOT") \
         else {}
     return {**os.environ, "UCNB_RUN_ID": ex.run_id, "UCNB_PROOF_ROOT": str(ex.root), "UCNB_RUNNER": "1",
-            **work_root, "UCNB_OUTPUTS": str(paths.outputs_root()), SECRETS_ENV: ",".join(secret_vars)}
+            **work_root, "UCNB_OUTPUTS": str(paths.outputs_root()),
+            SECRETS_ENV: ",".join(secret_vars), SUPERVISOR_ENV: str(ProcessId.current())}
 
 
 def cell_timeout_s(lane: lanes.Lane, values: dict[str, Any]) -> float:
@@ -111,27 +148,58 @@ def cell_timeout_s(lane: lanes.Lane, values: dict[str, Any]) -> float:
 
 def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
     """Stage 3: papermill runs the notebook in a kernel started with `env`; whatever ends it
-    (an error in a cell, a cell timeout, a dead kernel, Ctrl-C) is classified into `ex`."""
+    (an error in a cell, a cell timeout, a dead kernel, Ctrl-C or SIGTERM) is classified into
+    `ex`. papermill runs in a worker thread so that this (main) thread owns the signals
+    (`ucnb.runner.interrupt`); the kernel is shut down here, gracefully first."""
     import papermill
     from jupyter_client.manager import AsyncKernelManager
+    from jupyter_core.utils import run_sync
 
     class RunKernel(AsyncKernelManager):
         async def _async_pre_start_kernel(self, **kw: Any) -> Any:
             return await super()._async_pre_start_kernel(**{**kw, "env": env})
 
-    try:
-        papermill.execute_notebook(
-            str(ex.lane.notebook), str(ex.notebook), parameters=ex.values, kernel_name=KERNEL_NAME,
-            cwd=str(paths.project_root()), progress_bar=False, log_output=False,
-            request_save_on_cell_execute=True, execution_timeout=cell_timeout_s(ex.lane, ex.values),
-            interrupt_on_timeout=True, km=RunKernel(kernel_name=KERNEL_NAME),
-            # The notebook is saved when the last cell ends: no need to wait for a graceful
-            # kernel exit (the run's labs are cleaned afterwards either way).
-            shutdown_kernel="immediate")
-    except BaseException as exc:
-        ex.error, ex.exit_code = classify(exc, ex.root)
-        if isinstance(exc, KeyboardInterrupt):
-            ex.error["message"] = "interrupted (Ctrl-C or SIGTERM)"
+    km = RunKernel(kernel_name=KERNEL_NAME)
+    km.shutdown_wait_time = KERNEL_SHUTDOWN_S
+    interruption = ex.interruption
+    failure: list[BaseException] = []
+
+    def before_cell(**kw: Any) -> None:
+        interruption.kernel_started(getattr(km.provisioner, "pid", None))
+        interruption.before_cell(**kw)
+
+    def run_papermill() -> None:
+        try:
+            papermill.execute_notebook(
+                str(ex.lane.notebook), str(ex.notebook), parameters=ex.values, kernel_name=KERNEL_NAME,
+                cwd=str(paths.project_root()), progress_bar=False, log_output=False,
+                request_save_on_cell_execute=True, execution_timeout=cell_timeout_s(ex.lane, ex.values),
+                interrupt_on_timeout=True, km=km, on_cell_execute=before_cell,
+                on_cell_executed=interruption.after_cell)
+        except BaseException as exc:
+            failure.append(exc)
+        finally:
+            try:
+                if run_sync(km.is_alive)():
+                    run_sync(km.shutdown_kernel)(now=False)
+            except Exception as exc:  # the kernel may be gone already; clean_labs stops it anyway
+                print(f"kernel shutdown: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    worker = threading.Thread(target=run_papermill, name="papermill", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)
+        interruption.tick()
+        if interruption.stuck():   # killed its kernel long ago: go on with what was saved
+            print("papermill did not return after the kernel was killed; sealing what it saved",
+                  file=sys.stderr, flush=True)
+            break
+    if failure:
+        ex.error, ex.exit_code = classify(failure[0], ex.root)
+    if interruption.requested:
+        ex.error = {"type": "KeyboardInterrupt", "kind": Interrupted.kind,
+                    "message": interruption.describe()}
+        ex.exit_code = Interrupted.exit_code
 
 
 def classify(exc: BaseException, root: Path) -> tuple[dict[str, str], int]:
@@ -156,8 +224,6 @@ def classify(exc: BaseException, root: Path) -> tuple[dict[str, str], int]:
 
 def read_error(root: Path) -> dict[str, str] | None:
     """The error a cell ended with, as the kernel recorded it (`Run` writes error.json)."""
-    import json
-
     path = root / evidence.ERROR_FILE
     try:
         data = json.loads(path.read_text())
@@ -185,15 +251,19 @@ def clean_labs(ex: Execution, console: Console) -> None:
 
 
 def seal(ex: Execution) -> dict[str, Any]:
-    """Stage 5: result.json, redaction of every artifact, HTML, checksums, `latest`."""
-    redactor = from_environment(kernel_environment(ex))  # the same secrets the kernel's Run redacts
+    """Stage 5: result.json, redaction of every artifact, HTML, checksums, `latest`. Returns
+    result.json as sealed (redacted), which is what the console and a suite report."""
+    redactor = ex.redactor   # the secrets the kernel's Run redacts: the same variables
+    redactor.update(from_environment(kernel_environment(ex)))
     generated = generated_secrets_file(ex.run_id)
     redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
     generated.unlink(missing_ok=True)
-    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}"})
+    evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}",
+                                         "run_started_utc": index.iso_utc(ex.started_at)})
     result = evidence.build_result(ex.root, ex.lane.name, ex.profile, ex.run_id, ex.error, ex.exit_code)
-    evidence.seal(ex.root, ex.notebook, redactor)
-    return result
+    evidence.seal(ex.root, ex.notebook, redactor, result)
+    sealed: dict[str, Any] = json.loads((ex.root / "result.json").read_text())  # as redacted
+    return sealed
 
 
 def index_run(ex: Execution, result: dict[str, Any]) -> None:
@@ -208,27 +278,50 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     The proof root is `outputs/<lane>/<stamp>-<run id>`, or `<parent>/<stamp>-<run id>` when a
     parent is given (a suite keeps its lanes' proof roots inside its own dated root).
     """
-    console = console or Console(stderr=True)
-    ex = new_root(lane, params, parent)
-    console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
-    # Build the HTML exporter while the lane runs: it is needed only at the end.
-    threading.Thread(target=evidence.html_exporter, name="prewarm-html", daemon=True).start()
-    try:
-        with LaneProgressOrNone(ex.root, console, lane.name, progress):
-            execute_notebook(ex, kernel_environment(ex))
-    finally:
-        clean_labs(ex, console)
-    result = seal(ex)
-    index_run(ex, result)
-    report(ex, result, console)
-    exit_code = ex.exit_code or (0 if result["verdict"] == "passed" else 1)
-    return RunOutcome(exit_code, ex.root, result)
+    from ucnb.lab import leases
+
+    interruption = interrupt.Interruption()
+    with interruption.handling():   # from here on a signal ends the run the one way (see interrupt)
+        ex = new_root(lane, params, parent)
+        ex.interruption = interruption
+        console = redacted_console(console or Console(stderr=True), ex.redactor)
+        # The secrets file the kernel may write is leased by this runner, which removes it when
+        # sealed (or `ucnb lab clean`, should this runner die).
+        secrets_lease = leases.take("secrets", paths=[generated_secrets_file(ex.run_id)], run_id=ex.run_id)
+        try:
+            console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
+            # Build the HTML exporter and compile its templates while the lane runs.
+            threading.Thread(target=html.prewarm, name="prewarm-html", daemon=True).start()
+            try:
+                with LaneProgressOrNone(ex.root, console, lane.name, progress):
+                    execute_notebook(ex, kernel_environment(ex))
+            finally:
+                clean_labs(ex, console)
+            result = seal(ex)
+        finally:
+            generated_secrets_file(ex.run_id).unlink(missing_ok=True)
+            secrets_lease.release()
+        index_run(ex, result)
+        report(ex, result, console)
+        exit_code = ex.exit_code or (0 if result["verdict"] == "passed" else 1)
+        return RunOutcome(exit_code, ex.root, result, ex.redactor)
+
+
+def redacted_console(console: Console, redactor: Redactor) -> Console:
+    """`console` with everything it prints passed through `redactor` (which may learn secrets
+    later: a generated token, at seal); a secret cut by a line wrap is masked whole."""
+    writer = redactor.stream(console.file.write, console.file.flush)
+    return Console(file=writer, force_terminal=console.is_terminal, width=console.width,  # type: ignore[arg-type]
+                   color_system=console.color_system, soft_wrap=console.soft_wrap,  # type: ignore[arg-type]
+                   stderr=console.stderr)
 
 
 def report(ex: Execution, result: dict[str, Any], console: Console) -> None:
     """The verdict line (and the failing step) on the console."""
-    colour = "green" if result["verdict"] == "passed" else "red"
-    console.print(f"[bold {colour}]{result['verdict'].upper()}[/] {ex.lane.name} in "
+    label = "interrupted" if ex.exit_code == Interrupted.exit_code else \
+        str(result.get("verdict_label") or result["verdict"])
+    colour = "red" if result["verdict"] != "passed" else "yellow" if result.get("gaps") else "green"
+    console.print(f"[bold {colour}]{label.upper()}[/] {ex.lane.name} in "
                   f"{time.monotonic() - ex.started:.1f}s — evidence: {ex.root}")
     failing = result["failing_step"]
     if failing:

@@ -31,6 +31,7 @@ from ucnb import files, lanes, paths
 from ucnb.errors import InfrastructureError, Interrupted, LaneFailure, ParameterError, UcnbError
 from ucnb.evidence import index, junit
 from ucnb.evidence import proof as evidence
+from ucnb.evidence.redact import Redactor
 from ucnb.kernel.record import load_events
 
 SUITES_FILE = Path(__file__).resolve().with_name("suites.yaml")
@@ -283,8 +284,10 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
     entry.status, entry.exit_code = (FAILED, 1) if failed else (PASSED, 0)
 
 
-def _lane_entry(entry: SuiteEntry, root: Path, profile: str, console: Console, progress: bool) -> None:
-    """Run one lane through the runner, its proof root inside the suite root."""
+def _lane_entry(entry: SuiteEntry, root: Path, profile: str, console: Console, progress: bool,
+                redactor: Redactor) -> None:
+    """Run one lane through the runner, its proof root inside the suite root; its secrets join
+    the suite's `redactor` (what the suite writes and prints is redacted of every lane's)."""
     from ucnb.runner import execute as runner
 
     try:
@@ -293,7 +296,8 @@ def _lane_entry(entry: SuiteEntry, root: Path, profile: str, console: Console, p
     except UcnbError as exc:  # refused before its notebook ran (parameters, host)
         entry.status, entry.exit_code, entry.reason = FAILED, exc.exit_code, f"{exc.kind}: {exc}"
         return
-    result = outcome.result
+    redactor.update(outcome.redactor)
+    result = outcome.result   # as sealed: redacted
     entry.proof_root = outcome.proof_root.relative_to(root).as_posix()
     entry.exit_code = outcome.exit_code
     entry.status = PASSED if outcome.exit_code == 0 and result["verdict"] == "passed" else FAILED
@@ -335,6 +339,16 @@ def junit_suites(suite: str, entries: list[SuiteEntry]) -> list[junit.Suite]:
     return out
 
 
+def _redact_own_files(root: Path, redactor: Redactor, junit_copy: Path | None) -> None:
+    """The suite's own files (not its lanes' proof roots, sealed with their checksums already)."""
+    for path in root.rglob("*"):
+        lane_root = len(path.relative_to(root).parts) > 1 and path.relative_to(root).parts[0] != "guards"
+        if path.is_file() and not lane_root:
+            redactor.file(path)
+    if junit_copy is not None and junit_copy.exists():
+        redactor.file(junit_copy)
+
+
 def print_summary(console: Console, name: str, entries: list[SuiteEntry], verdict: str) -> None:
     colours = {PASSED: "green", FAILED: "red"}
     table = Table(title=f"suite {name}: {verdict.upper()}")
@@ -356,7 +370,11 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
 
     `console` gets the progress lines, `out` the summary table (default: stderr and stdout).
     """
-    console = console or Console(stderr=True)
+    from ucnb.runner.execute import redacted_console
+
+    redactor = Redactor()   # every lane's secrets, as each lane ends
+    console = redacted_console(console or Console(stderr=True), redactor)
+    out = redacted_console(out or Console(), redactor)
     accel = require_kvm() if (kvm or suite_plan.require_kvm) else None
     suite_id = files.new_run_id()
     root = paths.outputs_root() / "suites" / suite_plan.name / f"{files.utc_stamp()}-{suite_id}"
@@ -388,7 +406,7 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
         if entry.kind == "guard":
             _guard_entry(entry, root)
         else:
-            _lane_entry(entry, root, suite_plan.profile, console, progress)
+            _lane_entry(entry, root, suite_plan.profile, console, progress, redactor)
         entry.duration_s = round(time.monotonic() - t0, 2)
         interrupted = entry.exit_code == Interrupted.exit_code
     verdict, exit_code = verdict_and_exit(entries, allow_incomplete)
@@ -403,11 +421,12 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
                "duration_s": round(duration, 2), "accelerator": accel.mode if accel else None,
                "entries": [{k: v for k, v in asdict(e).items() if k != "rows"} for e in entries]}
     (root / "suite.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _redact_own_files(root, redactor, junit_file)
     evidence.write_checksums(root)
     files.refresh_latest(root)
     index.append(index.IndexEntry(
         lane=suite_plan.name, profile=suite_plan.profile, run_id=suite_id, start=index.iso_utc(started),
         duration_s=round(duration, 2), verdict=verdict, accelerator=accel.mode if accel else None,
         proof_root=index.relative_to_outputs(root), kind="suite"))
-    print_summary(out or Console(), suite_plan.name, entries, verdict)
+    print_summary(out, suite_plan.name, entries, verdict)
     return SuiteOutcome(exit_code, verdict, root, entries, junit_file or junit_path)
