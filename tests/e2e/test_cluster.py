@@ -14,14 +14,33 @@ from ..conftest import Cli, assert_reviewable_evidence
 from ..lab_fixtures import OwnRuns
 
 
-def _run(cli: Cli, lane: str, *args: str) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
-    done = cli.run(lane, *args, timeout=900)
+def _run(cli: Cli, lane: str, *args: str, timeout: float = 900
+         ) -> tuple[subprocess.CompletedProcess[str], dict]:  # type: ignore[type-arg]
+    done = cli.run(lane, *args, timeout=timeout)
     return done, json.loads((cli.latest(lane) / "result.json").read_text())
 
 
 def _checks(cli: Cli, lane: str) -> dict[str, dict[str, str]]:
     with (cli.latest(lane) / "checks.csv").open() as f:
         return {row["name"]: row for row in csv.DictReader(f)}
+
+
+def _assert_history_checked_whole(cli: Cli, lane: str, result: dict) -> None:  # type: ignore[type-arg]
+    """The writing lanes' history figures: linearizable, reads and writes recorded, none lost."""
+    figures = {name: f["value"] for name, f in result["figures"].items()}
+    assert figures["linearizable"] is True, figures
+    assert figures["reads"] > 0 and figures["writes"] > 0 and figures["ok"] > 0
+    assert figures["operations"] == figures["reads"] + figures["writes"] == (
+        figures["ok"] + figures["fail"] + figures["info"])
+    assert figures["acknowledged writes lost"] == 0
+    checks = _checks(cli, lane)
+    assert checks["the whole history is linearizable"]["ok"] == "True"
+    assert checks["workload keys absent at the start"]["ok"] == "True"
+    members = [c for n, c in checks.items() if n.startswith("workload final state: serializable reads on ")]
+    assert members and all(c["ok"] == "True" for c in members)
+    history = (cli.latest(lane) / "history.csv").read_text().splitlines()
+    assert len(history) == 1 + 2 * figures["operations"]  # header, then an invoke and a completion per op
+    assert any(",ok,read,workload/" in line for line in history)
 
 
 def test_fresh_smoke_passes_with_no_acknowledged_write_lost(cli: Cli) -> None:
@@ -41,6 +60,7 @@ def test_fresh_smoke_passes_with_no_acknowledged_write_lost(cli: Cli) -> None:
     assert result["figures"]["acknowledged writes lost"]["value"] == 0
     assert result["figures"]["acknowledged writes"]["value"] > 0
     assert_reviewable_evidence(cli.latest("fresh-smoke"))
+    _assert_history_checked_whole(cli, "fresh-smoke", result)
 
 
 def test_membership_proof_passes_every_transition(cli: Cli) -> None:
@@ -52,10 +72,46 @@ def test_membership_proof_passes_every_transition(cli: Cli) -> None:
     assert checks["moving leadership to a learner is refused"]["ok"] == "True"
     assert checks["final members"]["observed"] == "['node01', 'node02', 'node03']"
     transitions = {n.split(":")[0] for n in checks if ": serializable reads on " in n}
+    transitions -= {"workload final state"}  # the history check's, after the workload
     assert len(transitions) == 8  # canonical + seven transitions, each read-checked on every member
     assert checks["acknowledged writes lost"]["observed"] == "0"
     assert result["figures"]["membership transitions"]["value"] == 8
     assert_reviewable_evidence(cli.latest("chainfire-live-membership-proof"))
+    _assert_history_checked_whole(cli, "chainfire-live-membership-proof", result)
+
+
+def test_rollout_soak_holds_each_worker_down_and_checks_the_whole_history(cli: Cli) -> None:
+    hold = 3
+    done, result = _run(cli, "rollout-soak", "-p", f"hold_s={hold}", timeout=1800)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert result["verdict"] == "passed"
+    root = cli.latest("rollout-soak")
+    with (root / "faults.csv").open() as f:
+        faults = list(csv.DictReader(f))
+    losses = [f for f in faults if f["kind"] == "power_loss"]
+    assert [f["targets"] for f in losses] == ["node04", "node05"]
+    for f in losses:  # each degraded state held at least hold_s, inside its fault interval
+        assert float(f["held_s"]) >= hold and float(f["end"]) - float(f["start"]) >= float(f["held_s"])
+    restarts = [f["targets"] for f in faults if f["kind"] == "service_restart"]
+    assert restarts == ["node01", "node02", "node03"] * 2  # chainfire, then flaredb, one node at a time
+    skipped = {s["name"]: s["reason"] for s in result["skipped"]}
+    for worker in ("node04", "node05"):
+        assert "fleet-scheduler" in skipped[f"planned drain cycle on {worker} (active -> draining -> active)"]
+    assert {"restart deployer", "restart fleet-scheduler", "restart node-agent"} <= set(skipped)
+    checks = _checks(cli, "rollout-soak")
+    for worker in ("node04", "node05"):
+        assert checks[f"{worker} power-loss cycle: seen down from node06"]["ok"] == "True"
+        assert checks[f"{worker} power-loss cycle: degraded state held"]["ok"] == "True"
+        back = checks[f"after the {worker} power-loss cycle: {worker} reaches the control plane"]
+        assert back["ok"] == "True"
+    assert checks["chainfire restart on node02: healthy after"]["ok"] == "True"
+    contract = json.loads((root / "scope-fixed-contract.json").read_text())
+    assert contract["hold_s"] == hold and len(contract["exercised"]["power_loss_cycles"]) == 2
+    assert contract["exercised"]["history"]["linearizable"] is True
+    assert all(s["reason"] for s in contract["skipped"])
+    assert "restart deployer" in (root / "deployer-scope-fixed.txt").read_text()
+    assert "planned drain cycle on node05" in (root / "fleet-scheduler-scope-fixed.txt").read_text()
+    _assert_history_checked_whole(cli, "rollout-soak", result)
 
 
 def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(cli: Cli, own_runs: OwnRuns) -> None:

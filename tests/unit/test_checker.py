@@ -262,6 +262,19 @@ def test_an_info_write_may_take_effect_late_or_never() -> None:
     assert bad_key(result) == ("x", "stale-read")
 
 
+def test_timeouts_piling_up_on_a_key_cost_nothing_unless_a_read_saw_them() -> None:
+    """A cluster down for a while leaves many indeterminate writes on a key: those no read saw are
+    left out of the search (else proving the final state absent is 2^n orders)."""
+    infos = [(f"p{i}", "write", "x", f"v{i}", 2 * i, 2 * i + 1, "info") for i in range(200)]
+    result = check(history(*infos), {}, state_budget=10_000)
+    assert result.linearizable is True and result.states < 10
+    assert result.counts["write"]["info"] == 200
+    seen = history(*infos, ("r", "read", "x", "v7", 500, 501, "ok"))
+    assert check(seen, {"x": "v7"}, state_budget=10_000).linearizable is True
+    assert bad_key(check(history(*infos, ("r", "read", "x", "v7", 500, 501, "ok"),
+                                 ("r", "read", "x", "", 502, 503, "ok")))) == ("x", "stale-read")
+
+
 def test_info_reads_constrain_nothing_and_unfinished_invokes_are_info() -> None:
     events = history(("a", "write", "x", "1", 0, 1, "ok"), ("b", "read", "x", "zzz", 2, 3, "info"),
                      ("c", "read", "x", "1", 4, 5, "fail"))

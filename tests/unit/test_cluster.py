@@ -9,7 +9,7 @@ import pytest
 from ucnb import profiles
 from ucnb.cluster.controlplane import cluster_node_configs
 from ucnb.cluster.faults import Fault, resolve_targets
-from ucnb.cluster.history import History, Op, check_acknowledged, classify
+from ucnb.cluster.history import History, Op, classify, lost_acknowledged
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.lab.ssh import CommandResult
 
@@ -31,29 +31,40 @@ def test_targets_resolve_against_current_members() -> None:
 def test_bad_targets_are_refused() -> None:
     with pytest.raises(LaneFailure, match="agree on none"):
         resolve_targets("leader", MEMBERS, None)
-    with pytest.raises(ParameterError, match="neither a member"):
+    with pytest.raises(ParameterError, match="neither a node"):
         resolve_targets("node09", MEMBERS, "node01")
     with pytest.raises(ValueError):
         Fault(kind="meteor", target="leader")  # type: ignore[arg-type]
 
 
-def _op(kind: str, key: str, value: str = "v") -> Op:
-    return Op("c", kind, "write", key, value, 0.0)
+def _op(kind: str, key: str, value: str = "v", t: float = 0.0) -> Op:
+    return Op("c" + key, kind, "write", key, value, t)
 
 
-def test_checker_catches_a_lost_acknowledged_write() -> None:
+def test_a_lost_acknowledged_write_is_counted() -> None:
     history = History([_op("invoke", "a"), _op("ok", "a"), _op("invoke", "b"), _op("ok", "b"),
                        _op("invoke", "c"), _op("info", "c"), _op("invoke", "d"), _op("fail", "d")])
-    result = check_acknowledged(history, {"a": "v", "c": "v"})
+    result = lost_acknowledged(history, {"a": "v", "c": "v"})
     assert not result.ok and [o.key for o in result.lost] == ["b"]
-    assert (result.acknowledged, result.indeterminate_present, result.failed) == (2, 1, 1)
+    assert (result.acknowledged, result.indeterminate, result.indeterminate_final, result.failed) == (
+        2, 1, 1, 1)
 
 
-def test_checker_catches_a_wrong_value_and_accepts_indeterminate_absence() -> None:
-    history = History([_op("ok", "a", "1"), _op("info", "b")])
-    assert [o.key for o in check_acknowledged(history, {"a": "2"}).lost] == ["a"]
-    clean = check_acknowledged(history, {"a": "1"})
-    assert clean.ok and clean.indeterminate_absent == 1
+def test_an_overwritten_write_is_lost_only_if_nothing_after_it_is_final() -> None:
+    def writes(*ops: tuple[str, float, float, str]) -> list[Op]:
+        return [e for p, (v, t0, t1, kind) in enumerate(ops)
+                for e in (Op(f"p{p}", "invoke", "write", "x", v, t0), Op(f"p{p}", kind, "write", "x", v, t1))]
+
+    sequential = writes(("1", 0, 1, "ok"), ("2", 2, 3, "ok"))
+    assert [o.value for o in lost_acknowledged(sequential, {"x": "1"}).lost] == ["2"]
+    assert lost_acknowledged(sequential, {"x": "2"}).ok
+    assert len(lost_acknowledged(sequential, {}).lost) == 2
+    concurrent = writes(("1", 0, 5, "ok"), ("2", 1, 3, "ok"))  # either may have been applied last
+    assert lost_acknowledged(concurrent, {"x": "1"}).ok and lost_acknowledged(concurrent, {"x": "2"}).ok
+    late = writes(("1", 0, 1, "ok"), ("2", 2, 3, "info"))  # an indeterminate write may land any time
+    assert lost_acknowledged(late, {"x": "2"}).ok and not lost_acknowledged(late, {}).ok
+    failed = writes(("1", 0, 1, "ok"), ("2", 2, 3, "fail"))  # a failed write explains nothing
+    assert [o.value for o in lost_acknowledged(failed, {"x": "2"}).lost] == ["1"]
 
 
 def test_client_outcomes_are_classified_conservatively() -> None:

@@ -156,31 +156,38 @@ class ControlPlane:
                    recorder=self.recorder)
         self.expected[full] = value
 
-    def read_check(self, transition: str, members: list[str] | None = None,
-                   timeout: float = 20.0) -> pd.DataFrame:
-        """Local serializable reads on each member return every expected key (waiting for
-        a member to catch up, within `timeout`)."""
+    def read_check(self, transition: str, members: list[str] | None = None, timeout: float = 20.0,
+                   prefix: str = CHECK_PREFIX, expected: dict[str, str] | None = None,
+                   exact: bool = False) -> pd.DataFrame:
+        """Local serializable reads on each member return every expected key (waiting for a
+        member to catch up, within `timeout`). Defaults: the keys the lanes wrote under
+        CHECK_PREFIX; `exact`: the member's keys under `prefix` are exactly `expected`."""
+        wanted = self.expected if expected is None else expected
         rows = []
         for name in members or self.members:
             node = self.lab[name]
             start = time.monotonic()
 
             def served(name: str = name, node: Node = node) -> bool:
-                local = self.kv.read_prefix(node, name, CHECK_PREFIX, serializable=True)
-                missing = [k for k, v in self.expected.items() if local.get(k) != v]
-                if missing:
-                    raise KVUnavailable(f"{name} does not serve {len(missing)} keys yet: {missing[:3]}")
+                local = self.kv.read_prefix(node, name, prefix, serializable=True)
+                missing = [k for k, v in wanted.items() if local.get(k) != v]
+                extra = [k for k in local if k not in wanted] if exact else []
+                if missing or extra:
+                    raise KVUnavailable(f"{name} does not serve {len(missing)} keys as expected yet"
+                                        f"{f' and has {len(extra)} unexpected' if extra else ''}: "
+                                        f"{(missing + extra)[:3]}")
                 return True
 
             try:
-                wait_until(served, timeout=timeout, what=f"local reads of {len(self.expected)} keys",
+                wait_until(served, timeout=timeout, what=f"local reads of {len(wanted)} keys",
                            node=name, recorder=self.recorder)
-                ok, detail = True, f"{len(self.expected)} keys"
+                ok, detail = True, f"{len(wanted)} keys"
             except LaneFailure as exc:
                 ok, detail = False, str(exc)
-            self.recorder.check(f"{transition}: serializable reads on {name}", "all expected keys",
+            self.recorder.check(f"{transition}: serializable reads on {name}",
+                                "exactly the expected keys" if exact else "all expected keys",
                                 detail, ok=ok, node=name)
-            rows.append({"transition": transition, "member": name, "keys": len(self.expected),
+            rows.append({"transition": transition, "member": name, "keys": len(wanted),
                          "ok": ok, "caught_up_s": round(time.monotonic() - start, 2)})
         table = pd.DataFrame(rows)
         if not table["ok"].all():

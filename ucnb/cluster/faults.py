@@ -8,6 +8,7 @@ degraded window. Targets are resolved when the fault starts: a node name, `leade
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -86,8 +87,9 @@ class Fault(BaseModel):
 
 
 def resolve_targets(target: str, members: list[str], leader: str | None,
-                    rng: random.Random | None = None) -> list[str]:
-    """The concrete nodes a target names, among the current members."""
+                    rng: random.Random | None = None, nodes: tuple[str, ...] = ()) -> list[str]:
+    """The concrete nodes a target names: a special target among the current members, or a node
+    by name (a member, or any other node of the lab, e.g. a worker)."""
     rng = rng or random.Random()
     if target == "leader":
         if leader is None:
@@ -100,9 +102,9 @@ def resolve_targets(target: str, members: list[str], leader: str | None,
         # A minority never includes the leader, so the majority keeps serving throughout.
         pool = [m for m in members if m != leader] if target == "minority" else list(members)
         return sorted(rng.sample(pool, size))
-    if target in members:
+    if target in members or target in nodes:
         return [target]
-    raise ParameterError(f"fault target {target!r} is neither a member ({', '.join(members)}) "
+    raise ParameterError(f"fault target {target!r} is neither a node ({', '.join(nodes or members)}) "
                          f"nor one of {', '.join(SPECIAL_TARGETS)}")
 
 
@@ -126,17 +128,20 @@ class Nemesis:
     def inject(self, fault: Fault, members: list[str], leader: str | None,
                boot_timeout: float = 90.0) -> Iterator[list[str]]:
         """Apply `fault`, yield its targets, and heal it when the block ends."""
-        targets = resolve_targets(fault.target, members, leader, self.rng)
-        with self.recorder.fault(fault.kind, ",".join(targets)):
+        targets = resolve_targets(fault.target, members, leader, self.rng, tuple(self.lab.nodes))
+        with self.recorder.fault(fault.kind, ",".join(targets)) as row:
             with self.recorder.step(f"inject {fault.kind} on {','.join(targets)}"):
                 for name in targets:
                     self._apply(fault, name)
+            degraded = time.time()
             try:
                 yield targets
             finally:
+                row.held_s = round(time.time() - degraded, 3)
                 with self.recorder.step(f"heal {fault.kind} on {','.join(targets)}"):
                     for name in targets:
                         self._heal(fault, name, boot_timeout)
+
     def _apply(self, fault: Fault, name: str) -> None:
         if fault.spec.down:
             self.down.add(name)

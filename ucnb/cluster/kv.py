@@ -6,6 +6,7 @@ Every call runs on a chosen node over SSH, so it travels the lab network like a 
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shlex
@@ -14,11 +15,13 @@ from typing import Any
 
 from ucnb.errors import LaneFailure, ParameterError, Transient
 from ucnb.lab.lab import Lab, Node
-from ucnb.lab.ssh import CommandResult
+from ucnb.lab.ssh import CommandResult, GuestShell
 from ucnb.profiles import Role
 
 CLIENT_PORT, PEER_PORT = 2379, 2380
 DATA_DIR = "/lab/var/chainfire"   # a member's data (the guest's chainfire service keeps it there)
+# What a client prints when a request could not leave for a member (the light client's words).
+UNREACHABLE = ("Connection refused", "No route to host", "Network is unreachable")
 
 
 class KVUnavailable(Transient):
@@ -73,6 +76,37 @@ class KV:
         command = self.role.ctl.format(endpoints=urls, timeout=int(timeout))  # type: ignore[union-attr]
         return via.run(f"{command} {args}", timeout=timeout + 5, stdin=stdin)
 
+    def request(self, via: Node | GuestShell, endpoints: list[str], path: str, body: dict[str, Any],
+                timeout: float = 5.0) -> CommandResult:
+        """One call to the role's JSON API (etcd's v3 gateway: `/v3/kv/put`, `/v3/kv/range`) with
+        its light client on `via`. Endpoints are tried in order only while one cannot be reached
+        (connection refused, no route: the request never left), never after anything else, so a
+        write that may have been applied is not sent twice."""
+        if self.role.http is None:
+            raise ParameterError("the KV role has no light client (`http`) in this profile")
+        attempts = [self.role.http.format(timeout=int(timeout), body=shlex.quote(json.dumps(body)),
+                                          url=shlex.quote(self.client_url(e) + path)) for e in endpoints]
+        unreachable = "|".join(f"*{shlex.quote(e)}*" for e in UNREACHABLE)
+        script = ("for attempt in " + " ".join(shlex.quote(a) for a in attempts) + "; do "
+                  'out=$(eval "$attempt" 2>&1) && { printf "%s\n" "$out"; exit 0; }; '
+                  f'case "$out" in {unreachable}) continue ;; esac; break; done; '
+                  'printf "%s\n" "$out" >&2; exit 1')
+        return via.run(script, timeout=timeout * len(endpoints) + 5)
+
+    def put_value(self, via: Node | GuestShell, endpoints: list[str], key: str, value: str,
+                  timeout: float = 5.0) -> CommandResult:
+        """A put through the light client (the workload's writes)."""
+        return self.request(via, endpoints, "/v3/kv/put", {"key": _b64e(key), "value": _b64e(value)}, timeout)
+
+    def read_value(self, via: Node | GuestShell, endpoints: list[str], key: str, serializable: bool = False,
+                   timeout: float = 5.0) -> CommandResult:
+        """A read through the light client (its value: `value_of`); linearizable unless
+        `serializable`."""
+        body: dict[str, Any] = {"key": _b64e(key)}
+        if serializable:
+            body["serializable"] = True
+        return self.request(via, endpoints, "/v3/kv/range", body, timeout)
+
     # -- configuration ---------------------------------------------------------------------
     def config(self, name: str, cluster: dict[str, str], state: str, token: str) -> str:
         """The member's settings file: read by its service at every start (so a power-cycled
@@ -101,14 +135,20 @@ class KV:
             timeout: float = 5.0) -> CommandResult:
         return self.ctl(via, endpoints, f"put {shlex.quote(key)} {shlex.quote(value)}", timeout)
 
-    def get(self, via: Node, endpoint: str, key: str, serializable: bool = True) -> str | None:
-        """A single read; serializable reads are answered locally by that member."""
+    def read(self, via: Node, endpoints: list[str], key: str, serializable: bool = False,
+             timeout: float = 5.0) -> CommandResult:
+        """One read as a client call (its value: `value_of`); linearizable unless `serializable`
+        (then answered locally by the member that takes it)."""
         consistency = "s" if serializable else "l"
-        result = self.ctl(via, [endpoint], f"get {shlex.quote(key)} --consistency={consistency} -w json")
+        return self.ctl(via, endpoints, f"get {shlex.quote(key)} --consistency={consistency} -w json",
+                        timeout)
+
+    def get(self, via: Node, endpoint: str, key: str, serializable: bool = True) -> str | None:
+        """A single read of one member; serializable reads are answered locally by that member."""
+        result = self.read(via, [endpoint], key, serializable)
         if not result.ok:
             raise KVUnavailable(f"{endpoint}: get {key} failed: {result}")
-        kvs = json.loads(result.stdout).get("kvs") or []
-        return _b64(kvs[0]["value"]) if kvs else None
+        return value_of(result)
 
     def read_prefix(self, via: Node, endpoint: str, prefix: str, serializable: bool = False,
                     revision: int | None = None) -> dict[str, str]:
@@ -225,9 +265,17 @@ class KV:
 _TOKEN = re.compile(r"[A-Za-z0-9._/:=+-]{1,512}")
 
 
-def _b64(value: str) -> str:
-    import base64
+def value_of(result: CommandResult) -> str | None:
+    """The value a successful `read` returned (None: the key is absent); ValueError when the
+    reply is not etcd's JSON."""
+    try:
+        kvs = json.loads(result.stdout).get("kvs") or []
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ValueError(f"not a get reply: {result.stdout[:200]!r}") from exc
+    return _b64(kvs[0]["value"]) if kvs else None
 
+
+def _b64(value: str) -> str:
     return base64.b64decode(value).decode()
 
 
@@ -253,3 +301,7 @@ def parse_endpoint_status(text: str) -> list[EndpointStatus]:
 def parse_hashkv(text: str) -> dict[str, int]:
     """`endpoint hashkv -w json` output: endpoint URL -> hash."""
     return {r["Endpoint"]: int(r["HashKV"]["hash"]) for r in json.loads(text or "[]")}
+
+
+def _b64e(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

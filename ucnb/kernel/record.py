@@ -56,10 +56,14 @@ class CheckRow:
 
 @dataclass
 class FaultRow:
+    """A fault from injection to healed; `held_s`: how long the degraded state was held, from the
+    fault being in place to its healing starting."""
+
     kind: str
     targets: str
     start: float
     end: float | None = None
+    held_s: float | None = None
 
 
 @dataclass

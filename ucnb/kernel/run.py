@@ -219,6 +219,11 @@ class Run:
 
         return timeline(self.recorder, f"{self.lane.name} ({self.profile.name}) run {self.run_id}")
 
+    def show(self, obj: Any) -> None:
+        """Show a table (anything IPython displays) from inside a step, beside the table the step
+        returns: e.g. the operations around a violation, shown before the step fails."""
+        _display(obj)
+
     def show_figure(self, fig: Any, save_as: str) -> None:
         """Save a matplotlib figure under plots/ and show that same PNG in the notebook."""
         from IPython.display import Image

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,6 +56,8 @@ class GuestShell:
         self._host_key = paramiko.PKey.from_type_string(key_type, base64.b64decode(key_data))
         self._log = log
         self._client: paramiko.SSHClient | None = None
+        # Callers on several threads (a wait beside a step): one of them (re)connects.
+        self._connecting = threading.Lock()
 
     def connect(self, timeout: float = 5.0) -> None:
         """Open the connection once (no retry): refuses outside the lab network namespace."""
@@ -84,11 +87,12 @@ class GuestShell:
         The log callback gets the result; without `log_output` only its sizes (the caller saves
         the output elsewhere, e.g. guest logs pulled into files of their own)."""
         start = time.monotonic()
-        if not self.connected():
-            self.close()
-            self.connect(timeout=min(timeout, 10.0))
-        assert self._client is not None
-        transport = self._client.get_transport()
+        with self._connecting:
+            if not self.connected():
+                self.close()
+                self.connect(timeout=min(timeout, 10.0))
+            assert self._client is not None
+            transport = self._client.get_transport()
         assert transport is not None
         channel = transport.open_session(timeout=timeout)
         channel.exec_command(command)

@@ -59,6 +59,9 @@ class Role(BaseModel):
     component: str | None = None
     service: str | None = None
     ctl: str | None = None           # client command template: {endpoints} {timeout}
+    # A light client for the role's JSON API: POST {body} to {url} within {timeout} seconds,
+    # the reply on stdout (a workload's many small calls; no client binary to start each time).
+    http: str | None = None
     config_file: str | None = None
     missing: str | None = None
 
