@@ -3,6 +3,7 @@ only the calling thread."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -37,9 +38,11 @@ for attempt in (shell.connect, lambda: shell.run("true")):
 def test_guard_refuses_lab_addresses_outside_the_namespace(lab_host: None) -> None:
     """Outside the namespace a lab address is routed off the machine: no socket may be opened.
 
-    Runs in a fresh process, which is certainly in the host namespace.
+    Runs in a fresh process put in the host's namespace (that of pytest's parent, the shell or
+    make that started it) whatever namespace an earlier test left this pytest thread in.
     """
-    out = subprocess.run([sys.executable, "-c", GUARD_PROBE], capture_output=True, text=True)
+    out = subprocess.run(["nsenter", f"--net=/proc/{os.getppid()}/ns/net", sys.executable, "-c", GUARD_PROBE],
+                         capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr
     assert out.stdout.count("refused:") == 2
     assert "not in the lab network namespace" in out.stdout

@@ -279,10 +279,6 @@ def _b64(value: str) -> str:
     return base64.b64decode(value).decode()
 
 
-def _b64e(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def parse_kvs(text: str) -> dict[str, str]:
     """`get -w json` output: key -> value (etcd sends both base64-encoded)."""
     return {_b64(kv["key"]): _b64(kv.get("value", "")) for kv in json.loads(text).get("kvs") or []}
@@ -305,3 +301,7 @@ def parse_endpoint_status(text: str) -> list[EndpointStatus]:
 def parse_hashkv(text: str) -> dict[str, int]:
     """`endpoint hashkv -w json` output: endpoint URL -> hash."""
     return {r["Endpoint"]: int(r["HashKV"]["hash"]) for r in json.loads(text or "[]")}
+
+
+def _b64e(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
