@@ -16,6 +16,7 @@ import dataclasses
 import hashlib
 import json
 import shlex
+import ssl
 import time
 import urllib.error
 import urllib.request
@@ -415,15 +416,18 @@ def sql_backup_restore(run: Run, env: DurabilityEnv) -> pd.DataFrame:
 
 
 # -- the deployer: pre-register, restart, replay ------------------------------------------------
-def _http(url: str, method: str, path: str, token: str, body: Any = None) -> tuple[int, Any]:
-    """One request to the deployer (never through a proxy): status and JSON answer."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+def _http(url: str, method: str, path: str, token: str, body: Any = None,
+          context: ssl.SSLContext | None = None) -> tuple[int, Any]:
+    """One request to the deployer (behind the namespace guard, never through a proxy, verified
+    with the run's CA): status and JSON answer."""
+    from ucnb.host import netns
+
     request = urllib.request.Request(url + path, method=method,
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Authorization": f"Bearer {token}",
                                               "Content-Type": "application/json"})
     try:
-        with opener.open(request, timeout=10) as response:
+        with netns.urlopen(request, timeout=10, context=context) as response:
             return int(response.status), json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return int(exc.code), json.loads(exc.read() or b"null")
@@ -437,6 +441,7 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     from ucnb import profiles
     from ucnb.baremetal.harness import gateway_address
     from ucnb.host import netns
+    from ucnb.reference import pki
     from ucnb.reference.deployer_process import DeployerProcess
 
     params = run.parameters(Parameters)
@@ -444,16 +449,21 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     admin = run.generate_secret("uc-admin-")
     netns.enter()   # the child binds the lab gateway, inside the lab namespace
     cluster_file = profiles.PROFILE_DIR / str(run.profile.cluster_file)
+    # HTTPS with a CA made for this run (keys stay in the lab folder): tokens never cross plain HTTP.
+    ca, ca_key = pki.make_ca(env.lab.directory / "pki", f"ucnb durability CA {run.run_id}")
+    identity = pki.issue_server_cert(env.lab.directory / "pki", ca, ca_key, common_name="deployer",
+                                     addresses=[gateway_address(env.lab)])
+    context = ssl.create_default_context(cafile=str(identity.ca_file))
     deployer = DeployerProcess(run.proof_root / "deployer", cluster_file, host=gateway_address(env.lab),
                                bootstrap_token=run.generate_secret("uc-boot-"),
                                admin_token=admin, bundle_dir=env.lab.directory / "deployer-bundles",
-                               log=run.proof_root / "logs" / "deployer.log")
+                               log=run.proof_root / "logs" / "deployer.log", tls=identity)
     run.on_teardown(deployer.close)
     atexit.register(deployer.close)   # a kernel that dies before finish() still stops it
     rows: list[dict[str, Any]] = []
 
     def listed(when: str) -> list[dict[str, Any]]:
-        status, answer = _http(deployer.url, "GET", NODES_PATH, admin)
+        status, answer = _http(deployer.url, "GET", NODES_PATH, admin, context=context)
         if status != 200:
             raise LaneFailure(f"deployer: GET {NODES_PATH} {when} answered {status}: {answer}")
         nodes: list[dict[str, Any]] = answer["nodes"]
@@ -469,7 +479,7 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
         run.recorder.check("deployer runs inside the lab namespace", True, inside)
     body = {"node_id": node_id, "hostname": node_id, "class": "worker", "mac": "52:54:00:ee:00:07"}
     with run.step("pre-register a node", node_id):
-        first_status, first = _http(deployer.url, "POST", PREREGISTER_PATH, admin, body)
+        first_status, first = _http(deployer.url, "POST", PREREGISTER_PATH, admin, body, context)
         rows.append({"step": "pre-register", "HTTP status": first_status, "pid": deployer.pid,
                      "nodes listed": "", f"entries for {node_id}": ""})
         atomic_write_text(run.proof_root / PREREGISTER_FILE, json.dumps(
@@ -485,7 +495,8 @@ def deployer_replay(run: Run, env: DurabilityEnv) -> pd.DataFrame:
     atomic_write_text(run.proof_root / POST_RESTART_LIST_FILE, json.dumps({"nodes": after}, indent=2) + "\n")
     with run.step("replay the kept request", node_id):
         kept = json.loads((run.proof_root / PREREGISTER_FILE).read_text())
-        replay_status, replay = _http(deployer.url, kept["method"], kept["path"], admin, kept["body"])
+        replay_status, replay = _http(deployer.url, kept["method"], kept["path"], admin, kept["body"],
+                                      context)
         rows.append({"step": "replay the kept request", "HTTP status": replay_status, "pid": deployer.pid,
                      "nodes listed": "", f"entries for {node_id}": ""})
     final = listed("after the replay")

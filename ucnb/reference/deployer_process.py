@@ -20,14 +20,15 @@ from typing import IO
 
 from ucnb.errors import InfrastructureError
 from ucnb.reference.deployer import ADMIN_TOKEN_ENV, BOOTSTRAP_TOKEN_ENV
+from ucnb.reference.pki import ServerIdentity
 
 
 class DeployerProcess:
     """`python -m ucnb.reference.deployer` serving `cluster_file` from `state_dir`."""
 
     def __init__(self, state_dir: Path, cluster_file: Path, *, host: str, bootstrap_token: str,
-                 admin_token: str, bundle_dir: Path, log: Path) -> None:
-        self.state_dir, self.cluster_file, self.host = state_dir, cluster_file, host
+                 admin_token: str, bundle_dir: Path, log: Path, tls: ServerIdentity | None = None) -> None:
+        self.state_dir, self.cluster_file, self.host, self.tls = state_dir, cluster_file, host, tls
         self.bundle_dir, self.log = bundle_dir, log
         self._env = {**os.environ, BOOTSTRAP_TOKEN_ENV: bootstrap_token, ADMIN_TOKEN_ENV: admin_token}
         self.process: subprocess.Popen[str] | None = None
@@ -47,6 +48,8 @@ class DeployerProcess:
         argv = [sys.executable, "-m", "ucnb.reference.deployer", "--state-dir", str(self.state_dir),
                 "--cluster", str(self.cluster_file), "--bind", f"{self.host}:0",
                 "--bundle-dir", str(self.bundle_dir)]
+        if self.tls is not None:   # HTTPS: off loopback the deployer serves plain HTTP to no one
+            argv += ["--tls-cert", str(self.tls.cert_file), "--tls-key", str(self.tls.key_file)]
         with self.log.open("a") as stderr:
             self.process = subprocess.Popen(argv, env=self._env, stdout=subprocess.PIPE, stderr=stderr,
                                             stdin=subprocess.DEVNULL, text=True)
