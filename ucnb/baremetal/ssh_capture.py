@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,7 @@ class HostShell(GuestShell):
         self._known = host_keys
         self._log = None
         self._client: paramiko.SSHClient | None = None
+        self._connecting = threading.Lock()   # as GuestShell's: one caller (re)connects
 
     def connect(self, timeout: float = 5.0) -> None:
         if self._lab:
