@@ -10,6 +10,7 @@ its own, not through the registry code it is checking.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
@@ -100,6 +101,9 @@ class OwnRuns:
             env = read_kv(path)
             self.run_ids.update(filter(None, [env.get("run_id")]))
             self.lab_ids.update(filter(None, [env.get("lab_id")]))
+        for path in self.tmp_path.rglob("result.json"):   # a run stopped before its kernel wrote any
+            with contextlib.suppress(ValueError, OSError):
+                self.run_ids.update(filter(None, [json.loads(path.read_text()).get("run_id")]))
         self.lab_ids.update(s.lab_id for s in list_labs() if s.run_id in self.run_ids)
         return self
 
