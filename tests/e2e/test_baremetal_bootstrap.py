@@ -14,6 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ucnb import paths
 from ucnb.evidence.proof import read_environment
 
@@ -145,6 +147,7 @@ def test_capture_over_ssh_on_a_kept_node_with_identity_overrides(outputs: Path, 
     assert_run_left_nothing(root)
 
 
+@pytest.mark.runs_checked_by_module   # refused before any run: there is no run of it to check
 def test_plain_http_without_allow_unauthenticated_is_refused_before_any_vm(outputs: Path) -> None:
     done = _ucnb("run", LANE, "--no-progress", "-p", "tls=false", UCNB_OUTPUTS=str(outputs), timeout=120)
     assert done.returncode == 2, done.stderr[-2000:]
