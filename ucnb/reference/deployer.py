@@ -69,6 +69,7 @@ from ucnb.reference.cluster import (
     describe_validation_error,
     load_cluster,
 )
+from ucnb.reference.serving import serve_in_thread, stop_serving
 
 BOOTSTRAP_TOKEN_ENV = "ULTRACLOUD_BOOTSTRAP_TOKEN"
 ADMIN_TOKEN_ENV = "ULTRACLOUD_DEPLOYER_ADMIN_TOKEN"
@@ -839,9 +840,7 @@ class Deployer:
         if isinstance(server, _TlsServer) and context is not None:
             server.context = context
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name="reference-deployer",
-                                        kwargs={"poll_interval": 0.1}, daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(server, "reference-deployer")
         atomic_write_text(self.state_dir / ENDPOINT_FILE,
                           json.dumps({"url": self.url, "pid": os.getpid()}) + "\n")
         return self
@@ -850,10 +849,7 @@ class Deployer:
         """Stop serving and release the port; state is already on disk."""
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = self._thread = None
         (self.state_dir / ENDPOINT_FILE).unlink(missing_ok=True)
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from ucnb.errors import HarnessError, InfrastructureError
+from ucnb.reference.serving import serve_in_thread, stop_serving
 
 
 class _Server(ThreadingHTTPServer):
@@ -76,18 +77,13 @@ class StaticServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path.touch()
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name=f"static-{self.directory.name}", daemon=True)
-        self._thread.start()
+        self._thread = serve_in_thread(server, f"static-{self.directory.name}")
         return self
 
     def stop(self) -> None:
         if self._server is None:
             return
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        stop_serving(self._server, self._thread)
         self._server = self._thread = None
 
     def requests(self) -> list[dict[str, Any]]:
