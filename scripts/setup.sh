@@ -57,6 +57,13 @@ if command -v nix >/dev/null 2>&1 && ! getent group nixbld >/dev/null; then
   done
 fi
 
+# A fresh nix-bin has no store until its first build; create it now, so that the tests (and a
+# first `ucnb run --profile ultracloud`) find the writable /nix/store they check for.
+if command -v nix >/dev/null 2>&1 && [ ! -d /nix/store ]; then
+  echo "setup: nix store (/nix/store)"
+  nix-store --init
+fi
+
 PYTHON=${PYTHON:-python3}
 stamp=$(cat requirements.lock pyproject.toml | sha256sum | cut -c1-16)
 if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.ucnb-setup 2>/dev/null)" != "$stamp" ]; then
