@@ -30,7 +30,7 @@ from typing import Any
 
 import paramiko
 
-from ucnb import lanes, profiles
+from ucnb import lanes, paths, profiles
 from ucnb.files import read_kv
 from ucnb.host import daemons, netns
 from ucnb.host.accel import choose
@@ -139,7 +139,7 @@ def restore_available() -> bool:
 def bare_boot(image, accel, conn) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """The same guest with no ucnb machinery: createXML, poll the log, connect with paramiko."""
     keys = lab_keys()
-    with tempfile.TemporaryDirectory(dir=ROOT / "work") as tmp:
+    with tempfile.TemporaryDirectory(dir=paths.work_root()) as tmp:
         net = f"ucnb-bench{os.getpid()}"
         conn.networkCreateXML(domain.network_xml(net, "ucnbbench", "10.77.250.1"))
         disk = Path(tmp) / "disk.qcow2"

@@ -39,6 +39,11 @@ from ucnb.runner.stages import Stages, since_process_start
 KERNEL_NAME = "ucnb"
 KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
 UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux allows 107 bytes)
+# The kernel's command line: no history file (as nbclient does), and the kernel side of ucnb (pandas,
+# libvirt, the lab layer) imported as the kernel starts, while this process imports papermill
+# and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
+# first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
+KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines=import ucnb.kernel.run"]
 
 
 @dataclass(frozen=True)
@@ -200,7 +205,7 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
         try:
             launched[0] = time.monotonic()
             run_sync(km.start_kernel)(env=env, cwd=str(paths.project_root()),
-                                      extra_arguments=["--HistoryManager.hist_file=:memory:"])
+                                      extra_arguments=KERNEL_ARGUMENTS)
             interruption.kernel_started(getattr(km.provisioner, "pid", None))
             import papermill
 
