@@ -8,6 +8,7 @@ What the runner prints and returns is redacted like the proof root.
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import sys
@@ -179,12 +180,17 @@ def kernel_manager(folder: Path) -> Any:
     return km
 
 
-def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
+def execute_notebook(ex: Execution, env: dict[str, str], after_seal: contextlib.ExitStack) -> None:
     """Stage 3: papermill runs the notebook in a kernel started with `env`; whatever ends it
     (an error in a cell, a cell timeout, a dead kernel, Ctrl-C or SIGTERM) is classified into
     `ex`. papermill runs in a worker thread so that this (main) thread owns the signals
-    (`ucnb.runner.interrupt`); the kernel is shut down there, gracefully first. The kernel is
-    launched before papermill is imported, so that it starts up meanwhile."""
+    (`ucnb.runner.interrupt`); the worker launches the kernel before it imports papermill (so the
+    kernel starts up meanwhile) and shuts it down afterwards, gracefully first.
+
+    A notebook that ran to its end has torn its labs down and written its last file, so its kernel
+    exits while the runner seals: `after_seal` waits for that (and then removes the kernel's
+    folder). After a failure or an interrupt the kernel is gone before this returns (its own
+    teardown first, then `clean_labs`)."""
     from jupyter_core.utils import run_sync
 
     from ucnb.lab import leases
@@ -192,6 +198,7 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
     interruption = ex.interruption
     failure: list[BaseException] = []
     launched = [0.0, 0.0]   # when the kernel was launched, when its first cell began
+    returned = threading.Event()   # papermill returned (and, unless it ran to the end, the kernel is gone)
 
     def before_cell(**kw: Any) -> None:
         if not launched[1]:
@@ -200,6 +207,13 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
             # The HTML exporter is built (templates compiled) while the cells run, not at the seal.
             threading.Thread(target=html.prewarm, name="prewarm-html", daemon=True).start()
         interruption.before_cell(**kw)
+
+    def shut_down(km: Any) -> None:
+        try:
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=False)
+        except Exception as exc:  # the kernel may be gone already; clean_labs stops it anyway
+            print(f"kernel shutdown: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
     def run_papermill(km: Any) -> None:
         try:
@@ -217,27 +231,34 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
                 on_cell_executed=interruption.after_cell)
         except BaseException as exc:
             failure.append(exc)
-        finally:
-            if launched[1]:
-                ex.stages.add("cells", time.monotonic() - launched[1])
+        if launched[1]:
+            ex.stages.add("cells", time.monotonic() - launched[1])
+        if failure or interruption.requested:
             with ex.stages.timed("kernel shutdown"):
-                try:
-                    if run_sync(km.is_alive)():
-                        run_sync(km.shutdown_kernel)(now=False)
-                except Exception as exc:  # the kernel may be gone already; clean_labs stops it anyway
-                    print(f"kernel shutdown: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+                shut_down(km)
+            returned.set()
+        else:
+            returned.set()
+            shut_down(km)
 
-    with leases.temp_dir(paths.work_root() / "kernels", "kernel", run_id=ex.run_id) as folder:
-        worker = threading.Thread(target=run_papermill, args=(kernel_manager(folder),), name="papermill",
-                                  daemon=True)
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.2)
-            interruption.tick()
-            if interruption.stuck():   # killed its kernel long ago: go on with what was saved
-                print("papermill did not return after the kernel was killed; sealing what it saved",
-                      file=sys.stderr, flush=True)
-                break
+    folder = after_seal.enter_context(leases.temp_dir(paths.work_root() / "kernels", "kernel",
+                                                      run_id=ex.run_id))
+    worker = threading.Thread(target=run_papermill, args=(kernel_manager(folder),), name="papermill",
+                              daemon=True)
+
+    @after_seal.callback
+    def kernel_gone() -> None:
+        # Bounded: a graceful shutdown gives up after KERNEL_SHUTDOWN_S and kills the kernel.
+        with ex.stages.timed("kernel shutdown"):
+            worker.join(0 if interruption.stuck() else KERNEL_SHUTDOWN_S + 5)
+
+    worker.start()
+    while not returned.wait(0.2):
+        interruption.tick()
+        if interruption.stuck():   # killed its kernel long ago: go on with what was saved
+            print("papermill did not return after the kernel was killed; sealing what it saved",
+                  file=sys.stderr, flush=True)
+            break
     if failure:
         ex.error, ex.exit_code = classify(failure[0], ex.root)
     if interruption.requested:
@@ -339,14 +360,15 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
         secrets_lease = leases.take("secrets", paths=[generated_secrets_file(ex.run_id)], run_id=ex.run_id)
         try:
             console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
-            try:
-                with LaneProgressOrNone(ex.root, console, lane.name, progress):
-                    execute_notebook(ex, kernel_environment(ex))
-            finally:
-                with ex.stages.timed("clean labs"):
-                    clean_labs(ex, console)
-            with ex.stages.timed("seal"):
-                result = seal(ex)
+            with contextlib.ExitStack() as after_seal:   # the kernel's exit, awaited once sealed
+                try:
+                    with LaneProgressOrNone(ex.root, console, lane.name, progress):
+                        execute_notebook(ex, kernel_environment(ex), after_seal)
+                finally:
+                    with ex.stages.timed("clean labs"):
+                        clean_labs(ex, console)
+                with ex.stages.timed("seal"):
+                    result = seal(ex)
         finally:
             generated_secrets_file(ex.run_id).unlink(missing_ok=True)
             secrets_lease.release()
