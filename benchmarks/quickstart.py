@@ -7,6 +7,7 @@ Prints, measured in one invocation (medians of --repeat runs, cold and restore i
   run's timeline;
 - the lane cold (`-p boot_mode=cold`) beside restore (`-p boot_mode=restore`, from a saved
   booted state; goal <= 5 s wall), or "not available" while the lane has no such parameter;
+- the CPU seconds the runner and its kernel used (less sensitive to other load than wall time);
 - boot-to-first-marker and boot-to-SSH of a bare guest (libvirt + a serial-log poll + paramiko,
   no ucnb) vs the same guest under the harness (Lab, serial watcher, recorder, waits).
 
@@ -19,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -113,17 +115,20 @@ def breakdown(root: Path, stages: dict[str, float], wall: float) -> dict[str, fl
 def lane_run(outputs: Path, mode: str) -> dict[str, Any]:
     """One `ucnb run` of the lane, timed from outside; its parts and how it booted."""
     before = len(index_lines(outputs))
+    cpu = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     done = subprocess.run([str(Path(sys.executable).parent / "ucnb"), "run", LANE, "--no-progress",
                            *(["-p", f"boot_mode={mode}"] if restore_available() else [])],
                           capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "UCNB_OUTPUTS": str(outputs)})
     wall = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)   # the runner and its kernel, both reaped
     if done.returncode != 0:
         sys.exit(f"lane ({mode}) failed with exit {done.returncode}:\n{done.stderr}")
     root = Path(done.stdout.strip())
     entry = index_lines(outputs)[before]
     return {"wall": wall, "parts": breakdown(root, entry.get("stages") or {}, wall),
+            "cpu": after.ru_utime + after.ru_stime - cpu.ru_utime - cpu.ru_stime,
             "boot_mode": read_kv(root / "environment.txt").get("boot_mode", "cold")}
 
 
@@ -201,6 +206,8 @@ def print_lanes(runs: dict[str, list[dict[str, Any]]]) -> None:
     wall = {m: med(r["wall"] for r in runs[m]) for m in modes}
     print(f"  {'= harness overhead (the + rows)':54}" + "".join(f"{overhead[m]:10.2f}" for m in modes))
     print(f"  {'lane wall':54}" + "".join(f"{wall[m]:10.2f}" for m in modes))
+    print(f"  {'CPU of the runner and its kernel (user+sys)':54}"
+          + "".join(f"{med(r['cpu'] for r in runs[m]):10.2f}" for m in modes))
     print(f"\nharness overhead (cold) {overhead['cold']:.2f} s, goal <= {OVERHEAD_GOAL_S:.0f} s: "
           f"{'met' if overhead['cold'] <= OVERHEAD_GOAL_S else 'NOT met'}")
     if "restore" not in modes:
