@@ -65,9 +65,8 @@ def run(
         if plan:
             _print_plan(lane_obj, params)
             return
-        outcome = runner.run_lane(lane, profile, file, param,
-                                  progress=sys.stderr.isatty() if progress is None else progress,
-                                  console=console)
+        outcome = runner.launch(lane_obj, params, console=console,
+                                progress=sys.stderr.isatty() if progress is None else progress)
     except UcnbError as exc:
         _fail(exc)
     except KeyboardInterrupt:   # before the run had its proof root (once it has, the runner handles it)

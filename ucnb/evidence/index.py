@@ -33,6 +33,7 @@ class IndexEntry:
     proof_root: str      # relative to the outputs root
     kind: str = "lane"
     suite: str | None = None  # `<suite>/<stamp>-<id>` when the run belongs to a suite
+    stages: dict[str, float] | None = None   # a lane run: the runner's seconds per stage
 
     def path(self, outputs: Path | None = None) -> Path:
         """The proof root on disk."""
@@ -66,14 +67,14 @@ def suite_of(relative: str) -> str | None:
 
 
 def entry_for_result(result: dict[str, Any], root: Path, started: float, duration_s: float,
-                     outputs: Path | None = None) -> IndexEntry:
+                     outputs: Path | None = None, stages: dict[str, float] | None = None) -> IndexEntry:
     """The index line of a sealed lane run, from its result.json contents."""
     relative = relative_to_outputs(root, outputs)
     return IndexEntry(lane=str(result["lane"]), profile=str(result["profile"]),
                       run_id=str(result["run_id"]), start=iso_utc(started),
                       duration_s=round(duration_s, 2), verdict=str(result["verdict"]),
                       accelerator=result.get("accelerator"), proof_root=relative,
-                      suite=suite_of(relative))
+                      suite=suite_of(relative), stages=stages)
 
 
 def append(entry: IndexEntry, outputs: Path | None = None) -> Path:

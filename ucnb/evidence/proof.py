@@ -78,17 +78,23 @@ def harness_revision(root: Path | None = None) -> dict[str, str]:
 
 def host_environment() -> dict[str, str]:
     """What a reviewer needs to trust the host side of a run."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from ucnb.overrides import resolve
 
+    with ThreadPoolExecutor(max_workers=3) as pool:   # four commands: wait for them side by side
+        revision = pool.submit(harness_revision)
+        qemu = pool.submit(_version, ["qemu-system-x86_64", "--version"])
+        libvirt = pool.submit(_version, ["libvirtd", "--version"])
     env = {
         "ucnb_version": __version__,
-        **harness_revision(),
+        **revision.result(),
         "host": platform.node(),
         "host_kernel": platform.release(),
         "host_cpus": str(os.cpu_count()),
         "python": platform.python_version(),
-        "qemu": _version(["qemu-system-x86_64", "--version"]),
-        "libvirt": _version(["libvirtd", "--version"]),
+        "qemu": qemu.result(),
+        "libvirt": libvirt.result(),
         "papermill": metadata.version("papermill"),
         "execution_model": "papermill" if os.environ.get("UCNB_RUNNER") else "notebook-kernel",
     }

@@ -119,7 +119,7 @@ def timeline_figure(steps: Sequence[dict[str, Any]], markers: Sequence[dict[str,
     # Between the title and the plot: next to what it explains, however tall the figure is.
     ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(handles),
               fontsize=7, frameon=False, borderaxespad=0.2)
-    fig.tight_layout()
+    fig.set_layout_engine("tight")   # laid out as it is drawn: saved with one draw (see `save`)
     return fig
 
 
@@ -133,9 +133,10 @@ def timeline(recorder: Recorder, title: str = "Timeline") -> Figure:
 
 
 def save(fig: Figure, path: Path) -> Path:
-    """Write a figure as PNG (its legend and labels included) and free it."""
+    """Write a figure as PNG (its legend and labels included) and free it. A figure with a layout
+    engine fits its artists itself; cropping it to them as well would draw it twice."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    fig.savefig(path, dpi=DPI, bbox_inches=None if fig.get_layout_engine() else "tight")
     plt.close(fig)
     return path
 

@@ -210,12 +210,12 @@ def _remove_path(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def temp_dir(parent: Path, purpose: str) -> Iterator[Path]:
+def temp_dir(parent: Path, purpose: str, run_id: str | None = None) -> Iterator[Path]:
     """A fresh private folder (0700) under `parent` (below the work root), leased for the time
     of the block and removed after it, so a killed process's folder is reclaimed by clean."""
     parent.mkdir(parents=True, exist_ok=True)
     path = parent / f"{TEMP_PREFIX}{purpose}-{secrets.token_hex(6)}"
-    lease = take(f"temp-{purpose}", paths=[path])
+    lease = take(f"temp-{purpose}", paths=[path], run_id=run_id)
     try:
         path.mkdir(mode=0o700)
         yield path

@@ -7,6 +7,8 @@ What the runner prints and returns is redacted like the proof root.
 
 from __future__ import annotations
 
+import ast
+import contextlib
 import json
 import os
 import sys
@@ -33,9 +35,16 @@ from ucnb.evidence.redact import (
 from ucnb.host.procs import SUPERVISOR_ENV, ProcessId
 from ucnb.runner import interrupt
 from ucnb.runner import params as params_mod
+from ucnb.runner.stages import Stages, since_process_start
 
 KERNEL_NAME = "ucnb"
 KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
+UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux allows 107 bytes)
+# The kernel's command line: no history file (as nbclient does), and the kernel side of ucnb (pandas,
+# libvirt, the lab layer) imported as the kernel starts, while this process imports papermill
+# and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
+# first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
+KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines=import ucnb.kernel.run"]
 
 
 @dataclass(frozen=True)
@@ -65,11 +74,21 @@ def secrets_redactor(lane: lanes.Lane, values: dict[str, Any],
     return redactor
 
 
-def notebook_parameters(notebook: Path) -> dict[str, Any]:
-    """The names declared in a notebook's `parameters` cell."""
-    import papermill
-
-    return dict(papermill.inspect_notebook(str(notebook)))
+def notebook_parameters(notebook: Path) -> dict[str, dict[str, str]]:
+    """The names a notebook's `parameters` cell assigns, each with its default as source text
+    (papermill's `inspect_notebook` shape, without importing papermill before the kernel starts)."""
+    cells = json.loads(notebook.read_text()).get("cells", [])
+    cell = next((c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])), None)
+    if cell is None:
+        return {}
+    source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+    declared = {}
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign | ast.AnnAssign) and node.value is not None:
+            target = node.targets[-1] if isinstance(node, ast.Assign) else node.target
+            if isinstance(target, ast.Name):
+                declared[target.id] = {"default": ast.get_source_segment(source, node.value) or ""}
+    return declared
 
 
 def prepare(lane_name: str, profile: str, files: list[Path], assignments: list[str]
@@ -101,6 +120,7 @@ class Execution:
     exit_code: int = 0
     redactor: Redactor = field(default_factory=Redactor, repr=False)
     interruption: interrupt.Interruption = field(default_factory=interrupt.Interruption)
+    stages: Stages = field(default_factory=Stages)   # where the runner's time went (index line)
 
     @property
     def notebook(self) -> Path:
@@ -146,30 +166,63 @@ def cell_timeout_s(lane: lanes.Lane, values: dict[str, Any]) -> float:
     return lane.cell_timeout_s + sum(c.timeout_s or 0 for c in capped)
 
 
-def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
+def kernel_manager(folder: Path) -> Any:
+    """The lane's kernel manager: its connection file and sockets in `folder` (private, leased),
+    over IPC rather than TCP, so nothing listens on the network and no other process can talk to
+    the kernel (TCP only when the socket paths would be too long for a Unix socket)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    connection = folder / "kernel.json"
+    ipc = len(str(folder / "kernel-ipc-00")) < UNIX_PATH_MAX
+    km = AsyncKernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection),
+                            transport="ipc" if ipc else "tcp")
+    km.shutdown_wait_time = KERNEL_SHUTDOWN_S
+    return km
+
+
+def execute_notebook(ex: Execution, env: dict[str, str], after_seal: contextlib.ExitStack) -> None:
     """Stage 3: papermill runs the notebook in a kernel started with `env`; whatever ends it
     (an error in a cell, a cell timeout, a dead kernel, Ctrl-C or SIGTERM) is classified into
     `ex`. papermill runs in a worker thread so that this (main) thread owns the signals
-    (`ucnb.runner.interrupt`); the kernel is shut down here, gracefully first."""
-    import papermill
-    from jupyter_client.manager import AsyncKernelManager
+    (`ucnb.runner.interrupt`); the worker launches the kernel before it imports papermill (so the
+    kernel starts up meanwhile) and shuts it down afterwards, gracefully first.
+
+    A notebook that ran to its end has torn its labs down and written its last file, so its kernel
+    exits while the runner seals: `after_seal` waits for that (and then removes the kernel's
+    folder). After a failure or an interrupt the kernel is gone before this returns (its own
+    teardown first, then `clean_labs`)."""
     from jupyter_core.utils import run_sync
 
-    class RunKernel(AsyncKernelManager):
-        async def _async_pre_start_kernel(self, **kw: Any) -> Any:
-            return await super()._async_pre_start_kernel(**{**kw, "env": env})
+    from ucnb.lab import leases
 
-    km = RunKernel(kernel_name=KERNEL_NAME)
-    km.shutdown_wait_time = KERNEL_SHUTDOWN_S
     interruption = ex.interruption
     failure: list[BaseException] = []
+    launched = [0.0, 0.0]   # when the kernel was launched, when its first cell began
+    returned = threading.Event()   # papermill returned (and, unless it ran to the end, the kernel is gone)
 
     def before_cell(**kw: Any) -> None:
-        interruption.kernel_started(getattr(km.provisioner, "pid", None))
+        if not launched[1]:
+            launched[1] = time.monotonic()
+            ex.stages.add("kernel start", launched[1] - launched[0])
+            # The HTML exporter is built (templates compiled) while the cells run, not at the seal.
+            threading.Thread(target=html.prewarm, name="prewarm-html", daemon=True).start()
         interruption.before_cell(**kw)
 
-    def run_papermill() -> None:
+    def shut_down(km: Any) -> None:
         try:
+            if run_sync(km.is_alive)():
+                run_sync(km.shutdown_kernel)(now=False)
+        except Exception as exc:  # the kernel may be gone already; clean_labs stops it anyway
+            print(f"kernel shutdown: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+
+    def run_papermill(km: Any) -> None:
+        try:
+            launched[0] = time.monotonic()
+            run_sync(km.start_kernel)(env=env, cwd=str(paths.project_root()),
+                                      extra_arguments=KERNEL_ARGUMENTS)
+            interruption.kernel_started(getattr(km.provisioner, "pid", None))
+            import papermill
+
             papermill.execute_notebook(
                 str(ex.lane.notebook), str(ex.notebook), parameters=ex.values, kernel_name=KERNEL_NAME,
                 cwd=str(paths.project_root()), progress_bar=False, log_output=False,
@@ -178,17 +231,29 @@ def execute_notebook(ex: Execution, env: dict[str, str]) -> None:
                 on_cell_executed=interruption.after_cell)
         except BaseException as exc:
             failure.append(exc)
-        finally:
-            try:
-                if run_sync(km.is_alive)():
-                    run_sync(km.shutdown_kernel)(now=False)
-            except Exception as exc:  # the kernel may be gone already; clean_labs stops it anyway
-                print(f"kernel shutdown: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        if launched[1]:
+            ex.stages.add("cells", time.monotonic() - launched[1])
+        if failure or interruption.requested:
+            with ex.stages.timed("kernel shutdown"):
+                shut_down(km)
+            returned.set()
+        else:
+            returned.set()
+            shut_down(km)
 
-    worker = threading.Thread(target=run_papermill, name="papermill", daemon=True)
+    folder = after_seal.enter_context(leases.temp_dir(paths.work_root() / "kernels", "kernel",
+                                                      run_id=ex.run_id))
+    worker = threading.Thread(target=run_papermill, args=(kernel_manager(folder),), name="papermill",
+                              daemon=True)
+
+    @after_seal.callback
+    def kernel_gone() -> None:
+        # Bounded: a graceful shutdown gives up after KERNEL_SHUTDOWN_S and kills the kernel.
+        with ex.stages.timed("kernel shutdown"):
+            worker.join(0 if interruption.stuck() else KERNEL_SHUTDOWN_S + 5)
+
     worker.start()
-    while worker.is_alive():
-        worker.join(0.2)
+    while not returned.wait(0.2):
         interruption.tick()
         if interruption.stuck():   # killed its kernel long ago: go on with what was saved
             print("papermill did not return after the kernel was killed; sealing what it saved",
@@ -267,8 +332,9 @@ def seal(ex: Execution) -> dict[str, Any]:
 
 
 def index_run(ex: Execution, result: dict[str, Any]) -> None:
-    """Stage 6: the run's line in outputs/index.jsonl."""
-    index.append(index.entry_for_result(result, ex.root, ex.started_at, time.monotonic() - ex.started))
+    """Stage 6: the run's line in outputs/index.jsonl, with where the runner's time went."""
+    index.append(index.entry_for_result(result, ex.root, ex.started_at, time.monotonic() - ex.started,
+                                        stages=ex.stages.rounded()))
 
 
 def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | None = None,
@@ -280,9 +346,13 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
     """
     from ucnb.lab import leases
 
+    # A lone run's process start-up is its own (a suite's lanes share one process).
+    before = since_process_start() if parent is None else 0.0
     interruption = interrupt.Interruption()
     with interruption.handling():   # from here on a signal ends the run the one way (see interrupt)
         ex = new_root(lane, params, parent)
+        if before:
+            ex.stages.add("before the run", before)   # interpreter, imports, validation, lab host
         ex.interruption = interruption
         console = redacted_console(console or Console(stderr=True), ex.redactor)
         # The secrets file the kernel may write is leased by this runner, which removes it when
@@ -290,14 +360,15 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
         secrets_lease = leases.take("secrets", paths=[generated_secrets_file(ex.run_id)], run_id=ex.run_id)
         try:
             console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
-            # Build the HTML exporter and compile its templates while the lane runs.
-            threading.Thread(target=html.prewarm, name="prewarm-html", daemon=True).start()
-            try:
-                with LaneProgressOrNone(ex.root, console, lane.name, progress):
-                    execute_notebook(ex, kernel_environment(ex))
-            finally:
-                clean_labs(ex, console)
-            result = seal(ex)
+            with contextlib.ExitStack() as after_seal:   # the kernel's exit, awaited once sealed
+                try:
+                    with LaneProgressOrNone(ex.root, console, lane.name, progress):
+                        execute_notebook(ex, kernel_environment(ex), after_seal)
+                finally:
+                    with ex.stages.timed("clean labs"):
+                        clean_labs(ex, console)
+                with ex.stages.timed("seal"):
+                    result = seal(ex)
         finally:
             generated_secrets_file(ex.run_id).unlink(missing_ok=True)
             secrets_lease.release()
@@ -351,7 +422,13 @@ def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = No
              console: Console | None = None, parent: Path | None = None) -> RunOutcome:
     """Validate, bring the lab host up when the profile needs it, execute and seal."""
     lane, params = prepare(lane_name, profile, files or [], assignments or [])
-    if profile == "lab":
+    return launch(lane, params, progress, console, parent)
+
+
+def launch(lane: lanes.Lane, params: lanes.LaneParameters, progress: bool = True,
+           console: Console | None = None, parent: Path | None = None) -> RunOutcome:
+    """Run a lane `prepare` validated: the lab host up (or the product's preflight), then execute."""
+    if params.profile == "lab":
         from ucnb.host import daemons
 
         daemons.up()

@@ -1,0 +1,85 @@
+"""The runner's own start-up and bookkeeping: the kernel's transport, the stage clock in the index
+line, the parameters cell read without papermill, and the imports kept off the runner's path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from ucnb.evidence import index
+from ucnb.runner import execute
+from ucnb.runner.stages import Stages, since_process_start
+
+from ..conftest import ROOT
+
+
+def test_the_kernel_talks_over_ipc_sockets_in_its_own_folder(tmp_path: Path) -> None:
+    km = execute.kernel_manager(tmp_path)
+    assert km.transport == "ipc"
+    assert km.connection_file == str(tmp_path / "kernel.json")
+    assert Path(km.ip).parent == tmp_path   # the sockets are files next to it, not ports
+
+
+def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * (execute.UNIX_PATH_MAX - len(str(tmp_path))))
+    assert execute.kernel_manager(deep).transport == "tcp"
+
+
+def test_the_kernel_preloads_the_kernel_side_and_keeps_no_history() -> None:
+    assert "--IPKernelApp.exec_lines=import ucnb.kernel.run" in execute.KERNEL_ARGUMENTS
+    assert "--HistoryManager.hist_file=:memory:" in execute.KERNEL_ARGUMENTS
+
+
+def test_stages_add_up_and_the_process_age_is_measured() -> None:
+    stages = Stages()
+    with stages.timed("seal"):
+        time.sleep(0.02)
+    stages.add("seal", 1.0)
+    stages.add("clean labs", 0.5)
+    assert list(stages.rounded()) == ["seal", "clean labs"]
+    assert 1.02 <= stages.seconds["seal"] < 1.5
+    assert 0 < since_process_start() < 24 * 3600   # this pytest process started a moment ago
+
+
+def test_the_index_line_keeps_the_stages(tmp_path: Path) -> None:
+    result = {"lane": "single-node-quickstart", "profile": "lab", "run_id": "ab12cd34", "verdict": "passed",
+              "accelerator": "tcg"}
+    root = tmp_path / "single-node-quickstart" / "20260101T000000Z-ab12cd34"
+    entry = index.entry_for_result(result, root, 0.0, 9.5, outputs=tmp_path, stages={"seal": 0.4})
+    index.append(entry, tmp_path)
+    assert json.loads(index.index_path(tmp_path).read_text())["stages"] == {"seal": 0.4}
+    assert index.load(tmp_path)[0].stages == {"seal": 0.4}
+
+
+def test_the_parameters_cell_is_read_from_the_notebook_as_written(tmp_path: Path) -> None:
+    notebook = tmp_path / "x.ipynb"
+    source = 'a = 1  # one\nb: list[str] = ["x", "y"]\nc = d = "z"\nprint(a)\n'
+    notebook.write_text(json.dumps({"cells": [
+        {"cell_type": "code", "metadata": {}, "source": "e = 5"},
+        {"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": source.splitlines(True)}]}))
+    assert execute.notebook_parameters(notebook) == {"a": {"default": "1"}, "b": {"default": '["x", "y"]'},
+                                                    "d": {"default": '"z"'}}
+    notebook.write_text(json.dumps({"cells": [{"cell_type": "code", "metadata": {}, "source": "a = 1"}]}))
+    assert execute.notebook_parameters(notebook) == {}
+
+
+def test_the_runner_reads_notebooks_without_compiling_an_iri_grammar(tmp_path: Path) -> None:
+    # jsonschema (under nbformat) imports rfc3987-syntax when installed, which compiles a Lark
+    # grammar for seconds: a stand-in on the path shows whether it is imported, with and without.
+    fake = tmp_path / "rfc3987_syntax"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("print('rfc3987_syntax imported')\n"
+                                      "def is_valid_syntax(term, value):\n    return True\n")
+
+    def imported(code: str) -> bool:
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                              timeout=120, env={**os.environ, "PYTHONPATH": f"{tmp_path}:{ROOT}"})
+        assert done.returncode == 0, done.stderr
+        return "rfc3987_syntax imported" in done.stdout
+
+    assert imported("import nbformat")   # the control: without ucnb.runner it is imported
+    assert not imported("import ucnb.runner, nbformat, papermill")
