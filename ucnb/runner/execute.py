@@ -12,9 +12,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -34,8 +35,23 @@ from ucnb.host.procs import SUPERVISOR_ENV, ProcessId
 from ucnb.runner import interrupt
 from ucnb.runner import params as params_mod
 
+if TYPE_CHECKING:
+    from ucnb.runner.progress import Board
+
 KERNEL_NAME = "ucnb"
 KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
+
+
+@dataclass(frozen=True)
+class Beside:
+    """How a suite runs a lane (alone or beside others, `ucnb.runner.parallel`): the suite's main
+    thread owns the signals and passes them to `interruption`; progress goes on the suite's
+    `board` when lanes share the console; `environment()` is what the lane's environment.txt
+    records of the suite run (its jobs, the lanes that ran alongside), asked for at seal."""
+
+    interruption: interrupt.Interruption
+    environment: Callable[[], dict[str, str]]
+    board: Board | None = None
 
 
 @dataclass(frozen=True)
@@ -250,16 +266,18 @@ def clean_labs(ex: Execution, console: Console) -> None:
         console.print(f"[yellow]warning:[/] could not clean this run's labs: {exc}")
 
 
-def seal(ex: Execution) -> dict[str, Any]:
+def seal(ex: Execution, environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Stage 5: result.json, redaction of every artifact, HTML, checksums, `latest`. Returns
-    result.json as sealed (redacted), which is what the console and a suite report."""
+    result.json as sealed (redacted), which is what the console and a suite report.
+    `environment`: more lines for environment.txt (a suite's, see `Beside`)."""
     redactor = ex.redactor   # the secrets the kernel's Run redacts: the same variables
     redactor.update(from_environment(kernel_environment(ex)))
     generated = generated_secrets_file(ex.run_id)
     redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
     generated.unlink(missing_ok=True)
     evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}",
-                                         "run_started_utc": index.iso_utc(ex.started_at)})
+                                         "run_started_utc": index.iso_utc(ex.started_at),
+                                         **(environment or {})})
     result = evidence.build_result(ex.root, ex.lane.name, ex.profile, ex.run_id, ex.error, ex.exit_code)
     evidence.seal(ex.root, ex.notebook, redactor, result)
     sealed: dict[str, Any] = json.loads((ex.root / "result.json").read_text())  # as redacted
@@ -272,15 +290,16 @@ def index_run(ex: Execution, result: dict[str, Any]) -> None:
 
 
 def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | None = None,
-            progress: bool = True, parent: Path | None = None) -> RunOutcome:
+            progress: bool = True, parent: Path | None = None, beside: Beside | None = None) -> RunOutcome:
     """Run the lane notebook under papermill into a new proof root, seal it and index it.
 
     The proof root is `outputs/<lane>/<stamp>-<run id>`, or `<parent>/<stamp>-<run id>` when a
-    parent is given (a suite keeps its lanes' proof roots inside its own dated root).
+    parent is given (a suite keeps its lanes' proof roots inside its own dated root); `beside`
+    when a suite runs it.
     """
     from ucnb.lab import leases
 
-    interruption = interrupt.Interruption()
+    interruption = beside.interruption if beside else interrupt.Interruption()
     with interruption.handling():   # from here on a signal ends the run the one way (see interrupt)
         ex = new_root(lane, params, parent)
         ex.interruption = interruption
@@ -293,11 +312,12 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
             # Build the HTML exporter and compile its templates while the lane runs.
             threading.Thread(target=html.prewarm, name="prewarm-html", daemon=True).start()
             try:
-                with LaneProgressOrNone(ex.root, console, lane.name, progress):
+                with LaneProgressOrNone(ex.root, console, lane.name, progress,
+                                        beside.board if beside else None):
                     execute_notebook(ex, kernel_environment(ex))
             finally:
                 clean_labs(ex, console)
-            result = seal(ex)
+            result = seal(ex, beside.environment() if beside else None)
         finally:
             generated_secrets_file(ex.run_id).unlink(missing_ok=True)
             secrets_lease.release()
@@ -332,10 +352,11 @@ def report(ex: Execution, result: dict[str, Any], console: Console) -> None:
 class LaneProgressOrNone:
     """Progress display when wanted (a TTY or --progress), silence otherwise."""
 
-    def __init__(self, root: Path, console: Console, title: str, enabled: bool) -> None:
+    def __init__(self, root: Path, console: Console, title: str, enabled: bool,
+                 board: Board | None = None) -> None:
         from ucnb.runner.progress import LaneProgress
 
-        self._inner = LaneProgress(root / evidence.EVENTS, console, title) if enabled else None
+        self._inner = LaneProgress(root / evidence.EVENTS, console, title, board) if enabled else None
 
     def __enter__(self) -> None:
         if self._inner:
@@ -348,7 +369,8 @@ class LaneProgressOrNone:
 
 def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = None,
              assignments: list[str] | None = None, progress: bool = True,
-             console: Console | None = None, parent: Path | None = None) -> RunOutcome:
+             console: Console | None = None, parent: Path | None = None,
+             beside: Beside | None = None) -> RunOutcome:
     """Validate, bring the lab host up when the profile needs it, execute and seal."""
     lane, params = prepare(lane_name, profile, files or [], assignments or [])
     if profile == "lab":
@@ -357,7 +379,7 @@ def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = No
         daemons.up()
     else:
         product_preflight(lane, params)
-    return execute(lane, params, console, progress, parent)
+    return execute(lane, params, console, progress, parent, beside)
 
 
 def product_preflight(lane: lanes.Lane, params: lanes.LaneParameters) -> None:

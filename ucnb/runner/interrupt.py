@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from types import FrameType
 from typing import Any
 
 from ucnb.host.procs import ProcessId
@@ -65,14 +64,15 @@ class Interruption:
         if threading.current_thread() is not threading.main_thread():
             yield self
             return
-        previous = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
+        previous = {s: signal.signal(s, lambda signum, _frame: self.receive(signum)) for s in SIGNALS}
         try:
             yield self
         finally:
             for signum, handler in previous.items():
                 signal.signal(signum, handler)
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def receive(self, signum: int) -> None:
+        """A signal for this run: its own handler's, or passed on by a suite running lanes side by side."""
         self.signals.append(signum)
         if len(self.signals) == 1:
             self._first_at = time.monotonic()
