@@ -77,7 +77,10 @@ class Signals:
 
     @contextlib.contextmanager
     def handling(self) -> Iterator[Signals]:
-        """Own the signals for the block (the suite runs in the main thread)."""
+        """Own the signals for the block (no-op outside the main thread, where Python has none)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
         previous = {s: signal.signal(s, lambda signum, _frame: self._receive(signum)) for s in SIGNALS}
         try:
             yield self
