@@ -470,6 +470,22 @@ def summary_entry(entry: SuiteEntry) -> dict[str, Any]:
     return data
 
 
+def evidence_files(root: Path) -> dict[str, list[str]]:
+    """Per entry of a sealed suite root (suite.json), the files it left, relative to its proof root
+    (a guard: its report under guards/): what a serial and a parallel run of a suite must share."""
+    summary = json.loads((root / SUITE_FILE).read_text())
+    out = {}
+    for data in summary["entries"]:
+        if data.get("proof_root"):
+            lane_root = root / data["proof_root"]
+            out[data["name"]] = sorted(p.relative_to(lane_root).as_posix() for p in lane_root.rglob("*")
+                                       if p.is_file())
+        elif data["kind"] == "guard":
+            out[data["name"]] = [f"guards/{data['name']}.txt"] if (root / "guards" / f"{data['name']}.txt"
+                                                                   ).exists() else []
+    return out
+
+
 def entry_from_summary(data: dict[str, Any], suite_root: Path) -> SuiteEntry:
     """An entry read back from a suite.json under `suite_root`: its proof root made absolute and a
     lane's rows read from it, as the run that wrote it had them."""
