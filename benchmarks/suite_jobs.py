@@ -80,7 +80,8 @@ def main() -> None:
                   f"{run['qemus']} QEMU processes of other runs")
         same = serial["entries"].keys() == side["entries"].keys() and all(  # type: ignore[attr-defined]
             serial["entries"][n][0] == side["entries"][n][0] for n in names)  # type: ignore[index]
-        sys.exit(0 if same and serial["files"] == side["files"] and serial["exit"] == side["exit"] == 0 else 1)
+        passed = serial["exit"] == side["exit"] == 0
+        sys.exit(0 if same and passed and serial["files"] == side["files"] else 1)
 
 
 if __name__ == "__main__":

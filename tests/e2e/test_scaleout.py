@@ -46,13 +46,16 @@ def test_two_jobs_give_the_serial_runs_entries_verdicts_junit_and_evidence_files
     assert serial.returncode == 0 and side.returncode == 0, side.stdout + side.stderr
     one, two = (json.loads((r / "suite.json").read_text()) for r in (serial_root, side_root))
     assert (one["jobs"], two["jobs"]) == (1, 2)
-    assert [(e["kind"], e["name"], e["status"]) for e in one["entries"]] == \
-        [(e["kind"], e["name"], e["status"]) for e in two["entries"]], "the same entries, in the suite's order"
+    def shape(summary: dict[str, list[dict[str, str]]]) -> list[tuple[str, str, str]]:
+        return [(e["kind"], e["name"], e["status"]) for e in summary["entries"]]
+
+    assert shape(one) == shape(two), "the same entries, in the suite's order"
     assert [e["name"] for e in two["entries"]] == [e.name for e in plan("portable").entries]
     assert evidence_files(serial_root) == evidence_files(side_root)
     assert _junit_cases(serial_root / "junit.xml") == _junit_cases(side_root / "junit.xml")
     lanes = {e["name"]: e for e in two["entries"] if e["kind"] == "lane"}
-    environments = {name: read_kv(side_root / e["proof_root"] / "environment.txt") for name, e in lanes.items()}
+    environments = {name: read_kv(side_root / e["proof_root"] / "environment.txt")
+                    for name, e in lanes.items()}
     for name, env in environments.items():
         (other,) = set(LANES) - {name}
         assert env["suite_jobs"] == "2" and env["suite_ran_alongside"] == other, env
@@ -103,7 +106,8 @@ def test_a_suite_fanned_out_as_a_ci_matrix_merges_into_one_passing_verdict(cli: 
     jobs = json.loads(shown.stdout)["include"]
     assert [j["id"] for j in jobs] == ["guards", *LANES]
     folders = [tmp_path / "artifacts" / f"portable-{job['id']}" for job in jobs]
-    runners = [cli.start("suite", "portable", "--only", job["only"], "--no-progress", UCNB_OUTPUTS=str(folder))
+    runners = [cli.start("suite", "portable", "--only", job["only"], "--no-progress",
+                         UCNB_OUTPUTS=str(folder))
                for job, folder in zip(jobs, folders, strict=True)]   # each job on its own, all at once
     assert [r.wait(timeout=1200) for r in runners] == [0] * len(jobs)
     site = tmp_path / "site"

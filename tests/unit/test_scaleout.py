@@ -5,6 +5,7 @@ side and a real fan-out: tests/e2e/test_scaleout.py.)"""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -25,6 +26,8 @@ from ucnb.runner import merge, parallel, suites
 from ucnb.runner.execute import Beside
 
 from ..conftest import Cli
+
+QUICKSTART = "single-node-quickstart"
 
 
 def _suites(tmp_path: Path, steps: list[dict[str, object]]) -> dict[str, suites.SuiteSpec]:
@@ -90,9 +93,12 @@ def _entries(*names: str) -> list[suites.SuiteEntry]:
     return [suites.SuiteEntry("guard" if n.startswith("guard") else "lane", n) for n in names]
 
 
+QUIET = Console(file=io.StringIO())
+
+
 def _run(entries: list[suites.SuiteEntry], jobs: int, fake: FakeLanes) -> bool:
-    return parallel.run_entries(entries, parallel.Jobs(jobs, "test"), fake.guard, fake.lane,
-                                Console(file=open(os.devnull, "w")), progress=False)
+    return parallel.run_entries(entries, parallel.Jobs(jobs, "test"), fake.guard, fake.lane, QUIET,
+                                progress=False)
 
 
 def test_lanes_overlap_up_to_jobs_guards_are_barriers_and_the_order_is_the_suites() -> None:
@@ -150,8 +156,7 @@ def test_a_lanes_exception_is_raised_after_the_others_end() -> None:
 
     entries = _entries("a", "b")
     with pytest.raises(RuntimeError, match="a harness bug"):
-        parallel.run_entries(entries, parallel.Jobs(2, "t"), fake.guard, broken,
-                             Console(file=open(os.devnull, "w")), progress=False)
+        parallel.run_entries(entries, parallel.Jobs(2, "t"), fake.guard, broken, QUIET, progress=False)
     assert entries[1].status == suites.PASSED
 
 
@@ -168,11 +173,11 @@ def test_only_selects_steps_in_the_suites_order_and_refuses_unknown_names() -> N
 
 
 def test_matrix_has_a_guards_job_and_one_job_per_runnable_lane(tmp_path: Path, cli: Cli) -> None:
-    steps: list[dict[str, object]] = [{"guard": "surface", "path": "ucnb"}, {"lane": "single-node-quickstart"},
+    steps: list[dict[str, object]] = [{"guard": "surface", "path": "ucnb"}, {"lane": QUICKSTART},
                                       {"lane": "not-built-yet"}, {"guard": "profiles"}]
     plan = suites.plan("s", suites=_suites(tmp_path, steps))
     assert suites.matrix(plan) == {"include": [{"id": "guards", "only": "surface,profiles"},
-                                               {"id": "single-node-quickstart", "only": "single-node-quickstart"}]}
+                                               {"id": QUICKSTART, "only": QUICKSTART}]}
     shown = cli.invoke("suite", "portable", "--matrix")
     assert shown.exit_code == 0, shown.output
     jobs = json.loads(shown.output)["include"]
@@ -199,14 +204,15 @@ def _lane_run(outputs: Path, suite_root: Path, lane: str, verdict: str, start: s
              "detail": "", "kind": "step"},
             {"index": 2, "name": "health: iam", "node": "node01", "start": 4.0, "end": 4.0,
              "outcome": "skipped", "detail": "no stand-in", "kind": "step"}]
-    (root / evidence.EVENTS).write_text("".join(json.dumps({"table": "steps", "row": r}) + "\n" for r in rows))
+    (root / evidence.EVENTS).write_text("".join(json.dumps({"table": "steps", "row": r}) + "\n"
+                                                for r in rows))
     (root / f"{lane}.html").write_text("<html></html>")
     index.append(index.IndexEntry(lane, "lab", run_id, start, 4.0, verdict, "tcg",
-                                  index.relative_to_outputs(root, outputs), suite=f"portable/{suite_root.name}"),
-                 outputs)
+                                  index.relative_to_outputs(root, outputs),
+                                  suite=f"portable/{suite_root.name}"), outputs)
     return {"kind": "lane", "name": lane, "status": verdict, "reason": "1 steps passed", "duration_s": 4.0,
-            "exit_code": 0 if verdict == "passed" else 1, "proof_root": root.relative_to(suite_root).as_posix(),
-            "accelerator": "tcg", "started": start}
+            "exit_code": 0 if verdict == "passed" else 1, "accelerator": "tcg", "started": start,
+            "proof_root": root.relative_to(suite_root).as_posix()}
 
 
 def _guard(name: str) -> dict[str, object]:
@@ -233,7 +239,8 @@ def _suite_run(outputs: Path, start: str, lanes: dict[str, str], guards: tuple[s
 
 def test_two_outputs_folders_merge_into_one_report_junit_and_verdict(tmp_path: Path, cli: Cli) -> None:
     guards, lanes_a, lanes_b = tmp_path / "job-guards", tmp_path / "job-a", tmp_path / "job-b"
-    ran = cli("suite", "portable", "--only", "surface", "--no-progress", timeout=120, UCNB_OUTPUTS=str(guards))
+    ran = cli("suite", "portable", "--only", "surface", "--no-progress", timeout=120,
+              UCNB_OUTPUTS=str(guards))
     assert ran.returncode == 0, ran.stderr   # a real run of one step: the guard
     _suite_run(lanes_a, "2026-12-01T10:00:00Z", {"single-node-quickstart": "passed"})
     _suite_run(lanes_b, "2026-12-01T10:00:05Z", {"deployer-vm-smoke": "passed"})
@@ -251,7 +258,8 @@ def test_two_outputs_folders_merge_into_one_report_junit_and_verdict(tmp_path: P
     surface = list(by_name["guard: surface"])
     assert len(surface) == 2 and all(c.is_passed for c in surface), "the guard's own check came along"
     quickstart = list(by_name["single-node-quickstart"])
-    assert [c.is_passed for c in quickstart[:2]] == [True, True] and isinstance(quickstart[2].result[0], Skipped)
+    assert [c.is_passed for c in quickstart[:2]] == [True, True]
+    assert isinstance(quickstart[2].result[0], Skipped)
     assert "<system-out>proof root: ../job-b/suites/portable/" in xml.read_text(), "relative to the JUnit"
     html = page.read_text()
     assert "<h2>Suite portable: " in html and html.count("single-node-quickstart.html") == 1
@@ -266,7 +274,7 @@ def test_two_outputs_folders_merge_into_one_report_junit_and_verdict(tmp_path: P
 
 def test_the_newest_run_of_a_step_wins_and_a_failure_fails_the_merge(tmp_path: Path) -> None:
     old, new = tmp_path / "old", tmp_path / "new"
-    _suite_run(old, "2026-12-01T09:00:00Z", {"single-node-quickstart": "passed", "deployer-vm-smoke": "passed"})
+    _suite_run(old, "2026-12-01T09:00:00Z", {QUICKSTART: "passed", "deployer-vm-smoke": "passed"})
     _suite_run(new, "2026-12-01T10:00:00Z", {"deployer-vm-smoke": "failed"})
     plan = suites.select(suites.plan("portable"), ["single-node-quickstart,deployer-vm-smoke"])
     merged = merge.merge(plan, index.load_sources([new, old]))
@@ -279,5 +287,27 @@ def test_the_newest_run_of_a_step_wins_and_a_failure_fails_the_merge(tmp_path: P
 
 def test_a_source_that_is_not_an_outputs_folder_is_refused(tmp_path: Path, cli: Cli) -> None:
     done = cli.invoke("report", str(tmp_path / "nowhere"), "--suite", "portable")
-    assert done.exit_code == 2 and "neither an outputs folder with index.jsonl nor an index file" in done.output
+    assert done.exit_code == 2
+    assert "neither an outputs folder with index.jsonl nor an index file" in done.output
     assert cli.invoke("report", "--junit", str(tmp_path / "j.xml")).exit_code == 2
+
+
+def test_lanes_side_by_side_print_prefixed_steps_and_heartbeats_not_a_live_display(tmp_path: Path) -> None:
+    from ucnb.runner.progress import Board, LaneProgress
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=False, width=200)
+    events = tmp_path / "events.jsonl"
+    rows = [{"index": 1, "name": "boot", "node": "node01", "start": 1.0, "end": None, "outcome": "running",
+             "detail": "", "kind": "step"}]
+    events.write_text(json.dumps({"table": "steps", "row": rows[0]}) + "\n")
+    with Board(heartbeat_s=0.1) as board, LaneProgress(events, console, "lane-a", board):
+        time.sleep(0.5)
+        with events.open("a") as f:
+            done = {**rows[0], "end": 4.0, "outcome": "passed"}
+            f.write(json.dumps({"table": "steps", "row": done}) + "\n")
+        time.sleep(0.4)
+    text = out.getvalue()
+    assert "… lane-a " in text and "· boot [node01]" in text, text
+    assert "✓ lane-a: boot [node01] 3.0s" in text, text
+    assert "\x1b[" not in text, "no cursor movement: plain lines"

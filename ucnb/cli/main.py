@@ -192,7 +192,8 @@ def suite(
         outcome = suites.run(suite_plan, console=console, junit_file=junit, kvm=require_kvm,
                              allow_incomplete=allow_incomplete, out=out,
                              progress=sys.stderr.isatty() if progress is None else progress,
-                             jobs=parallel.Jobs(jobs, f"given: --jobs {jobs}") if jobs else parallel.default_jobs())
+                             jobs=parallel.Jobs(jobs, f"given: --jobs {jobs}") if jobs
+                             else parallel.default_jobs())
     except UcnbError as exc:
         _fail(exc)
     typer.echo(str(outcome.root))

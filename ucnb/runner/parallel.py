@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from functools import partial
@@ -35,7 +34,7 @@ from rich.markup import escape
 
 from ucnb.evidence import index
 from ucnb.runner.execute import Beside
-from ucnb.runner.interrupt import SIGNALS, Interruption
+from ucnb.runner.interrupt import Interruption, owning_signals
 from ucnb.runner.progress import Board
 from ucnb.runner.suites import NOT_RUN, PENDING, SuiteEntry
 
@@ -75,20 +74,7 @@ class Signals:
         self._lanes: list[Interruption] = []
         self._lock = threading.Lock()
 
-    @contextlib.contextmanager
-    def handling(self) -> Iterator[Signals]:
-        """Own the signals for the block (no-op outside the main thread, where Python has none)."""
-        if threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        previous = {s: signal.signal(s, lambda signum, _frame: self._receive(signum)) for s in SIGNALS}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    def _receive(self, signum: int) -> None:
+    def receive(self, signum: int) -> None:
         self.received.append(signum)
         with self._lock:
             lanes = list(self._lanes)
@@ -131,7 +117,7 @@ def run_entries(entries: list[SuiteEntry], jobs: Jobs, guard: Callable[[SuiteEnt
     """Run the pending entries in place (`pending` status), lanes up to `jobs.count` at a time and
     guards alone; entries not started because of a signal become `not-run`. True when interrupted."""
     signals, spans = Signals(), Spans()
-    board = Board(console) if progress and jobs.count > 1 else None
+    board = Board() if progress and jobs.count > 1 else None
     running: dict[Future[None], SuiteEntry] = {}
 
     def environment(name: str) -> dict[str, str]:
@@ -148,7 +134,7 @@ def run_entries(entries: list[SuiteEntry], jobs: Jobs, guard: Callable[[SuiteEnt
             spans.end(entry.name)
             entry.duration_s = round(time.monotonic() - t0, 2)
 
-    with signals.handling(), ThreadPoolExecutor(jobs.count, thread_name_prefix="lane") as pool, \
+    with owning_signals(signals.receive), ThreadPoolExecutor(jobs.count, thread_name_prefix="lane") as pool, \
             board or contextlib.nullcontext():
         for entry in entries:
             if entry.status != PENDING:

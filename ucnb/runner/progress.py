@@ -1,8 +1,8 @@
 """Live progress of a lane run: tails the run's events.jsonl while papermill executes it.
 
-Lanes of a suite running side by side share one `Board`: rich shows one live display at a time,
-so their spinners become one status line (every running lane, its time and current step) and
-each finished step is printed once, prefixed with its lane.
+Lanes of a suite running side by side share one `Board` instead of a spinner each (rich shows one
+live display at a time): each finished step is printed once, prefixed with its lane, and every
+few seconds a line per running lane says where it is.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from rich.markup import escape
 
 MARKS = {"passed": "[green]✓[/]", "failed": "[red]✗[/]", "skipped": "[yellow]-[/]"}
 TICK_S = 0.25
+HEARTBEAT_S = 10.0
 
 
 class LaneProgress:
-    """Prints each finished step once and shows the running one with a spinner (its own, or a
-    line of the `board` it shares with lanes running beside it)."""
+    """Prints each finished step once and shows the running one with a spinner (or, on the
+    `board` it shares with lanes running beside it, in its heartbeat lines)."""
 
     def __init__(self, events: Path, console: Console, title: str, board: Board | None = None) -> None:
         self.events, self.console, self.title, self.board = events, console, title, board
@@ -93,10 +94,16 @@ class LaneProgress:
 
 
 class Board:
-    """One status line for every lane running side by side: `with Board(console):` around them."""
+    """Progress of lanes running side by side: `with Board():` around them.
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    Every HEARTBEAT_S it prints one line per running lane (its time and current step) through
+    that lane's own console, so each line is redacted as the lane's are. Plain lines, no live
+    display: rich redraws a live display by moving the cursor over what it drew, which lines
+    printed meanwhile by the other lanes' consoles would garble.
+    """
+
+    def __init__(self, heartbeat_s: float = HEARTBEAT_S) -> None:
+        self.heartbeat_s = heartbeat_s
         self._lanes: list[LaneProgress] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -112,7 +119,7 @@ class Board:
 
     @contextlib.contextmanager
     def showing(self, lane: LaneProgress) -> Iterator[None]:
-        """The lane is on the status line for the block."""
+        """The lane is reported on for the block."""
         with self._lock:
             self._lanes.append(lane)
         try:
@@ -122,8 +129,8 @@ class Board:
                 self._lanes.remove(lane)
 
     def _loop(self) -> None:
-        with self.console.status("suite") as status:
-            while not self._stop.wait(TICK_S):
-                with self._lock:
-                    lines = [lane.describe() for lane in self._lanes]
-                status.update(" | ".join(lines) or "between lanes")
+        while not self._stop.wait(self.heartbeat_s):
+            with self._lock:
+                lanes = list(self._lanes)
+            for lane in lanes:
+                lane.console.print(f"  … {escape(lane.describe())}", highlight=False, markup=True)
