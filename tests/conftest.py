@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from ucnb.host.procs import ProcessId
+
 ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 LAYERS = ("unit", "vm", "e2e")
@@ -42,6 +44,16 @@ def outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "outputs"
     monkeypatch.setenv("UCNB_OUTPUTS", str(path))
     return path
+
+
+def dead_process() -> ProcessId:
+    """The identity (pid and start time) of a process that has exited: an owner that is gone."""
+    proc = subprocess.Popen(["sleep", "5"])
+    gone = ProcessId.of(proc.pid)
+    proc.kill()
+    proc.wait()
+    assert gone is not None
+    return gone
 
 
 def assert_no_secret(root: Path, *secrets: str) -> None:

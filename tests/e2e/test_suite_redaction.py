@@ -70,9 +70,7 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.mark.parametrize("canary", [
-    pytest.param(CANARIES[0], id="special-characters", marks=pytest.mark.xfail(
-        strict=True, reason="known leak, open in issue 12: since the evidence tables (HTML inside the "
-        "notebook's JSON) a canary with <\"&' survives a suite run's redaction in one encoding")),
+    pytest.param(CANARIES[0], id="special-characters"),
     pytest.param(CANARIES[1], id="40-character-token")])
 def test_no_canary_in_any_encoding_in_a_suite_root_or_its_console(project: Path, outputs: Path,
                                                                    lab_host: None, canary: str,

@@ -26,7 +26,7 @@ from ucnb.host.procs import ProcessId
 from ucnb.lab import leases
 from ucnb.lab.registry import LabState, scan
 
-from ..conftest import Cli
+from ..conftest import Cli, dead_process
 
 TOKEN40 = "uc-0123456789abcdefghijklmnopqrstuvwxyzAB"
 
@@ -46,15 +46,6 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
     yield proc
     proc.kill()
     proc.wait()
-
-
-def _dead_process() -> ProcessId:
-    proc = subprocess.Popen(["sleep", "5"])
-    me = ProcessId.of(proc.pid)
-    proc.kill()
-    proc.wait()
-    assert me is not None
-    return me
 
 
 # -- processes -------------------------------------------------------------------------------------
@@ -126,7 +117,7 @@ def test_lab_state_is_written_atomically_and_privately(work: Path) -> None:
 
 
 def test_a_lab_whose_owner_or_supervisor_is_gone_is_abandoned(work: Path) -> None:
-    me, dead = ProcessId.current(), _dead_process()
+    me, dead = ProcessId.current(), dead_process()
     assert LabState("a1", "r", me, 1, [], []).owner_alive()
     assert not LabState("a1", "r", dead, 1, [], []).owner_alive()
     assert not LabState("a1", "r", me, 1, [], [], supervisor=dead).owner_alive()
@@ -149,7 +140,7 @@ def test_an_abandoned_lease_is_reclaimed_inside_the_work_root_only(work: Path,
     outside = work.parent / "outside"
     outside.mkdir()
     lease = leases.take("unit", paths=[inside])
-    lease.owner = _dead_process()
+    lease.owner = dead_process()
     # A process record for a pid now reused by an unrelated process (the sleeper).
     now = ProcessId.of(sleeper.pid)
     assert now is not None

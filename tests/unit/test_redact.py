@@ -79,6 +79,8 @@ def _write_artifacts(root: Path, secret: str) -> list[Path]:
         new_output("execute_result", execution_count=1,
                    data={"application/json": doc, "text/plain": repr(doc)}),
         new_output("display_data", data={"text/plain": json.dumps(doc)}),   # a JSON string holding JSON
+        new_output("display_data", data={"text/html": f"<td>{html.escape(secret)}</td>"}),  # a table
+        new_output("display_data", data={"text/plain": json.dumps({"html": html.escape(secret)})}),
         new_output("error", ename="LaneFailure", evalue=f"refused {secret}",
                    traceback=[f"LaneFailure: refused {secret[:5]}\n{secret[5:]}"]),
     ])])

@@ -21,18 +21,9 @@ from ucnb.host.procs import ProcessId
 from ucnb.lab import domain as domain_mod
 from ucnb.lab import leases, registry
 
-from ..conftest import ROOT, Cli
+from ..conftest import ROOT, Cli, dead_process
 
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
-
-
-def _dead() -> ProcessId:
-    proc = subprocess.Popen(["sleep", "5"])
-    me = ProcessId.of(proc.pid)
-    proc.kill()
-    proc.wait()
-    assert me is not None
-    return me
 
 
 def _state(work: Path, lab_id: str, owner: ProcessId | None, subnet: int, keep: bool = False) -> None:
@@ -111,17 +102,18 @@ def test_planted_state_and_foreign_objects_are_refused_and_dead_runs_cleaned(hos
             conn.networkCreateXML(domain_mod.network_xml(f"ucnb-{dead}", f"ucnb{subnet}n0",
                                                          f"10.77.{subnet}.1"))
             made["networks"].append(f"ucnb-{dead}")
-            _state(work, dead, _dead(), subnet)
+            _state(work, dead, dead_process(), subnet)
         _state(work, reused, ProcessId(now.pid, now.start - 1, now.boot), 201)
         _state(work, live, ProcessId.current(), 202)
-        _state(work, kept, _dead(), 203, keep=True)
+        _state(work, kept, dead_process(), 203, keep=True)
         _state(work, stopped, ProcessId.of(owner_b.pid), 204)
         (labs / f"empty{tag}").mkdir()
 
         orphan, foreign, untagged = f"orph{tag}", f"forn{tag}", f"untg{tag}"
-        made["domains"] += [_domain(conn, orphan, str(labs), _dead(), tmp_path / "o.log"),
-                            _domain(conn, foreign, "/somebody/else/work/labs", _dead(), tmp_path / "f.log"),
-                            _domain(conn, untagged, None, _dead(), tmp_path / "u.log")]
+        made["domains"] += [_domain(conn, orphan, str(labs), dead_process(), tmp_path / "o.log"),
+                            _domain(conn, foreign, "/somebody/else/work/labs", dead_process(),
+                                    tmp_path / "f.log"),
+                            _domain(conn, untagged, None, dead_process(), tmp_path / "u.log")]
         (work / "secrets").mkdir(mode=0o700)
         (work / "secrets" / "deadrun1").write_text("uc-generated-secret-of-a-dead-run\n")
         (work / "secrets" / "liverun1").write_text("uc-generated-secret-of-a-live-run\n")
@@ -129,7 +121,7 @@ def test_planted_state_and_foreign_objects_are_refused_and_dead_runs_cleaned(hos
         stale = work / "cache" / ".ucnb-tmp-image-build-0123456789ab"
         stale.mkdir(parents=True)
         stale_lease = leases.take("temp-image-build", paths=[stale])
-        stale_lease.owner = _dead()
+        stale_lease.owner = dead_process()
         stale_lease.save()
 
         out = _clean(work)

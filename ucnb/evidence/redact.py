@@ -2,9 +2,10 @@
 
 A registered secret is masked as it appears raw and in the forms artifacts give it (see
 `encoded_forms`): JSON-escaped (both `ensure_ascii` modes, and JSON inside JSON as an .ipynb holds
-it), CSV-quoted, HTML/XML-escaped (named and numeric entities), URL-encoded, Python repr/ascii
-(str and bytes), shell-quoted, hex, and base64 (standard and urlsafe, padded or not, and inside a
-longer base64 text such as `user:secret` Basic auth, at each of the three byte alignments).
+it), CSV-quoted, HTML/XML-escaped (named and numeric entities; also inside JSON, as a notebook's
+HTML table output holds it), URL-encoded, Python repr/ascii (str and bytes), shell-quoted, hex, and
+base64 (standard and urlsafe, padded or not, and inside a longer base64 text such as `user:secret`
+Basic auth, at each of the three byte alignments).
 
 A form is also found when line breaks cut it (a serial console wraps long lines at a fixed width,
 base64 is wrapped at 76 columns): the search runs over the text with every CR and LF removed and
@@ -124,15 +125,20 @@ def encoded_forms(secret: str) -> frozenset[str]:
 
     Layers: how code quotes it (raw, repr/ascii of str and bytes, shell); that JSON-escaped; that
     JSON-escaped again (an .ipynb holding a JSON string or a repr). CSV and HTML escaping apply to
-    the first two layers; URL, base64 and hex encodings to the raw secret.
+    the first two layers, and their results are JSON-escaped once or twice (an HTML table in a
+    notebook's output); URL, base64 and hex encodings apply to the raw secret.
     """
     quoted = {secret, shlex.quote(secret).removeprefix("'").removesuffix("'")} | _repr_forms(secret)
     once = quoted | {_json(f, a) for f in quoted for a in (True, False)}
-    twice = once | {_json(f, a) for f in once for a in (True, False)}
-    forms = set(twice)
+    forms = once | {_json(f, a) for f in once for a in (True, False)}
+    markup: set[str] = set()
     for form in once:
-        forms.add(form.replace('"', '""'))        # CSV quoting
-        forms |= _html_forms(form, full=form == secret)
+        markup.add(form.replace('"', '""'))        # CSV quoting
+        markup |= _html_forms(form, full=form == secret)
+    # Markup inside JSON, one or two levels: an .ipynb output holding an HTML table, a JSON
+    # string holding a CSV row.
+    in_json = {_json(f, a) for f in markup - once for a in (True, False)}
+    forms |= markup | in_json | {_json(f, a) for f in in_json for a in (True, False)}
     forms |= _url_forms(secret)
     forms |= _base64_forms(secret)
     forms |= {secret.encode().hex(), secret.encode().hex().upper()}
