@@ -7,7 +7,7 @@ Prints, measured in one invocation on this host, one after the other:
 - the host's load (1-minute load average, other QEMU processes) before each run: other engineers'
   VMs on a shared host slow both runs, and the parallel one more (it needs the cores they take).
 
-Usage: python benchmarks/suite_jobs.py [--suite portable] [--jobs 2]
+Usage: python benchmarks/suite_jobs.py [--suite portable] [--jobs 2] [--parallel-first]
 """
 
 from __future__ import annotations
@@ -57,10 +57,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--suite", default="portable")
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--parallel-first", action="store_true",
+                        help="run --jobs N first (the host's load drifts: measure both orders)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ucnb-bench-jobs-") as tmp:
-        serial = suite_run(args.suite, 1, Path(tmp) / "serial")
-        side = suite_run(args.suite, args.jobs, Path(tmp) / "parallel")
+        if args.parallel_first:
+            side = suite_run(args.suite, args.jobs, Path(tmp) / "parallel")
+            serial = suite_run(args.suite, 1, Path(tmp) / "serial")
+        else:
+            serial = suite_run(args.suite, 1, Path(tmp) / "serial")
+            side = suite_run(args.suite, args.jobs, Path(tmp) / "parallel")
         names = list(serial["entries"])  # type: ignore[arg-type]
         width = max(map(len, names)) + 2
         print(f"suite {args.suite}: --jobs 1 vs --jobs {args.jobs} (wall seconds, one run each)")

@@ -62,7 +62,7 @@ class Interruption:
         self._sent_at = 0.0
         self._killed = False
         self._killed_at = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # a signal may land while this thread holds it
 
     @property
     def requested(self) -> bool:

@@ -72,7 +72,7 @@ class Signals:
     def __init__(self) -> None:
         self.received: list[int] = []
         self._lanes: list[Interruption] = []
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # the handler runs in the main thread, which may hold it
 
     def receive(self, signum: int) -> None:
         self.received.append(signum)
@@ -113,7 +113,7 @@ class Spans:
 
 
 def run_entries(entries: list[SuiteEntry], jobs: Jobs, guard: Callable[[SuiteEntry], None],
-              lane: Callable[[SuiteEntry, Beside], None], console: Console, progress: bool) -> bool:
+                lane: Callable[[SuiteEntry, Beside], None], console: Console, progress: bool) -> bool:
     """Run the pending entries in place (`pending` status), lanes up to `jobs.count` at a time and
     guards alone; entries not started because of a signal become `not-run`. True when interrupted."""
     signals, spans = Signals(), Spans()
