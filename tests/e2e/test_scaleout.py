@@ -5,6 +5,7 @@ folder, all at once) merges into one passing report, JUnit and verdict."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import libvirt
 from junitparser import JUnitXml
 
 from ucnb.files import read_kv
@@ -68,9 +70,19 @@ def test_two_jobs_give_the_serial_runs_entries_verdicts_junit_and_evidence_files
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
 
-def test_ctrl_c_of_a_parallel_suite_ends_every_lane_with_130(cli: Cli, tmp_path: Path) -> None:
+def _active_runs() -> set[str]:
+    """Run ids of the running lab domains (of anyone's: a domain may vanish while we look)."""
     from ucnb.lab.registry import connect, tagged_domains
 
+    active = set()
+    for tagged in tagged_domains(connect()):
+        with contextlib.suppress(libvirt.libvirtError):
+            if tagged.domain.isActive():
+                active.add(tagged.run_id)
+    return active
+
+
+def test_ctrl_c_of_a_parallel_suite_ends_every_lane_with_130(cli: Cli, tmp_path: Path) -> None:
     outputs = tmp_path / "interrupted"
     proc = cli.start("suite", "portable", "--jobs", "2", "--only", ",".join(LANES), "--no-progress",
                      UCNB_OUTPUTS=str(outputs))
@@ -80,8 +92,7 @@ def test_ctrl_c_of_a_parallel_suite_ends_every_lane_with_130(cli: Cli, tmp_path:
             assert proc.poll() is None, "the suite ended before both lanes had a VM"
             assert time.monotonic() < deadline, "the two lanes never ran together"
             runs = runs_in(outputs)
-            active = {t.run_id for t in tagged_domains(connect()) if t.domain.isActive()}
-            if len(runs) == 2 and runs <= active:
+            if len(runs) == 2 and runs <= _active_runs():
                 break
             time.sleep(0.3)
         os.killpg(proc.pid, signal.SIGINT)
