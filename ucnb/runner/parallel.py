@@ -12,10 +12,10 @@ differ only in what overlaps. What stays as in a serial run:
   interrupts its kernel, a second kills it; see `ucnb.runner.interrupt`), so Ctrl-C ends every
   lane the one way (exit 130, labs removed, evidence sealed) and no further step starts.
 
-The default for N (`default_jobs`): a TCG lane keeps about one core busy, and the biggest lab
-(six 256 MiB guests, each up to ~360 MiB of QEMU with its 64 MiB translation cache, plus the
-lane's Jupyter kernel and runner share, ~0.2 GiB each) needs about LANE_MEMORY_MIB; so
-min(usable cores, available memory / LANE_MEMORY_MIB), at least 1.
+The default for N (`default_jobs`): a TCG lane keeps about one core busy, and the biggest lab needs
+about LANE_MEMORY_MIB: six 256 MiB guests (measured 255-262 MiB RSS per QEMU on a loaded host,
+each able to grow by its 64 MiB translation cache) plus the lane's Jupyter kernel (160-166 MiB)
+and runner (160-177 MiB); so min(usable cores, available memory / LANE_MEMORY_MIB), at least 1.
 """
 
 from __future__ import annotations
