@@ -146,6 +146,21 @@ def test_a_signal_reaches_every_running_lane_and_no_further_step_starts() -> Non
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, "handlers restored"
 
 
+def test_a_lane_interrupted_from_elsewhere_also_stops_the_suite() -> None:
+    fake = FakeLanes(hold_s=0.05)
+
+    def kernel_interrupted(entry: suites.SuiteEntry, beside: Beside) -> None:
+        fake.lane(entry, beside)
+        if entry.name == "a":   # its kernel got a SIGINT no one sent the suite
+            entry.status, entry.exit_code = suites.FAILED, 130
+
+    entries = _entries("a", "b")
+    assert parallel.run_entries(entries, parallel.Jobs(1, "t"), fake.guard, kernel_interrupted, QUIET,
+                                progress=False) is False
+    assert entries[1].status == suites.NOT_RUN and "b" not in fake.spans
+    assert suites.verdict_and_exit(entries) == ("failed", 130)
+
+
 def test_a_lanes_exception_is_raised_after_the_others_end() -> None:
     fake = FakeLanes(hold_s=0.2)
 

@@ -32,6 +32,7 @@ from functools import partial
 from rich.console import Console
 from rich.markup import escape
 
+from ucnb.errors import Interrupted
 from ucnb.evidence import index
 from ucnb.runner.execute import Beside
 from ucnb.runner.interrupt import Interruption, owning_signals
@@ -141,7 +142,8 @@ def run_entries(entries: list[SuiteEntry], jobs: Jobs, guard: Callable[[SuiteEnt
                 console.print(f"[yellow]{entry.status}[/] {entry.name}: {escape(entry.reason)}")
                 continue
             _drain(running, 0 if entry.kind == "guard" else jobs.count - 1)  # a barrier, or a free slot
-            if signals.received:
+            # Interrupted: the suite got a signal, or a lane was interrupted from elsewhere (its kernel).
+            if signals.received or any(e.exit_code == Interrupted.exit_code for e in entries):
                 entry.status, entry.reason = NOT_RUN, "the suite was interrupted before this step"
             elif entry.kind == "guard":
                 timed(entry, partial(guard, entry))
