@@ -154,17 +154,29 @@ def suite(
         help="exit 0 when nothing failed but some lanes were not run (not built, not runnable)")] = False,
     progress: Annotated[bool | None, typer.Option(help="live progress (default: on a terminal)")] = None,
     plan: Annotated[bool, typer.Option(help="list the steps and why some cannot run, run nothing")] = False,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", "-j", min=1, help="lanes side by side, each in its own lab (default: from the host's "
+                                    "cores and memory)")] = None,
+    only: Annotated[list[str] | None, typer.Option(
+        help="run only these steps (names, comma-separated or repeated): a CI matrix job's share")] = None,
+    matrix: Annotated[bool, typer.Option(
+        help="print the suite as a CI matrix (JSON for GitHub's fromJSON), run nothing")] = False,
 ) -> None:
     """Run a suite of guards and lanes into one dated root, with JUnit XML and a summary table.
 
     Exit codes: 0 every step passed; the first failure's code (1 lane or guard failed, 2, 3, 4);
     1 when nothing failed but a named lane was not run (unless --allow-incomplete); 3 when KVM is
-    required (--require-kvm, or the suite requires it) and this host would use TCG.
+    required (--require-kvm, or the suite requires it) and this host would use TCG; 130 interrupted.
     """
-    from ucnb.runner import suites
+    import json
+
+    from ucnb.runner import parallel, suites
 
     try:
-        suite_plan = suites.plan(name, profile, surface_path)
+        suite_plan = suites.select(suites.plan(name, profile, surface_path), only or [])
+        if matrix:
+            typer.echo(json.dumps(suites.matrix(suite_plan), separators=(",", ":")))
+            return
         if plan:
             table = Table(title=f"suite {name} ({suite_plan.profile})"
                                 f"{', requires KVM' if suite_plan.require_kvm or require_kvm else ''}")
@@ -178,7 +190,9 @@ def suite(
             return
         outcome = suites.run(suite_plan, console=console, junit_file=junit, kvm=require_kvm,
                              allow_incomplete=allow_incomplete, out=out,
-                             progress=sys.stderr.isatty() if progress is None else progress)
+                             progress=sys.stderr.isatty() if progress is None else progress,
+                             jobs=parallel.Jobs(jobs, f"given: --jobs {jobs}") if jobs
+                             else parallel.default_jobs())
     except UcnbError as exc:
         _fail(exc)
     typer.echo(str(outcome.root))
@@ -187,21 +201,45 @@ def suite(
 
 @app.command()
 def report(
+    sources: Annotated[list[Path] | None, typer.Argument(
+        help="outputs folders or index.jsonl files, e.g. CI jobs' downloaded outputs (default: outputs/)",
+        show_default=False)] = None,
     output: Annotated[Path | None, typer.Option(help="HTML file (default: outputs/report.html)")] = None,
     screenshot: Annotated[Path | None, typer.Option(help="also a PNG of the page (headless chromium)")
                           ] = None,
+    suite: Annotated[str | None, typer.Option(
+        help="merge the sources' runs of this suite into one verdict (the exit code, as `ucnb suite`'s)")
+                     ] = None,
+    junit: Annotated[Path | None, typer.Option(help="with --suite: the merged JUnit XML here")] = None,
+    allow_incomplete: Annotated[bool, typer.Option(
+        help="with --suite: exit 0 when nothing failed but some steps were not run")] = False,
 ) -> None:
     """One static, self-contained HTML page of every indexed run, failed runs diffed against the
-    last good run of the same lane."""
+    last good run of the same lane. With --suite, also one verdict and one JUnit for that suite
+    over every source (a CI matrix's jobs, each having run part of it with `ucnb suite --only`)."""
+    from ucnb.evidence import index
     from ucnb.evidence import report as report_mod
+    from ucnb.runner import merge, suites
 
-    path = report_mod.write_report(output)
-    if screenshot is not None:
-        try:
+    if junit is not None and suite is None:
+        _fail(ParameterError("--junit needs --suite (which suite's steps to merge)"))
+    try:
+        merged = None
+        if suite is not None:
+            merged = merge.merge(suites.plan(suite), index.load_sources(sources) if sources else index.load(),
+                                 allow_incomplete)
+        path = report_mod.write_report(output, sources=sources or None,
+                                       suite=merge.view(merged) if merged else None)
+        if merged is not None and junit is not None:
+            merge.write_junit(merged, junit)
+        if screenshot is not None:
             report_mod.screenshot(path, screenshot)
-        except UcnbError as exc:
-            _fail(exc)
+    except UcnbError as exc:
+        _fail(exc)
+    if merged is not None:
+        suites.print_summary(out, merged.name, merged.entries, merged.verdict)
     typer.echo(str(path))
+    raise typer.Exit(merged.exit_code if merged else 0)
 
 
 # -- host -----------------------------------------------------------------------------------

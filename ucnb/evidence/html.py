@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ REMOTE_ATTR = re.compile(
     r"\s(?:src|href|srcset|poster|action|formaction|data|background|cite|longdesc|manifest)\s*=\s*"
     r"(?:(['\"])\s*(?:https?:)?//.*?\1|(?:https?:)?//[^\s>]*)", re.I | re.S)
 SCHEME = re.compile(r"\b(https?):(?=//)", re.I)
+
+
+# One exporter for the process, and nbconvert's exporters keep state while they render: lanes
+# side by side in one suite process take turns.
+EXPORTING = threading.Lock()
 
 
 @functools.cache
@@ -52,7 +58,8 @@ def prewarm() -> None:
         new_markdown_cell(sample), new_markdown_cell("## heading\n\n*text* `code`\n\n" + sample),
         new_code_cell("", outputs=[new_output("display_data", data={"text/html": sample,
                                                                     "text/plain": "x"})])])
-    self_contained(exporter().from_notebook_node(notebook)[0])
+    with EXPORTING:
+        self_contained(exporter().from_notebook_node(notebook)[0])
 
 
 def self_contained(page: str) -> str:
@@ -85,7 +92,8 @@ def _clean_css(css: str) -> str:
 def export(notebook: Any, html_path: Path, base_dir: Path) -> None:
     """Write `notebook` (a NotebookNode) as the self-contained page; images a markdown cell links
     relative to `base_dir` are inlined. The page's title is the notebook's `metadata.title`."""
-    body, _ = exporter().from_notebook_node(
-        notebook, resources={"metadata": {"name": str(notebook.metadata.get("title") or html_path.stem),
-                                          "path": str(base_dir)}})
+    with EXPORTING:
+        body, _ = exporter().from_notebook_node(
+            notebook, resources={"metadata": {"name": str(notebook.metadata.get("title") or html_path.stem),
+                                              "path": str(base_dir)}})
     html_path.write_text(self_contained(body))

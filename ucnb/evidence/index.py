@@ -10,11 +10,12 @@ from __future__ import annotations
 import fcntl
 import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from ucnb import paths
+from ucnb.errors import ParameterError
 
 INDEX_NAME = "index.jsonl"
 
@@ -90,7 +91,32 @@ def append(entry: IndexEntry, outputs: Path | None = None) -> Path:
 
 def load(outputs: Path | None = None) -> list[IndexEntry]:
     """Every entry, oldest first; malformed lines (a write cut short) are skipped."""
-    path = index_path(outputs)
+    return _read(index_path(outputs))
+
+
+def index_file(source: Path) -> Path:
+    """The index of a source: an outputs folder (its index.jsonl) or an index file itself."""
+    path = source / INDEX_NAME if source.is_dir() else source
+    if not path.is_file():
+        raise ParameterError(f"{source} is neither an outputs folder with {INDEX_NAME} nor an index file")
+    return path
+
+
+def load_sources(sources: list[Path]) -> list[IndexEntry]:
+    """Every entry of several outputs folders or index files (e.g. CI jobs' downloaded outputs),
+    oldest first, each proof root made absolute against its own folder; a run listed twice
+    (the same folder given twice) counts once. A source that is neither is a parameter error."""
+    files = [index_file(s) for s in sources]   # all refused before any is read
+    seen: dict[tuple[str, str], IndexEntry] = {}
+    for path in files:
+        base = path.parent.resolve()
+        for entry in _read(path):
+            seen.setdefault((entry.kind, entry.run_id),
+                            replace(entry, proof_root=str(base / entry.proof_root)))
+    return sorted(seen.values(), key=lambda e: e.start)
+
+
+def _read(path: Path) -> list[IndexEntry]:
     if not path.exists():
         return []
     known = {f.name for f in fields(IndexEntry)}

@@ -40,6 +40,7 @@ import re
 import shlex
 import stat
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -333,9 +334,13 @@ class Redactor:
     """Holds the secret values of one run and removes them, in every form, from text, bytes and files."""
 
     def __init__(self, secrets: Iterable[str | None] | None = None) -> None:
-        self._secrets: set[str] = set()
-        self._text: _Forms[str] | None = None
-        self._data: _Forms[bytes] | None = None
+        # Lanes side by side add to one suite's redactor while others print through it: `add`
+        # swaps in a new set under the lock; the compiled forms remember the set they were built
+        # from, so a reader never keeps forms that miss a secret added meanwhile.
+        self._lock = threading.Lock()
+        self._secrets: frozenset[str] = frozenset()
+        self._text: tuple[frozenset[str], _Forms[str]] | None = None
+        self._data: tuple[frozenset[str], _Forms[bytes]] | None = None
         for number, s in enumerate(secrets or [], start=1):
             self.add(s, source=f"secret #{number} given to Redactor()")
 
@@ -346,9 +351,9 @@ class Redactor:
             return
         if len(secret) < MIN_SECRET_LENGTH:
             raise SecretTooShort(source, len(secret))
-        if secret not in self._secrets:
-            self._secrets.add(secret)
-            self._text = self._data = None
+        with self._lock:
+            if secret not in self._secrets:
+                self._secrets = self._secrets | {secret}
 
     def update(self, other: Redactor) -> None:
         """Register every secret `other` holds (e.g. each lane's, for a suite's own files)."""
@@ -372,17 +377,17 @@ class Redactor:
         return bool(self._secrets)
 
     def _text_forms(self) -> _Forms[str]:
-        forms = self._text
-        if forms is None:
-            forms = self._text = _Forms.of((f for s in self._secrets for f in encoded_forms(s)), _STR)
-        return forms
+        secrets, cached = self._secrets, self._text
+        if cached is None or cached[0] is not secrets:
+            cached = self._text = (secrets, _Forms.of((f for s in secrets for f in encoded_forms(s)), _STR))
+        return cached[1]
 
     def _data_forms(self) -> _Forms[bytes]:
-        forms = self._data
-        if forms is None:
-            forms = self._data = _Forms.of(
-                (f.encode() for s in self._secrets for f in encoded_forms(s)), _BYTES)
-        return forms
+        secrets, cached = self._secrets, self._data
+        if cached is None or cached[0] is not secrets:
+            cached = self._data = (secrets, _Forms.of(
+                (f.encode() for s in secrets for f in encoded_forms(s)), _BYTES))
+        return cached[1]
 
     def text(self, value: str) -> str:
         if not self._secrets:
@@ -488,12 +493,14 @@ class RedactingWriter:
                  flush: Callable[[], object] | None = None) -> None:
         self._redactor, self._write, self._flush = redactor, write, flush
         self._pending = ""
+        self._lock = threading.Lock()   # lanes side by side print through one suite console
 
     def write(self, text: str) -> int:
-        self._pending += text
-        hold = self._redactor.hold
-        if len(self._pending) > hold:
-            self._emit(len(self._pending) - hold)
+        with self._lock:
+            self._pending += text
+            hold = self._redactor.hold
+            if len(self._pending) > hold:
+                self._emit(len(self._pending) - hold)
         return len(text)
 
     def _emit(self, cut: int) -> None:
@@ -512,7 +519,8 @@ class RedactingWriter:
             self._write(out)
 
     def flush(self) -> None:
-        self._emit(len(self._pending))
+        with self._lock:
+            self._emit(len(self._pending))
         if self._flush is not None:
             self._flush()
 

@@ -238,8 +238,27 @@ def _diff_section(entry: index.IndexEntry, entries: list[index.IndexEntry], outp
             + "</section>")
 
 
-def render(entries: list[index.IndexEntry], outputs: Path, base: Path) -> str:
-    """The report page; links are relative to `base`, the directory the page is written to."""
+@dataclass(frozen=True)
+class SuiteView:
+    """A suite's verdict over every source (`ucnb.runner.merge`), shown first on the page."""
+
+    name: str
+    verdict: str
+    rows: list[tuple[str, str, str, str, Path | None]]   # step, status, time, detail, proof root
+
+
+def _suite_section(view: SuiteView, base: Path) -> str:
+    rows = [[_td(step), f"<td>{_verdict(status)}</td>", _td(took, True), _td(detail),
+             f'<td><a href="{_e(Path(os.path.relpath(root, base)).as_posix())}">{_e(root.name)}</a></td>'
+             if root else _td("")] for step, status, took, detail, root in view.rows]
+    return (f"<h2>Suite {_e(view.name)}: {_verdict(view.verdict)}</h2>"
+            + _table(["step", "status", "time (s)", "detail", "evidence"], rows))
+
+
+def render(entries: list[index.IndexEntry], outputs: Path, base: Path, sources: list[Path] | None = None,
+           suite: SuiteView | None = None) -> str:
+    """The report page; links are relative to `base`, the directory the page is written to.
+    `sources`: the index files it was made from (default: the outputs root's)."""
     runs = sorted((e for e in entries if e.kind == "lane"), key=lambda e: e.start, reverse=True)
     suites = sorted((e for e in entries if e.kind == "suite"), key=lambda e: e.start, reverse=True)
     counts = Counter(e.verdict for e in runs)
@@ -255,7 +274,8 @@ def render(entries: list[index.IndexEntry], outputs: Path, base: Path) -> str:
         f"<p class=\"meta\">{len(runs)} runs ({counts['passed']} passed, {counts['failed']} failed"
         f"{', ' + str(counts['incomplete']) + ' incomplete' if counts['incomplete'] else ''}), "
         f"{len(suites)} suite runs; generated {_e(index.iso_utc(time.time()))} from "
-        f"<code>{_e(index.index_path(outputs))}</code></p>",
+        + ", ".join(f"<code>{_e(s)}</code>" for s in sources or [index.index_path(outputs)]) + "</p>",
+        _suite_section(suite, base) if suite else "",
         "<h2>Runs</h2>",
         _table(["start (UTC)", "lane", "profile", "duration (s)", "verdict", "accelerator", "suite",
                 "evidence"], run_rows) if runs else "<p>no runs indexed yet</p>",
@@ -274,12 +294,16 @@ def render(entries: list[index.IndexEntry], outputs: Path, base: Path) -> str:
     return "".join(parts)
 
 
-def write_report(output: Path | None = None, outputs: Path | None = None) -> Path:
-    """Render the index of `outputs` (default: the outputs root) to `output` (default: report.html)."""
+def write_report(output: Path | None = None, outputs: Path | None = None,
+                 sources: list[Path] | None = None, suite: SuiteView | None = None) -> Path:
+    """Render the index of `outputs` (default: the outputs root), or of several `sources` (outputs
+    folders or index files, `index.load_sources`), to `output` (default: `outputs`/report.html)."""
     outputs = outputs or paths.outputs_root()
     output = (output or outputs / "report.html").resolve()
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(render(index.load(outputs), outputs, output.parent))
+    entries = index.load_sources(sources) if sources else index.load(outputs)
+    files = [index.index_file(s).resolve() for s in sources] if sources else None
+    output.write_text(render(entries, outputs, output.parent, files, suite))
     return output
 
 

@@ -14,9 +14,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from rich.console import Console
@@ -37,6 +38,9 @@ from ucnb.runner import interrupt
 from ucnb.runner import params as params_mod
 from ucnb.runner.stages import Stages, since_process_start
 
+if TYPE_CHECKING:
+    from ucnb.runner.progress import Board
+
 KERNEL_NAME = "ucnb"
 KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
 UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux allows 107 bytes)
@@ -45,6 +49,18 @@ UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux all
 # and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
 # first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
 KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines=import ucnb.kernel.run"]
+
+
+@dataclass(frozen=True)
+class Beside:
+    """How a suite runs a lane (alone or beside others, `ucnb.runner.parallel`): the suite's main
+    thread owns the signals and passes them to `interruption`; progress goes on the suite's
+    `board` when lanes share the console; `environment()` is what the lane's environment.txt
+    records of the suite run (its jobs, the lanes that ran alongside), asked for at seal."""
+
+    interruption: interrupt.Interruption
+    environment: Callable[[], dict[str, str]]
+    board: Board | None = None
 
 
 @dataclass(frozen=True)
@@ -315,16 +331,18 @@ def clean_labs(ex: Execution, console: Console) -> None:
         console.print(f"[yellow]warning:[/] could not clean this run's labs: {exc}")
 
 
-def seal(ex: Execution) -> dict[str, Any]:
+def seal(ex: Execution, environment: dict[str, str] | None = None) -> dict[str, Any]:
     """Stage 5: result.json, redaction of every artifact, HTML, checksums, `latest`. Returns
-    result.json as sealed (redacted), which is what the console and a suite report."""
+    result.json as sealed (redacted), which is what the console and a suite report.
+    `environment`: more lines for environment.txt (a suite's, see `Beside`)."""
     redactor = ex.redactor   # the secrets the kernel's Run redacts: the same variables
     redactor.update(from_environment(kernel_environment(ex)))
     generated = generated_secrets_file(ex.run_id)
     redactor.add_file(generated)  # secrets the kernel made up (tokens no operator supplied)
     generated.unlink(missing_ok=True)
     evidence.write_environment(ex.root, {"wall_time_s": f"{time.monotonic() - ex.started:.2f}",
-                                         "run_started_utc": index.iso_utc(ex.started_at)})
+                                         "run_started_utc": index.iso_utc(ex.started_at),
+                                         **(environment or {})})
     result = evidence.build_result(ex.root, ex.lane.name, ex.profile, ex.run_id, ex.error, ex.exit_code)
     evidence.seal(ex.root, ex.notebook, redactor, result)
     sealed: dict[str, Any] = json.loads((ex.root / "result.json").read_text())  # as redacted
@@ -338,17 +356,18 @@ def index_run(ex: Execution, result: dict[str, Any]) -> None:
 
 
 def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | None = None,
-            progress: bool = True, parent: Path | None = None) -> RunOutcome:
+            progress: bool = True, parent: Path | None = None, beside: Beside | None = None) -> RunOutcome:
     """Run the lane notebook under papermill into a new proof root, seal it and index it.
 
     The proof root is `outputs/<lane>/<stamp>-<run id>`, or `<parent>/<stamp>-<run id>` when a
-    parent is given (a suite keeps its lanes' proof roots inside its own dated root).
+    parent is given (a suite keeps its lanes' proof roots inside its own dated root); `beside`
+    when a suite runs it.
     """
     from ucnb.lab import leases
 
     # A lone run's process start-up is its own (a suite's lanes share one process).
     before = since_process_start() if parent is None else 0.0
-    interruption = interrupt.Interruption()
+    interruption = beside.interruption if beside else interrupt.Interruption()
     with interruption.handling():   # from here on a signal ends the run the one way (see interrupt)
         ex = new_root(lane, params, parent)
         if before:
@@ -362,13 +381,14 @@ def execute(lane: lanes.Lane, params: lanes.LaneParameters, console: Console | N
             console.print(f"[bold]{lane.name}[/] ({ex.profile}) run {ex.run_id} → {ex.root}")
             with contextlib.ExitStack() as after_seal:   # the kernel's exit, awaited once sealed
                 try:
-                    with LaneProgressOrNone(ex.root, console, lane.name, progress):
+                    with LaneProgressOrNone(ex.root, console, lane.name, progress,
+                                            beside.board if beside else None):
                         execute_notebook(ex, kernel_environment(ex), after_seal)
                 finally:
                     with ex.stages.timed("clean labs"):
                         clean_labs(ex, console)
                 with ex.stages.timed("seal"):
-                    result = seal(ex)
+                    result = seal(ex, beside.environment() if beside else None)
         finally:
             generated_secrets_file(ex.run_id).unlink(missing_ok=True)
             secrets_lease.release()
@@ -403,10 +423,11 @@ def report(ex: Execution, result: dict[str, Any], console: Console) -> None:
 class LaneProgressOrNone:
     """Progress display when wanted (a TTY or --progress), silence otherwise."""
 
-    def __init__(self, root: Path, console: Console, title: str, enabled: bool) -> None:
+    def __init__(self, root: Path, console: Console, title: str, enabled: bool,
+                 board: Board | None = None) -> None:
         from ucnb.runner.progress import LaneProgress
 
-        self._inner = LaneProgress(root / evidence.EVENTS, console, title) if enabled else None
+        self._inner = LaneProgress(root / evidence.EVENTS, console, title, board) if enabled else None
 
     def __enter__(self) -> None:
         if self._inner:
@@ -419,14 +440,16 @@ class LaneProgressOrNone:
 
 def run_lane(lane_name: str, profile: str = "lab", files: list[Path] | None = None,
              assignments: list[str] | None = None, progress: bool = True,
-             console: Console | None = None, parent: Path | None = None) -> RunOutcome:
+             console: Console | None = None, parent: Path | None = None,
+             beside: Beside | None = None) -> RunOutcome:
     """Validate, bring the lab host up when the profile needs it, execute and seal."""
     lane, params = prepare(lane_name, profile, files or [], assignments or [])
-    return launch(lane, params, progress, console, parent)
+    return launch(lane, params, progress, console, parent, beside)
 
 
 def launch(lane: lanes.Lane, params: lanes.LaneParameters, progress: bool = True,
-           console: Console | None = None, parent: Path | None = None) -> RunOutcome:
+           console: Console | None = None, parent: Path | None = None,
+           beside: Beside | None = None) -> RunOutcome:
     """Run a lane `prepare` validated: the lab host up (or the product's preflight), then execute."""
     if params.profile == "lab":
         from ucnb.host import daemons
@@ -434,7 +457,7 @@ def launch(lane: lanes.Lane, params: lanes.LaneParameters, progress: bool = True
         daemons.up()
     else:
         product_preflight(lane, params)
-    return execute(lane, params, console, progress, parent)
+    return execute(lane, params, console, progress, parent, beside)
 
 
 def product_preflight(lane: lanes.Lane, params: lanes.LaneParameters) -> None:

@@ -21,8 +21,7 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from types import FrameType
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ucnb.host.procs import ProcessId
@@ -31,6 +30,21 @@ GRACE_S = 15.0
 RESEND_S = 2.0
 GIVE_UP_S = 60.0   # after the kill: papermill notices a dead kernel within seconds, or never will
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def owning_signals(receive: Callable[[int], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM go to `receive` for the block, the previous handlers after it (no-op
+    outside the main thread, where Python delivers no signals)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, _frame: receive(signum)) for s in SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 class InterruptedBeforeCell(KeyboardInterrupt):
@@ -48,7 +62,7 @@ class Interruption:
         self._sent_at = 0.0
         self._killed = False
         self._killed_at = 0.0
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()   # a signal may land while this thread holds it
 
     @property
     def requested(self) -> bool:
@@ -62,17 +76,11 @@ class Interruption:
     @contextlib.contextmanager
     def handling(self) -> Iterator[Interruption]:
         """Own SIGINT and SIGTERM for the block (no-op outside the main thread)."""
-        if threading.current_thread() is not threading.main_thread():
+        with owning_signals(self.receive):
             yield self
-            return
-        previous = {s: signal.signal(s, self._on_signal) for s in SIGNALS}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
-    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+    def receive(self, signum: int) -> None:
+        """A signal for this run: its own handler's, or passed on by a suite running lanes side by side."""
         self.signals.append(signum)
         if len(self.signals) == 1:
             self._first_at = time.monotonic()

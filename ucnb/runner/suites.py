@@ -16,10 +16,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
-from functools import cache
+from dataclasses import asdict, dataclass, field, replace
+from functools import cache, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -34,7 +34,12 @@ from ucnb.evidence import proof as evidence
 from ucnb.evidence.redact import Redactor
 from ucnb.kernel.record import load_events
 
+if TYPE_CHECKING:
+    from ucnb.runner.execute import Beside
+    from ucnb.runner.parallel import Jobs
+
 SUITES_FILE = Path(__file__).resolve().with_name("suites.yaml")
+SUITE_FILE = "suite.json"
 GUARDS = ("surface", "profiles")
 
 # Statuses of a suite entry. The last three mean "not run", with the reason beside them.
@@ -128,6 +133,32 @@ class SuitePlan:
     profile: str
     require_kvm: bool
     entries: list[SuiteEntry]
+    only: tuple[str, ...] = ()   # the steps this run was given (`--only`), when not all
+
+
+def select(suite_plan: SuitePlan, only: list[str]) -> SuitePlan:
+    """Only the named steps (comma-separated or repeated), in the suite's order: a CI matrix job's
+    share of the suite (`matrix`). A name that is not a step of the suite is a parameter error."""
+    names = [n.strip() for item in only for n in item.split(",") if n.strip()]
+    if not names:
+        return suite_plan
+    steps = [e.name for e in suite_plan.entries]
+    unknown = [n for n in names if n not in steps]
+    if unknown:
+        raise ParameterError(f"--only {', '.join(unknown)}: not a step of suite {suite_plan.name!r} "
+                             f"(its steps: {', '.join(steps)})")
+    return replace(suite_plan, entries=[e for e in suite_plan.entries if e.name in names],
+                   only=tuple(n for n in steps if n in names))
+
+
+def matrix(suite_plan: SuitePlan) -> dict[str, list[dict[str, str]]]:
+    """The suite as a CI matrix (GitHub's `fromJSON`): one job for the guards, one per runnable
+    lane, each `{"id": …, "only": …}` for `ucnb suite NAME --only ONLY`. A lane that cannot run
+    gets no job: merging the jobs' outputs (`ucnb report … --suite NAME`) reports it, with why."""
+    guards = [e.name for e in suite_plan.entries if e.kind == "guard"]
+    jobs = [{"id": "guards", "only": ",".join(guards)}] if guards else []
+    return {"include": jobs + [{"id": e.name, "only": e.name} for e in suite_plan.entries
+                               if e.kind == "lane" and e.status == PENDING]}
 
 
 def lane_entry(name: str, profile: str) -> SuiteEntry:
@@ -284,15 +315,15 @@ def _guard_entry(entry: SuiteEntry, root: Path) -> None:
     entry.status, entry.exit_code = (FAILED, 1) if failed else (PASSED, 0)
 
 
-def _lane_entry(entry: SuiteEntry, root: Path, profile: str, console: Console, progress: bool,
-                redactor: Redactor) -> None:
+def _lane_entry(entry: SuiteEntry, beside: Beside, root: Path, profile: str, console: Console,
+                progress: bool, redactor: Redactor) -> None:
     """Run one lane through the runner, its proof root inside the suite root; its secrets join
     the suite's `redactor` (what the suite writes and prints is redacted of every lane's)."""
     from ucnb.runner import execute as runner
 
     try:
         outcome = runner.run_lane(entry.name, profile, progress=progress, console=console,
-                                  parent=root / entry.name)
+                                  parent=root / entry.name, beside=beside)
     except UcnbError as exc:  # refused before its notebook ran (parameters, host)
         entry.status, entry.exit_code, entry.reason = FAILED, exc.exit_code, f"{exc.kind}: {exc}"
         return
@@ -365,13 +396,16 @@ def print_summary(console: Console, name: str, entries: list[SuiteEntry], verdic
 
 def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = False,
         junit_file: Path | None = None, kvm: bool = False, allow_incomplete: bool = False,
-        out: Console | None = None) -> SuiteOutcome:
-    """Run a planned suite: refuse early without KVM when required, then guards and lanes in order.
+        out: Console | None = None, jobs: Jobs | None = None) -> SuiteOutcome:
+    """Run a planned suite: refuse early without KVM when required, then guards and lanes in
+    order, up to `jobs` lanes side by side (default: one; see `ucnb.runner.parallel`).
 
     `console` gets the progress lines, `out` the summary table (default: stderr and stdout).
     """
+    from ucnb.runner import parallel
     from ucnb.runner.execute import redacted_console
 
+    jobs = jobs or parallel.Jobs(1, "one lane at a time")
     redactor = Redactor()   # every lane's secrets, as each lane ends
     console = redacted_console(console or Console(stderr=True), redactor)
     out = redacted_console(out or Console(), redactor)
@@ -380,9 +414,13 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
     root = paths.outputs_root() / "suites" / suite_plan.name / f"{files.utc_stamp()}-{suite_id}"
     root.mkdir(parents=True)
     started = time.time()
-    console.print(f"[bold]suite {suite_plan.name}[/] ({suite_plan.profile}) {suite_id} → {root}")
+    console.print(f"[bold]suite {suite_plan.name}[/] ({suite_plan.profile}) {suite_id} → {root}"
+                  f" · {jobs.count} lane(s) at a time" + (f" · only {', '.join(suite_plan.only)}"
+                                                          if suite_plan.only else ""))
     environment = {**evidence.host_environment(), "suite": suite_plan.name, "suite_id": suite_id,
-                   "profile": suite_plan.profile, "require_kvm": str(kvm or suite_plan.require_kvm)}
+                   "profile": suite_plan.profile, "require_kvm": str(kvm or suite_plan.require_kvm),
+                   "suite_jobs": str(jobs.count), "suite_jobs_reason": jobs.reason,
+                   "suite_only": ",".join(suite_plan.only) or "every step"}
     if accel is None and suite_plan.profile == "lab" and any(
             e.kind == "lane" and e.status == PENDING for e in suite_plan.entries):
         try:
@@ -393,23 +431,13 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
         environment |= {"vm_accelerator_mode": accel.mode, "vm_accelerator_reason": accel.reason}
     evidence.write_environment(root, environment)
     entries = [SuiteEntry(**asdict(e)) for e in suite_plan.entries]
-    interrupted = False
-    for entry in entries:
-        if entry.status != PENDING:
-            console.print(f"[yellow]{entry.status}[/] {entry.name}: {escape(entry.reason)}")
-            continue
-        if interrupted:
-            entry.status, entry.reason = NOT_RUN, "the suite was interrupted before this step"
-            continue
-        entry.started = index.iso_utc(time.time())
-        t0 = time.monotonic()
-        if entry.kind == "guard":
-            _guard_entry(entry, root)
-        else:
-            _lane_entry(entry, root, suite_plan.profile, console, progress, redactor)
-        entry.duration_s = round(time.monotonic() - t0, 2)
-        interrupted = entry.exit_code == Interrupted.exit_code
-    verdict, exit_code = verdict_and_exit(entries, allow_incomplete)
+    interrupted = parallel.run_entries(
+        entries, jobs, partial(_guard_entry, root=root),
+        partial(_lane_entry, root=root, profile=suite_plan.profile, console=console, progress=progress,
+                redactor=redactor),
+        console, progress)
+    verdict, exit_code = (FAILED, Interrupted.exit_code) if interrupted else \
+        verdict_and_exit(entries, allow_incomplete)
     duration = time.time() - started
     junit_path = junit.write(root / "junit.xml", f"ucnb suite {suite_plan.name}",
                              junit_suites(suite_plan.name, entries), duration)
@@ -419,8 +447,9 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
     summary = {"suite": suite_plan.name, "suite_id": suite_id, "profile": suite_plan.profile,
                "verdict": verdict, "exit_code": exit_code, "started": index.iso_utc(started),
                "duration_s": round(duration, 2), "accelerator": accel.mode if accel else None,
-               "entries": [{k: v for k, v in asdict(e).items() if k != "rows"} for e in entries]}
-    (root / "suite.json").write_text(json.dumps(summary, indent=2) + "\n")
+               "jobs": jobs.count, "only": list(suite_plan.only),
+               "entries": [summary_entry(e) for e in entries]}
+    (root / SUITE_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     _redact_own_files(root, redactor, junit_file)
     evidence.write_checksums(root)
     files.refresh_latest(root)
@@ -430,3 +459,40 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
         proof_root=index.relative_to_outputs(root), kind="suite"))
     print_summary(out, suite_plan.name, entries, verdict)
     return SuiteOutcome(exit_code, verdict, root, entries, junit_file or junit_path)
+
+
+def summary_entry(entry: SuiteEntry) -> dict[str, Any]:
+    """An entry as suite.json keeps it: a lane's step rows stay in its proof root; a guard's
+    checks (it has no proof root) are kept here, so a merge can rebuild its JUnit cases."""
+    data = asdict(entry)
+    if entry.kind == "lane":
+        del data["rows"]
+    return data
+
+
+def evidence_files(root: Path) -> dict[str, list[str]]:
+    """Per entry of a sealed suite root (suite.json), the files it left, relative to its proof root
+    (a guard: its report under guards/): what a serial and a parallel run of a suite must share."""
+    summary = json.loads((root / SUITE_FILE).read_text())
+    out = {}
+    for data in summary["entries"]:
+        if data.get("proof_root"):
+            lane_root = root / data["proof_root"]
+            out[data["name"]] = sorted(p.relative_to(lane_root).as_posix() for p in lane_root.rglob("*")
+                                       if p.is_file())
+        elif data["kind"] == "guard":
+            out[data["name"]] = [f"guards/{data['name']}.txt"] if (root / "guards" / f"{data['name']}.txt"
+                                                                   ).exists() else []
+    return out
+
+
+def entry_from_summary(data: dict[str, Any], suite_root: Path) -> SuiteEntry:
+    """An entry read back from a suite.json under `suite_root`: its proof root made absolute and a
+    lane's rows read from it, as the run that wrote it had them."""
+    entry = SuiteEntry(**{k: v for k, v in data.items() if k in SuiteEntry.__dataclass_fields__})
+    if entry.proof_root:
+        lane_root = suite_root / entry.proof_root
+        entry.proof_root = str(lane_root)
+        if entry.kind == "lane" and (lane_root / evidence.EVENTS).exists():
+            entry.rows = load_events(lane_root / evidence.EVENTS)["steps"]
+    return entry
