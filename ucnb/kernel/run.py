@@ -7,7 +7,6 @@ Notebooks start one with `start_run`; everything the lane does goes through its 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import secrets
@@ -27,7 +26,7 @@ from ucnb.evidence import proof as evidence
 from ucnb.evidence.page import RESULT_MIME
 from ucnb.evidence.redact import Redactor, SecretTooShort, from_environment, generated_secrets_file
 from ucnb.kernel.record import Recorder, StepRow
-from ucnb.lab.lab import Lab, Node, NodeConfig
+from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
 
 if TYPE_CHECKING:
@@ -177,13 +176,16 @@ class Run:
         """Boot a lab cold, or (mode "restore") from its warm snapshot; returns how it came up
         ("cold" or "restore"). environment.txt says which, what was asked and why, and the
         figure "lab ready" how long the nodes took to answer over SSH."""
+        from ucnb.lab import warm as warm_mod
+
         claim = self.warm.get(lab.lab_id)
         if mode == "restore" and claim is None:
             raise HarnessError(f"boot_mode=restore for lab {lab.lab_id}, made without warm=True")
         start = time.monotonic()
         if claim is not None and claim.slot is not None and mode == "restore":
             snapshot = f"{claim.slot.key} slot {claim.slot.number}"
-            how = "restore" if lab.boot_warm(claim.slot, claim.shape, timeout, self._settled) else "cold"
+            settle = warm_mod.settled(self.profile, self.recorder)
+            how = "restore" if lab.boot_warm(claim.slot, claim.shape, timeout, settle) else "cold"
             detail = (f"restored warm snapshot {snapshot}" if how == "restore" else
                       f"{claim.why}: booted cold, saved warm snapshot {snapshot}, resumed from it")
         else:
@@ -196,17 +198,6 @@ class Run:
                                                      "boot_mode_detail": detail, "warm_snapshot": snapshot})
         _display(pd.DataFrame([{"boot mode": how, "asked": mode, "ready after (s)": ready, "why": detail}]))
         return how
-
-    def _settled(self, node: Node) -> None:
-        """Wait until every service `node` starts at boot answers its health probe (what a warm
-        snapshot waits for before it is saved)."""
-        from ucnb.kernel.wait import wait_until
-
-        services = self.profile.components.values()
-        for c in services:
-            if c.service in node.lab.configs[node.name].services and c.health:
-                wait_until(functools.partial(node.run, c.health, timeout=10), timeout=60, node=node.name,
-                           what=f"{c.service} healthy before the snapshot", recorder=self.recorder)
 
     def stand_ins(self) -> pd.DataFrame:
         """What real software stands in for which product component on this profile."""

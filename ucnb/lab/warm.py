@@ -12,6 +12,7 @@ evidence names the inputs that changed since the newest snapshot of the same nod
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -27,7 +28,9 @@ from ucnb.lab.domain import metadata_xml
 from ucnb.lab.leases import temp_dir
 
 if TYPE_CHECKING:
-    from ucnb.lab.lab import Lab, NodeConfig
+    from ucnb.kernel.record import Recorder
+    from ucnb.lab.lab import Lab, Node, NodeConfig
+    from ucnb.profiles import Profile
 
 FORMAT = "3"   # bump when what a snapshot holds, or the domains it restores, change shape
 SLOTS = 3      # runs of one key that can restore side by side
@@ -131,6 +134,20 @@ def _miss(shape: dict[str, Any], key: str, taken: list[str]) -> str:
     if not changes(shape, newest[1]):
         return f"the snapshots of these inputs are in use by other runs ({'; '.join(taken)})"
     return f"inputs changed since the last snapshot of these nodes: {', '.join(changes(shape, newest[1]))}"
+
+
+def settled(profile: Profile, recorder: Recorder) -> Callable[[Node], None]:
+    """What a snapshot waits for on each node before it is saved: every service the node starts
+    at boot answering its profile's health probe (else each restored run would pay their start-up,
+    and a service caught half-started would finish starting after every restore)."""
+    from ucnb.kernel.wait import wait_until
+
+    def settle(node: Node) -> None:
+        for c in profile.components.values():
+            if c.service in node.lab.configs[node.name].services and c.health:
+                wait_until(functools.partial(node.run, c.health, timeout=10), timeout=60, node=node.name,
+                           what=f"{c.service} healthy before the snapshot", recorder=recorder)
+    return settle
 
 
 def save(lab: Lab, slot: Slot, shape: dict[str, Any]) -> Snapshot:
