@@ -113,3 +113,9 @@ def test_slots_are_lab_ids_the_lab_registry_accepts(tmp_path: Path) -> None:
     slot = warm.Slot(warm.snapshot_key(shape()), warm.SLOTS - 1)
     assert re.fullmatch(r"[0-9a-z]{8}", slot.lab_id)
     assert len({warm.Slot(slot.key, n).lab_id for n in range(warm.SLOTS)}) == warm.SLOTS
+
+
+def test_the_subnets_of_saved_snapshots_are_held_for_their_restores() -> None:
+    saved(warm.Slot(warm.snapshot_key(shape()), 0), 249, shape())
+    saved(warm.Slot(warm.snapshot_key(shape(NODES[:1])), 2), 231, shape(NODES[:1]))
+    assert warm.held_subnets() == {249, 231}

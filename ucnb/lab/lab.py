@@ -295,8 +295,11 @@ class Lab:
         """Under the host-wide lock: claim the lab id and a free /24 (or the wanted one), write
         the state that records them, then create the networks it names. Every lab on the host
         (any work root) is seen: by its state here, or by its libvirt networks and domains.
-        `high` takes the highest free /24, not the lowest: a warm slot keeps its subnet for
-        later runs, and labs that boot cold, taking the lowest, then seldom hold it."""
+        A warm snapshot keeps its subnet for later runs: a new lab takes none a snapshot holds
+        while another is free, and `high` (a new warm slot) the highest, labs booting cold the
+        lowest, so the two seldom meet."""
+        from ucnb.lab import warm
+
         with registry.host_lock():
             if registry.names_taken(self.conn, self.lab_id):
                 raise LabUnavailable(f"lab id {self.lab_id} is in use on this host")
@@ -311,6 +314,8 @@ class Lab:
                 free = [n for n in range(1, 250) if n not in used]
                 if wanted is None and not free:
                     raise InfrastructureError("every lab subnet (1-249) is in use on this host")
+                held = warm.held_subnets()
+                free = [n for n in free if n not in held] or free
                 self.subnet = wanted or free[-1 if high else 0]
                 self._save_state()   # the reservation, before anything exists on the host
                 for i, name in enumerate(self.networks):

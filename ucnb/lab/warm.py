@@ -117,15 +117,27 @@ def claim(shape: dict[str, Any], make: Callable[..., Lab]) -> Claim:
     return Claim(make(), None, shape, why=f"every warm slot of {key} is in use ({'; '.join(taken)})")
 
 
+def _saved() -> list[dict[str, Any]]:
+    """Every snapshot's snapshot.json in the cache (unreadable ones left out)."""
+    found = []
+    for meta_file in paths.cache_dir("warm").glob("*/snapshot.json"):
+        try:
+            found.append(json.loads(meta_file.read_text()))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def held_subnets() -> set[int]:
+    """The subnets saved snapshots were taken on (a restore needs its own again)."""
+    return {int(meta["subnet"]) for meta in _saved() if "subnet" in meta}
+
+
 def _miss(shape: dict[str, Any], key: str, taken: list[str]) -> str:
     """Why there is no snapshot to restore: the slots that have one are `taken` by other runs,
     or the inputs changed since the newest snapshot of the same nodes, or none was ever saved."""
     newest: tuple[float, dict[str, Any]] | None = None
-    for meta_file in paths.cache_dir("warm").glob("*/snapshot.json"):
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (OSError, ValueError):
-            continue
+    for meta in _saved():
         old = meta.get("inputs", {})
         if set(old.get("nodes", {})) == set(shape["nodes"]) and (newest is None or meta["saved"] > newest[0]):
             newest = (meta["saved"], old)
