@@ -46,7 +46,7 @@ def ready_cold(image, accel, configs) -> float:  # type: ignore[no-untyped-def]
 def ready_restore(image, accel, configs, profile) -> float:  # type: ignore[no-untyped-def]
     """Ready after restoring the six nodes as `fresh-smoke -p boot_mode=restore` does (the same
     snapshot key, settled the same way); a missing snapshot is made first, untimed."""
-    shape = warm.inputs(image.key, accel.mode, profile.name, configs)
+    shape = warm.inputs(image.key, accel.mode, profile.name, configs, warm.hypervisor(connect()))
     settle = warm.settled(profile, Recorder())
     while True:
         claim = warm.claim(shape, lambda **options: Lab(configs, image, accel, **options))

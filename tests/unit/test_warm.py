@@ -18,8 +18,9 @@ NODES = [NodeConfig("node01", services=("flaredb",), held=("chainfire",), networ
 
 
 def shape(nodes: list[NodeConfig] = NODES, **changes: str) -> dict[str, Any]:
-    base = {"image_key": "img-a", "accelerator": "tcg", "profile": "lab", **changes}
-    return warm.inputs(base["image_key"], base["accelerator"], base["profile"], nodes)
+    base = {"image_key": "img-a", "accelerator": "tcg", "profile": "lab", "hypervisor": "qemu 7002000",
+            **changes}
+    return warm.inputs(base["image_key"], base["accelerator"], base["profile"], nodes, base["hypervisor"])
 
 
 def changed(node: int, **fields: Any) -> list[NodeConfig]:
@@ -30,6 +31,7 @@ def changed(node: int, **fields: Any) -> list[NodeConfig]:
     ("image", shape(image_key="img-b"), "image img-a -> img-b"),
     ("accelerator", shape(accelerator="kvm"), "accelerator tcg -> kvm"),
     ("profile", shape(profile="ultracloud"), "profile lab -> ultracloud"),
+    ("QEMU", shape(hypervisor="qemu 8000000"), "hypervisor qemu 7002000 -> qemu 8000000"),
     ("memory", shape(changed(0, memory_mib=384)), "node01 config"),
     ("cpus", shape(changed(1, vcpus=2)), "node02 config"),
     ("services", shape(changed(0, services=())), "node01 config"),

@@ -13,6 +13,7 @@ from ucnb.host.procs import ProcessId
 from ucnb.lab import leases, warm
 from ucnb.lab.domain import METADATA_NS
 from ucnb.lab.lab import Lab, NodeConfig
+from ucnb.lab.registry import connect
 
 from ..lab_fixtures import leftovers
 
@@ -25,7 +26,7 @@ def _claim(lab_image, accelerator, shape) -> warm.Claim:  # type: ignore[no-unty
 
 def test_a_lab_saved_after_boot_is_restored_and_owned_by_the_restoring_process(
         lab_image, accelerator, lab_host) -> None:  # type: ignore[no-untyped-def]
-    shape = warm.inputs(lab_image.key, accelerator.mode, "vm-test", NODES)
+    shape = warm.inputs(lab_image.key, accelerator.mode, "vm-test", NODES, warm.hypervisor(connect()))
     key = warm.snapshot_key(shape)
     for n in range(warm.SLOTS):   # this test's own key: cold first
         shutil.rmtree(warm.Slot(key, n).directory, ignore_errors=True)

@@ -158,7 +158,8 @@ class Run:
                        log_dir=self.proof_root / "logs", **options)
 
         if warm:
-            shape = warm_mod.inputs(image.key, accelerator.mode, self.profile.name, nodes)
+            shape = warm_mod.inputs(image.key, accelerator.mode, self.profile.name, nodes,
+                                    warm_mod.hypervisor(connect()))
             claim = warm_mod.claim(shape, make)
             lab = claim.lab
             self.warm[lab.lab_id] = claim

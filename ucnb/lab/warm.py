@@ -36,10 +36,17 @@ FORMAT = "3"   # bump when what a snapshot holds, or the domains it restores, ch
 SLOTS = 3      # runs of one key that can restore side by side
 
 
-def inputs(image_key: str, accelerator: str, profile: str, nodes: list[NodeConfig]) -> dict[str, Any]:
-    """Everything that shapes the saved guests, by name (kept in the snapshot to explain a miss)."""
+def inputs(image_key: str, accelerator: str, profile: str, nodes: list[NodeConfig],
+           hypervisor: str = "") -> dict[str, Any]:
+    """Everything that shapes the saved guests, by name (kept in the snapshot to explain a miss);
+    `hypervisor` the QEMU and libvirt versions (a save image is QEMU's migration stream)."""
     return {"format": FORMAT, "image": image_key, "accelerator": accelerator, "profile": profile,
-            "nodes": {n.name: repr(n) for n in nodes}}
+            "hypervisor": hypervisor, "nodes": {n.name: repr(n) for n in nodes}}
+
+
+def hypervisor(conn: Any) -> str:
+    """The QEMU and libvirt versions of a libvirt connection, for `inputs`."""
+    return f"qemu {conn.getVersion()} libvirt {conn.getLibVersion()}"
 
 
 def snapshot_key(shape: dict[str, Any]) -> str:
@@ -49,8 +56,8 @@ def snapshot_key(shape: dict[str, Any]) -> str:
 
 def changes(shape: dict[str, Any], old: dict[str, Any]) -> list[str]:
     """What differs between two `inputs`, in words ("image a -> b", "node01 config")."""
-    found = [f"{k} {old.get(k)} -> {shape[k]}" for k in ("format", "image", "accelerator", "profile")
-             if shape[k] != old.get(k)]
+    found = [f"{k} {old.get(k)} -> {shape[k]}" for k in ("format", "image", "accelerator", "profile",
+                                                         "hypervisor") if shape[k] != old.get(k)]
     nodes, before = shape["nodes"], old.get("nodes", {})
     found += [f"{name} config" for name in nodes if name in before and nodes[name] != before[name]]
     found += [f"nodes {sorted(before)} -> {sorted(nodes)}"] if set(nodes) != set(before) else []
