@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import libvirt
 
 from ucnb import paths
-from ucnb.errors import InfrastructureError, LaneFailure, ParameterError
+from ucnb.errors import HarnessError, InfrastructureError, LaneFailure, ParameterError
 from ucnb.host import netns
 from ucnb.host.accel import Accelerator
 from ucnb.host.procs import ProcessId
@@ -428,8 +428,8 @@ class Lab:
         `settle`d (its boot-time services up, so restored runs do not pay their start-up), save
         the slot and resume from it (the next run restores). Returns whether it restored.
 
-        Each node is restored, reached over SSH and its clock set (frozen in the save) on its
-        own thread: one slow guest does not hold the others' steps back."""
+        Each node is restored, reached over SSH and its clock set (it stood still in the save)
+        on its own thread: one slow guest does not hold the others' steps back."""
         from ucnb.lab import warm
 
         snapshot = slot.snapshot()
@@ -440,15 +440,17 @@ class Lab:
                 in_parallel(settle, list(self.nodes.values()))
             with self.recorder.step("save warm snapshot"):
                 snapshot = warm.save(self, slot, shape)
-        with self.recorder.step("restore from snapshot"):
-            warm.restore(self, snapshot)
+        if snapshot.lab_id != self.lab_id:
+            raise HarnessError(f"lab {self.lab_id} cannot restore {slot.lab_id}'s snapshot "
+                               f"(libvirt restores a guest only under its saved name)")
 
-        def ready(node: Node) -> None:
-            with self.recorder.step("ready after restore", node.name):
+        def resume(node: Node) -> None:
+            with self.recorder.step("restore from snapshot", node.name):
+                warm.restore(self, snapshot, node.name)
                 node.wait_ssh(timeout)
                 node.set_clock()
 
-        in_parallel(ready, list(self.nodes.values()))
+        in_parallel(resume, list(self.nodes.values()))
         return restored
 
     def keep_alive(self) -> None:

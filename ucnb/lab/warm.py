@@ -202,21 +202,16 @@ def _writable_disks(lab: Lab, node: str | None = None) -> list[Path]:
             for d in n.spec.disks if not d.readonly and d.path.parent == lab.directory]
 
 
-def restore(lab: Lab, snapshot: Snapshot) -> None:
-    """Put the saved disks back and resume every node from its saved memory (in parallel)."""
-    from ucnb.lab.lab import in_parallel
-
-    def restore_one(name: str) -> None:
-        node = lab[name]
-        for disk in _writable_disks(lab, name):
-            shutil.copy2(snapshot.directory / disk.name, disk)
-            disk.chmod(0o600)
-        image = str(snapshot.directory / f"{name}.save")
-        xml = lab.conn.saveImageGetXMLDesc(image, 0)
-        xml = re.sub(r"(<log file=)'[^']*'", rf"\1'{node.spec.serial_log}'", xml)
-        # This run's lab owns it now, not the process that saved it.
-        xml = re.sub(r"<metadata>.*?</metadata>", lambda _: metadata_xml(lab.metadata(name)), xml, flags=re.S)
-        node.before_power_on()
-        lab.conn.restoreFlags(image, xml, 0)
-
-    in_parallel(restore_one, list(lab.nodes))
+def restore(lab: Lab, snapshot: Snapshot, name: str) -> None:
+    """Put node `name`'s saved disks back and resume it from its saved memory."""
+    node = lab[name]
+    for disk in _writable_disks(lab, name):
+        shutil.copy2(snapshot.directory / disk.name, disk)
+        disk.chmod(0o600)
+    image = str(snapshot.directory / f"{name}.save")
+    xml = lab.conn.saveImageGetXMLDesc(image, 0)
+    xml = re.sub(r"(<log file=)'[^']*'", rf"\1'{node.spec.serial_log}'", xml)
+    # This run's lab owns it now, not the process that saved it.
+    xml = re.sub(r"<metadata>.*?</metadata>", lambda _: metadata_xml(lab.metadata(name)), xml, flags=re.S)
+    node.before_power_on()
+    lab.conn.restoreFlags(image, xml, 0)
