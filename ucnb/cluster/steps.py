@@ -9,7 +9,7 @@ import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -24,7 +24,7 @@ from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
 from ucnb.lab.lab import DiskConfig, Lab
 from ucnb.lab.ssh import CommandResult, GuestShell
-from ucnb.lanes import LaneParameters
+from ucnb.lanes import WarmStartParameters
 from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ class ClusterEnv:
     workload: Workload | None = None
 
 
-class ClusterParameters(LaneParameters):
+class ClusterParameters(WarmStartParameters):
     """What every cluster lane takes; node names are checked against each other and against the
     profile's cluster file before any VM exists."""
 
@@ -57,7 +57,6 @@ class ClusterParameters(LaneParameters):
     voters: list[NodeName] = Field(default_factory=lambda: ["node01", "node02", "node03"], min_length=1)
     client: NodeName = "node04"
     boot_timeout_s: float = Field(120.0, gt=0, le=3600)
-    boot_mode: Literal["cold", "restore"] = "cold"
     write_interval_s: float = Field(0.2, ge=0, le=60)  # pause between each client's operations
     workload_clients: int = Field(3, ge=1, le=8)   # clients, each with one operation in flight
     workload_keys: int = Field(4, ge=1, le=64)     # a small key space: reads and overwrites interleave

@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pandas as pd
 
 from ucnb import files, lanes, paths, profiles
-from ucnb.errors import LaneFailure, ParameterError, error_class
+from ucnb.errors import HarnessError, LaneFailure, ParameterError, error_class
 from ucnb.evidence import banner, index, tables
 from ucnb.evidence import proof as evidence
 from ucnb.evidence.page import RESULT_MIME
@@ -29,6 +30,7 @@ from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
 
 if TYPE_CHECKING:
+    from ucnb.lab.warm import Claim
     from ucnb.product.steps import CommandOutcome
 
 P = TypeVar("P", bound=lanes.LaneParameters)
@@ -57,7 +59,7 @@ class Run:
         self.recorder = Recorder(proof_root / evidence.EVENTS, self.redactor)
         self.labs: list[Lab] = []
         self.teardowns: list[Callable[[], None]] = []   # run by finish() before the labs go
-        self.warm_key = ""   # set by lab(warm=True): the snapshot boot(mode="restore") uses
+        self.warm: dict[str, Claim] = {}   # lab id -> its warm slot, for boot(mode="restore")
         self.product_outcomes: list[CommandOutcome] = []   # ultracloud: each product command's
         # Non-empty when this profile hands the lane to the product's own commands: the reason
         # every lab-only step gives when it skips itself.
@@ -133,13 +135,12 @@ class Run:
     def lab(self, nodes: list[NodeConfig], warm: bool = False) -> Lab:
         """Build (or reuse) the guest image, pick the accelerator, and create the lab's nodes.
 
-        `warm` makes the lab under the id and subnet of the snapshot that `Lab.boot_warm` restores
-        (falling back to a fresh lab, which boots cold, when they are taken)."""
+        `warm` makes the lab under a free warm slot of its inputs (`ucnb.lab.warm`), which
+        `boot(mode="restore")` restores or, the first time, saves."""
         from ucnb.host.accel import choose
         from ucnb.image import build_image
         from ucnb.image.packages import guest_packages
         from ucnb.lab import warm as warm_mod
-        from ucnb.lab.lab import LabUnavailable
 
         with self.step("build guest image"):
             image = build_image(self.profile, log=lambda m: print(m, flush=True))
@@ -151,20 +152,19 @@ class Run:
             "guest_image": image.key, "guest_kernel": image.kernel_version,
             "guest_packages": guest_packages(image),
             "system_under_test": f"ucnb lab image {image.key} ({self.profile.description})"})
-        options: dict[str, Any] = {}
+
+        def make(**options: Any) -> Lab:
+            return Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
+                       log_dir=self.proof_root / "logs", **options)
+
         if warm:
-            self.warm_key = warm_mod.snapshot_key(image.key, accelerator.mode, nodes)
-            snapshot = warm_mod.find(self.warm_key)
-            options = {"lab_id": warm_mod.lab_id_for(self.warm_key),
-                       "subnet": snapshot.subnet if snapshot else None}
-        try:
-            lab = Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
-                      log_dir=self.proof_root / "logs", **options)
-        except LabUnavailable as exc:
-            print(f"warm start unavailable ({exc}): this lab boots cold", flush=True)
-            self.warm_key = ""
-            lab = Lab(nodes, image, accelerator, recorder=self.recorder, run_id=self.run_id,
-                      log_dir=self.proof_root / "logs")
+            shape = warm_mod.inputs(image.key, accelerator.mode, self.profile.name, nodes,
+                                    warm_mod.hypervisor(connect()))
+            claim = warm_mod.claim(shape, make)
+            lab = claim.lab
+            self.warm[lab.lab_id] = claim
+        else:
+            lab = make()
         evidence.write_environment(self.proof_root, {"lab_id": lab.lab_id})
         self.labs.append(lab)
         frame = pd.DataFrame([{"accelerator": accelerator.mode, "why": accelerator.reason,
@@ -174,14 +174,30 @@ class Run:
         return lab
 
     def boot(self, lab: Lab, timeout: float, mode: str = "cold") -> str:
-        """Boot a lab cold, or (mode "restore") from its warm snapshot; the evidence says which."""
-        if mode == "restore" and self.warm_key:
-            how = lab.boot_warm(self.warm_key, timeout)
+        """Boot a lab cold, or (mode "restore") from its warm snapshot; returns how it came up
+        ("cold" or "restore"). environment.txt says which, what was asked and why, and the
+        figure "lab ready" how long the nodes took to answer over SSH."""
+        from ucnb.lab import warm as warm_mod
+
+        claim = self.warm.get(lab.lab_id)
+        if mode == "restore" and claim is None:
+            raise HarnessError(f"boot_mode=restore for lab {lab.lab_id}, made without warm=True")
+        start = time.monotonic()
+        if claim is not None and claim.slot is not None and mode == "restore":
+            snapshot = f"{claim.slot.key} slot {claim.slot.number}"
+            settle = warm_mod.settled(self.profile, self.recorder)
+            how = "restore" if lab.boot_warm(claim.slot, claim.shape, timeout, settle) else "cold"
+            detail = (f"restored warm snapshot {snapshot}" if how == "restore" else
+                      f"{claim.why}: booted cold, saved warm snapshot {snapshot}, resumed from it")
         else:
             lab.boot(timeout=timeout)
-            how = "cold" if mode == "cold" else "cold (warm start unavailable: lab id or subnet taken)"
-        evidence.write_environment(self.proof_root, {"boot_mode": how})
-        _display(pd.DataFrame([{"boot mode": how}]))
+            how, snapshot = "cold", ""
+            detail = claim.why if claim is not None else "boot_mode=cold"
+        ready = round(time.monotonic() - start, 2)
+        self.recorder.figure("lab ready", ready, f"s ({how} boot, {len(lab.nodes)} nodes, to SSH)")
+        evidence.write_environment(self.proof_root, {"boot_mode": how, "boot_mode_requested": mode,
+                                                     "boot_mode_detail": detail, "warm_snapshot": snapshot})
+        _display(pd.DataFrame([{"boot mode": how, "asked": mode, "ready after (s)": ready, "why": detail}]))
         return how
 
     def stand_ins(self) -> pd.DataFrame:

@@ -19,12 +19,12 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import libvirt
 
 from ucnb import paths
-from ucnb.errors import InfrastructureError, LaneFailure, ParameterError
+from ucnb.errors import HarnessError, InfrastructureError, LaneFailure, ParameterError
 from ucnb.host import netns
 from ucnb.host.accel import Accelerator
 from ucnb.host.procs import ProcessId
@@ -41,6 +41,8 @@ from ucnb.lazy import lazy_module
 
 if TYPE_CHECKING:
     import paramiko
+
+    from ucnb.lab import warm
 else:  # `ucnb run` imports this module to validate parameters: paramiko once used
     paramiko = lazy_module("paramiko")
 
@@ -236,6 +238,15 @@ class Node:
         return GuestShell(self.name, self.address, keys.client_private, keys.host_public,
                           log=self.lab.log_command)
 
+    def set_clock(self) -> None:
+        """Set the guest's clock to the host's: a restored guest's stood still while it was saved.
+        busybox `date` takes whole seconds: the jump to this second now, and the step to the next
+        one in the background at its edge (so the guest is off by the trip's time, not up to 1 s)."""
+        now = time.time()
+        second = int(now)
+        self.run(f"date -u -s @{second} >/dev/null; (sleep {second + 1 - now:.3f}; date -u -s @{second + 1}) "
+                 "</dev/null >/dev/null 2>&1 &", timeout=10, check=True)
+
     def wait_ssh(self, timeout: float = 60.0) -> None:
         """Wait until the guest answers a command over SSH."""
         def probe() -> CommandResult | bool:
@@ -251,7 +262,7 @@ class Lab:
 
     def __init__(self, nodes: list[NodeConfig], image: GuestImage, accelerator: Accelerator,
                  recorder: Recorder | None = None, run_id: str = "", lab_id: str | None = None,
-                 log_dir: Path | None = None, subnet: int | None = None) -> None:
+                 log_dir: Path | None = None, subnet: int | None = None, high_subnet: bool = False) -> None:
         netns.enter()  # guest addresses exist only inside the lab namespace
         self.conn = connect()
         self.image, self.accelerator = image, accelerator
@@ -268,7 +279,8 @@ class Lab:
         self.networks = registry.network_names(self.lab_id, self.network_count)
         self.network = self.networks[0]
         self.nodes: dict[str, Node] = {}
-        self.subnet = self._reserve(subnet)
+        self.configs = {c.name: c for c in nodes}
+        self.subnet = self._reserve(subnet, high_subnet)
         atexit.register(self._atexit)
         try:
             for index, config in enumerate(nodes, start=1):
@@ -279,10 +291,15 @@ class Lab:
             raise
 
     # -- construction ----------------------------------------------------------------------
-    def _reserve(self, wanted: int | None) -> int:
+    def _reserve(self, wanted: int | None, high: bool = False) -> int:
         """Under the host-wide lock: claim the lab id and a free /24 (or the wanted one), write
         the state that records them, then create the networks it names. Every lab on the host
-        (any work root) is seen: by its state here, or by its libvirt networks and domains."""
+        (any work root) is seen: by its state here, or by its libvirt networks and domains.
+        A warm snapshot keeps its subnet for later runs: a new lab takes none a snapshot holds
+        while another is free, and `high` (a new warm slot) the highest, labs booting cold the
+        lowest, so the two seldom meet."""
+        from ucnb.lab import warm
+
         with registry.host_lock():
             if registry.names_taken(self.conn, self.lab_id):
                 raise LabUnavailable(f"lab id {self.lab_id} is in use on this host")
@@ -297,7 +314,9 @@ class Lab:
                 free = [n for n in range(1, 250) if n not in used]
                 if wanted is None and not free:
                     raise InfrastructureError("every lab subnet (1-249) is in use on this host")
-                self.subnet = wanted or free[0]
+                held = warm.held_subnets()
+                free = [n for n in free if n not in held] or free
+                self.subnet = wanted or free[-1 if high else 0]
                 self._save_state()   # the reservation, before anything exists on the host
                 for i, name in enumerate(self.networks):
                     gateway = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1"
@@ -403,28 +422,36 @@ class Lab:
 
         in_parallel(boot_one, targets)
 
-    def boot_warm(self, key: str, timeout: float = 90.0) -> str:
-        """Restore the nodes from the snapshot saved under `key`, or boot them cold and save one.
+    def boot_warm(self, slot: warm.Slot, shape: dict[str, Any], timeout: float = 90.0,
+                  settle: Callable[[Node], None] | None = None) -> bool:
+        """Restore the nodes from `slot`'s snapshot, or boot them cold, wait until each has
+        `settle`d (its boot-time services up, so restored runs do not pay their start-up), save
+        the slot and resume from it (the next run restores). Returns whether it restored.
 
-        Returns how the lab came up, for the evidence.
-        """
+        Each node is restored, reached over SSH and its clock set (it stood still in the save)
+        on its own thread: one slow guest does not hold the others' steps back."""
         from ucnb.lab import warm
 
-        snapshot = warm.find(key)
-        if snapshot is None or snapshot.lab_id != self.lab_id:
+        snapshot = slot.snapshot()
+        restored = snapshot is not None
+        if snapshot is None:
             self.boot(timeout=timeout)
+            if settle is not None:
+                in_parallel(settle, list(self.nodes.values()))
             with self.recorder.step("save warm snapshot"):
-                snapshot = warm.save(self, key)
-            how = "cold (no saved state yet: booted, saved a snapshot, restored from it)"
-        else:
-            how = f"restore (saved state {key})"
-        with self.recorder.step("restore from snapshot"):
-            warm.restore(self, snapshot)
-        for node in self.nodes.values():
-            node.wait_ssh(timeout)
-            # The guest clock resumes where it was saved: set it to now.
-            node.run(f"date -u -s @{int(time.time())} >/dev/null", timeout=10, check=True)
-        return how
+                snapshot = warm.save(self, slot, shape)
+        if snapshot.lab_id != self.lab_id:
+            raise HarnessError(f"lab {self.lab_id} cannot restore {slot.lab_id}'s snapshot "
+                               f"(libvirt restores a guest only under its saved name)")
+
+        def resume(node: Node) -> None:
+            with self.recorder.step("restore from snapshot", node.name):
+                warm.restore(self, snapshot, node.name)
+                node.wait_ssh(timeout)
+                node.set_clock()
+
+        in_parallel(resume, list(self.nodes.values()))
+        return restored
 
     def keep_alive(self) -> None:
         """Leave the lab running after this process ends (`ucnb lab clean` removes it)."""
@@ -476,7 +503,7 @@ class Lab:
                                                            state.network)
         lab.owner, lab.supervisor = state.owner, state.supervisor
         lab.directory = lab.log_dir = paths.labs_dir() / state.lab_id
-        lab.nodes = {}
+        lab.nodes, lab.configs = {}, {}
         for name, info in state.nodes.items():
             try:
                 dom = lab.conn.lookupByName(domain_mod.domain_name(state.lab_id, name))

@@ -38,6 +38,13 @@ class TokenParameters(LaneParameters):
     bootstrap_token_env: str = Field("ULTRACLOUD_BOOTSTRAP_TOKEN", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+class WarmStartParameters(LaneParameters):
+    """Lanes whose lab can start from a saved just-booted state (`ucnb.lab.warm`): `restore`
+    resumes the snapshot of these exact inputs, or boots cold and saves it when there is none."""
+
+    boot_mode: Literal["cold", "restore"] = "cold"
+
+
 @dataclass(frozen=True)
 class Lane:
     """One proof lane: its notebook, parameter schema and what each profile does with it.

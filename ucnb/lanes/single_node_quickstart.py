@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from ucnb.errors import LaneFailure, ParameterError
 from ucnb.kernel.steps import boots, lab_step
 from ucnb.kernel.wait import wait_until
-from ucnb.lanes import Lane, TokenParameters
+from ucnb.lanes import Lane, TokenParameters, WarmStartParameters
 from ucnb.profiles import CANONICAL_PROFILES
 
 # pandas and the lab layer are imported where used: `ucnb run` reads this module's schema
@@ -31,7 +31,7 @@ NODE = "node01"
 MANIFEST_PATH = "/etc/ultracloud/product-surface.json"
 
 
-class Parameters(TokenParameters):
+class Parameters(TokenParameters, WarmStartParameters):
     memory_mib: int = Field(256, ge=128, le=8192)
     boot_timeout_s: float = Field(90.0, gt=0, le=3600)
     health_timeout_s: float = Field(60.0, gt=0, le=3600)
@@ -179,10 +179,11 @@ def deliver_bootstrap_token(run: Run, node: Node) -> pd.DataFrame:
 
 @boots
 def boot(run: Run) -> Node:
-    """Boot the one VM to SSH (ultracloud: the product's launcher runs instead)."""
+    """Boot the one VM to SSH, or restore it just-booted with `boot_mode=restore` (ultracloud:
+    the product's launcher runs instead)."""
     params = run.parameters(Parameters)
-    lab = run.lab([node_config(run, params)])
-    lab.boot(timeout=params.boot_timeout_s)
+    lab = run.lab([node_config(run, params)], warm=params.boot_mode == "restore")
+    run.boot(lab, params.boot_timeout_s, params.boot_mode)
     node = lab[NODE]
     for name in params.stop_services:  # negative control: the lane must notice
         service = run.profile.component(name).service
