@@ -61,8 +61,9 @@ def test_quickstart_cell_by_cell_with_an_interrupt(tmp_path: Path, outputs: Path
         # ends it at once with a clear message, and the lab is still there for the next cell.
         index = nb.insert_below("lane.service_health(run, node)", LONG_WAIT)
         before = nb.start(index)
-        first = int(nb.wait_text(index, r"waiting for marker never\.seen on node01: (\d+) s of 900 s").group(1))
-        later = int(nb.wait_text(index, r"waiting for marker never\.seen on node01: ([3-9]|\d\d+) s").group(1))
+        waiting = r"waiting for marker never\.seen on node01: "
+        first = int(nb.wait_text(index, waiting + r"(\d+) s of 900 s").group(1))
+        later = int(nb.wait_text(index, waiting + r"([3-9]|\d\d+) s").group(1))
         assert later > first, "the wait's progress line did not move while it waited"
         nb.shot("03-long-wait-in-progress", index)
         pressed = time.monotonic()

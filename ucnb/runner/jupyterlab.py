@@ -69,10 +69,15 @@ class Server:
             self.private_dir.rmdir()
 
 
-def free_port(ip: str) -> int:
+def free_port(ip: str, port: int = 0) -> int:
+    """`port` if nothing listens on it (0: any free one); a port in use is refused, named."""
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.bind((ip, 0))
+        try:
+            probe.bind((ip, port))
+        except OSError as exc:
+            raise ParameterError(f"cannot listen on {ip}:{port} ({exc.strerror}): choose another "
+                                 f"--port (0 picks a free one)") from None
         return int(probe.getsockname()[1])
 
 
@@ -126,7 +131,7 @@ def start(root_dir: Path, ip: str = "127.0.0.1", port: int = 0, token: str | Non
             (settings / name).parent.mkdir(parents=True, exist_ok=True)
             (settings / name).write_text(json.dumps(values))
         workspaces.mkdir()
-    port = port or free_port(ip)
+    port = free_port(ip, port)
     argv = server_argv(root_dir.resolve(), ip, port, config, os.geteuid() == 0, settings, workspaces)
     process = subprocess.Popen(argv, env=env, cwd=root_dir, stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=(private / "server.log").open("wb"))
@@ -148,10 +153,9 @@ def _wait_up(server: Server) -> None:
         if server.process.poll() is not None:
             log = (server.private_dir / "server.log").read_text(errors="replace")[-2000:]
             raise InfrastructureError(f"JupyterLab exited ({server.process.returncode}) on start:\n{log}")
-        with contextlib.suppress(urllib.error.URLError, OSError):
-            with opener.open(request, timeout=2) as answer:
-                if answer.status == 200:
-                    return
+        with contextlib.suppress(urllib.error.URLError, OSError), opener.open(request, timeout=2) as answer:
+            if answer.status == 200:
+                return
         time.sleep(0.2)
     raise InfrastructureError(f"JupyterLab did not answer on {server.base_url} within {START_TIMEOUT_S:g}s")
 
