@@ -56,9 +56,9 @@ def test_the_transcript_holds_every_cell_as_it_ran_with_its_outputs() -> None:
 
 
 def test_environment_marks_a_run_in_a_jupyter_session(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("JPY_SESSION_NAME", "/srv/notebooks/single-node-quickstart.ipynb")
-    assert interactive.environment() == {"interactive": "true",
-                                         "interactive_notebook": "/srv/notebooks/single-node-quickstart.ipynb"}
+    notebook = "/srv/notebooks/single-node-quickstart.ipynb"
+    monkeypatch.setenv("JPY_SESSION_NAME", notebook)
+    assert interactive.environment() == {"interactive": "true", "interactive_notebook": notebook}
     monkeypatch.delenv("JPY_SESSION_NAME")
     assert interactive.environment() == {"interactive": "false"}
 
