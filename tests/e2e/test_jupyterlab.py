@@ -14,7 +14,7 @@ import nbformat
 
 from ..conftest import ROOT, assert_reviewable_evidence
 from ..lab_fixtures import OwnRuns
-from .notebook_browser import open_notebook
+from .notebook_browser import Notebook, open_notebook
 
 LANE = "single-node-quickstart"
 NOTEBOOK = f"{LANE}.ipynb"
@@ -35,6 +35,16 @@ def _proof_root(outputs: Path) -> Path:
     return root
 
 
+def _start_run(nb: Notebook, outputs: Path) -> Path:
+    """Run the parameters and start cells; the run's proof root, where the screenshots go now."""
+    nb.run("keep_vm = False")
+    nb.run("ucnb.start_run(globals())")
+    root = _proof_root(outputs)
+    nb.shots = root / "screenshots"
+    nb.shots.mkdir()
+    return root
+
+
 def _labs_of(run_id: str) -> list[str]:
     from ucnb.lab.registry import list_labs
 
@@ -43,11 +53,7 @@ def _labs_of(run_id: str) -> list[str]:
 
 def test_quickstart_cell_by_cell_with_an_interrupt(tmp_path: Path, outputs: Path, own_runs: OwnRuns) -> None:
     with open_notebook(_notebooks(tmp_path), NOTEBOOK, tmp_path / "shots") as nb:
-        nb.run("keep_vm = False")
-        nb.run("ucnb.start_run(globals())")
-        root = _proof_root(outputs)
-        nb.shots = root / "screenshots"
-        nb.shots.mkdir()
+        root = _start_run(nb, outputs)
         nb.run("run.stand_ins()")
         booted = nb.run("node = lane.boot(run)", timeout_s=BOOT_S)
         assert "Traceback" not in booted, booted
@@ -111,10 +117,7 @@ def test_boot_twice_then_restart_leaves_no_lab(tmp_path: Path, outputs: Path, ow
     from ucnb.lab.registry import list_labs
 
     with open_notebook(_notebooks(tmp_path), NOTEBOOK, tmp_path / "shots") as nb:
-        nb.run("keep_vm = False")
-        nb.run("ucnb.start_run(globals())")
-        root = _proof_root(outputs)
-        nb.shots = root / "screenshots"
+        root = _start_run(nb, outputs)
         run_id = (root / "environment.txt").read_text().split("run_id=")[1].split()[0]
         nb.run("node = lane.boot(run)", timeout_s=BOOT_S)
         (first,) = _labs_of(run_id)
