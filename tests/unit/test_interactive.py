@@ -118,13 +118,26 @@ def test_the_server_never_gets_its_token_on_the_command_line(tmp_path: Path) -> 
     assert "--ServerApp.port_retries=0" in argv and not any("token" in a.lower() for a in argv)
 
 
-def test_the_launcher_refuses_bad_input_before_starting_anything(tmp_path: Path) -> None:
+def test_the_launcher_refuses_bad_input_before_starting_anything(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
     with pytest.raises(ParameterError, match="not an IP address"):
         jupyterlab.start(tmp_path, ip="lab.example")
     with pytest.raises(ParameterError, match="at least 16 characters"):
         jupyterlab.start(tmp_path, token="short")
     with pytest.raises(ParameterError, match="not a folder"):
         jupyterlab.start(tmp_path / "missing")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ParameterError, match=f"cannot listen on 127.0.0.1:{port}"):
+            jupyterlab.start(tmp_path, port=port)
+    assert list((tmp_path / "tmp").iterdir()) == []   # no private folder (and no token) left behind
 
 
 def test_how_to_reach_a_root_server_from_another_machine(tmp_path: Path) -> None:
@@ -145,13 +158,3 @@ def test_environment_yml_names_jupyterlab_and_playwright_at_the_locks_pins() -> 
     assert set(pins) >= {"jupyterlab", "playwright"}
     assert all(lock.get(name) == version for name, version in pins.items()), (pins, lock)
 
-
-def test_a_port_in_use_is_refused_by_name(tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
-        with pytest.raises(ParameterError, match=f"cannot listen on 127.0.0.1:{port}"):
-            jupyterlab.start(tmp_path, port=port)

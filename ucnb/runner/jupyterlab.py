@@ -14,6 +14,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shutil
 import socket
 import subprocess
 import sys
@@ -62,11 +63,7 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        for path in sorted(self.private_dir.rglob("*"), reverse=True):
-            with contextlib.suppress(OSError):
-                path.rmdir() if path.is_dir() else path.unlink()
-        with contextlib.suppress(OSError):
-            self.private_dir.rmdir()
+        shutil.rmtree(self.private_dir, ignore_errors=True)   # the token's config file with it
 
 
 def free_port(ip: str, port: int = 0) -> int:
@@ -105,36 +102,40 @@ def server_argv(root_dir: Path, ip: str, port: int, config: Path, as_root: bool,
 
 
 def start(root_dir: Path, ip: str = "127.0.0.1", port: int = 0, token: str | None = None,
-          autosave: bool = True, isolated: bool = False) -> Server:
+          autosave: bool = True) -> Server:
     """Start JupyterLab serving `root_dir` and wait until it answers with the token.
 
-    `port` 0 picks a free one. `isolated` keeps the server's runtime files, workspaces and user
-    settings in its private folder (tests); `autosave=False` (tests) keeps the notebooks it opens
-    unchanged on disk."""
+    `port` 0 picks a free one. `autosave=False` (tests) keeps the notebooks it opens unchanged on
+    disk, and its runtime files, workspaces and user settings in its private folder."""
     ip = check_address(ip)
     token = token or secrets.token_urlsafe(24)
     if len(token) < MIN_TOKEN_CHARS:
         raise ParameterError(f"a JupyterLab token needs at least {MIN_TOKEN_CHARS} characters")
     if not root_dir.is_dir():
         raise ParameterError(f"{root_dir} is not a folder to serve")
-    private = Path(tempfile.mkdtemp(prefix="ucnb-jupyter-"))   # 0700
-    config = private / "jupyter_server_config.json"
-    config.write_text(json.dumps({"IdentityProvider": {"token": token}}))
-    config.chmod(0o600)
-    env = dict(os.environ)
-    settings = workspaces = None
-    if isolated or not autosave:
-        settings, workspaces = private / "settings", private / "workspaces"
-        env["JUPYTER_RUNTIME_DIR"] = str(private / "runtime")
-        for name, values in ((AUTOSAVE_SETTINGS, {"autosave": autosave}),   # nor asks about news
-                             (NEWS_SETTINGS, {"fetchNews": "false", "checkForUpdates": False})):
-            (settings / name).parent.mkdir(parents=True, exist_ok=True)
-            (settings / name).write_text(json.dumps(values))
-        workspaces.mkdir()
     port = free_port(ip, port)
-    argv = server_argv(root_dir.resolve(), ip, port, config, os.geteuid() == 0, settings, workspaces)
-    process = subprocess.Popen(argv, env=env, cwd=root_dir, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=(private / "server.log").open("wb"))
+    private = Path(tempfile.mkdtemp(prefix="ucnb-jupyter-"))   # 0700, removed by stop()
+    try:
+        config = private / "jupyter_server_config.json"
+        config.write_text(json.dumps({"IdentityProvider": {"token": token}}))
+        config.chmod(0o600)
+        env = dict(os.environ)
+        settings = workspaces = None
+        if not autosave:
+            settings, workspaces = private / "settings", private / "workspaces"
+            env["JUPYTER_RUNTIME_DIR"] = str(private / "runtime")
+            for name, values in ((AUTOSAVE_SETTINGS, {"autosave": False}),   # nor asks about news
+                                 (NEWS_SETTINGS, {"fetchNews": "false", "checkForUpdates": False})):
+                (settings / name).parent.mkdir(parents=True, exist_ok=True)
+                (settings / name).write_text(json.dumps(values))
+            workspaces.mkdir()
+        argv = server_argv(root_dir.resolve(), ip, port, config, os.geteuid() == 0, settings, workspaces)
+        with (private / "server.log").open("wb") as log:
+            process = subprocess.Popen(argv, env=env, cwd=root_dir, stdin=subprocess.DEVNULL,
+                                       stdout=subprocess.DEVNULL, stderr=log)
+    except BaseException:
+        shutil.rmtree(private, ignore_errors=True)
+        raise
     server = Server(process, ip, port, token, private)
     try:
         _wait_up(server)
