@@ -24,9 +24,22 @@ BUSY_PROMPT = "el => el.textContent.includes('*')"
 class Notebook:
     """One open notebook page; screenshots go to `shots`."""
 
-    def __init__(self, page: Any, shots: Path) -> None:
+    def __init__(self, page: Any, shots: Path, base_url: str, token: str) -> None:
         self.page, self.shots = page, shots
+        self._base, self._token = base_url, token
         shots.mkdir(parents=True, exist_ok=True)
+
+    def open(self, name: str) -> None:
+        """Open notebook `name` of the served folder (a new kernel) and wait until it is idle."""
+        self.page.goto(f"{self._base}/lab/tree/{name}?token={self._token}")
+        self.page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=120_000)
+
+    def open_other(self, name: str) -> Notebook:
+        """Notebook `name` in a new browser tab (with its own kernel); this one stays open."""
+        other = Notebook(self.page.context.new_page(), self.shots, self._base, self._token)
+        other.page.set_viewport_size({"width": 1400, "height": 1000})
+        other.open(name)
+        return other
 
     def cells(self) -> Any:
         return self.page.locator(".jp-Notebook .jp-Cell")
@@ -59,11 +72,20 @@ class Notebook:
         self.page.keyboard.press("Escape")
 
     def start(self, index: int) -> str:
-        """Run a cell (Ctrl+Enter) and return its prompt from before, without waiting."""
-        self.select(index)
+        """Run a cell (Ctrl+Enter) and return its prompt from before, without waiting for it.
+
+        JupyterLab shows `[*]:` as soon as it sends the cell; a prompt unchanged seconds later is
+        a key press the page lost (seen right after a notebook opened): it is pressed again."""
         before = self.prompt(index)
-        self.page.keyboard.press("Control+Enter")
-        return before
+        for _ in range(3):
+            self.select(index)
+            self.page.keyboard.press("Control+Enter")
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if self.prompt(index) != before:
+                    return before
+                time.sleep(0.1)
+        raise AssertionError(f"cell {index} never started: its prompt stayed {before!r}")
 
     def wait_done(self, index: int, before: str, timeout_s: float) -> str:
         """Wait until the cell shows a new execution count and the kernel is idle; its output."""
@@ -141,10 +163,9 @@ def open_notebook(folder: Path, name: str, shots: Path) -> Iterator[Notebook]:
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1000})
                 page.set_default_timeout(60_000)
-                page.goto(f"{server.base_url}/lab/tree/{name}?token={server.token}")
-                page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
-                                       timeout=120_000)
-                yield Notebook(page, shots)
+                notebook = Notebook(page, shots, server.base_url, server.token)
+                notebook.open(name)
+                yield notebook
             finally:
                 browser.close()
     finally:

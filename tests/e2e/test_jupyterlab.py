@@ -4,6 +4,7 @@ root (`screenshots/`; those taken before the finish cell are sealed into its SHA
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -104,6 +105,8 @@ def test_quickstart_cell_by_cell_with_an_interrupt(tmp_path: Path, outputs: Path
     assert result["verdict"] == "passed" and result["verdict_label"] == "passed with gaps", result
     assert any(g["name"] == "marker: never.seen" and "interrupted by the user" in g["reason"]
                for g in result["gaps"]), result["gaps"]
+    page = html.unescape((root / f"{LANE}.html").read_text())
+    assert "marker: never.seen (interrupted by the user after" in page   # in the verdict banner
     transcript = nbformat.read(root / NOTEBOOK, as_version=4)
     sources = [c.source for c in transcript.cells if c.cell_type == "code"]
     assert LONG_WAIT in sources and sources[-1] == "result = run.finish()", sources
@@ -132,3 +135,35 @@ def test_boot_twice_then_restart_leaves_no_lab(tmp_path: Path, outputs: Path, ow
             time.sleep(0.5)
         nb.shot("02-kernel-restarted")
         assert _labs_of(run_id) == [], [s for s in list_labs() if s.run_id == run_id]
+
+
+def test_a_kept_lab_survives_its_kernel_and_is_attached_from_a_new_notebook(
+        tmp_path: Path, outputs: Path, own_runs: OwnRuns) -> None:
+    folder = _notebooks(tmp_path)
+    attach = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import ucnb")])
+    attach.metadata["kernelspec"] = {"name": "ucnb", "display_name": "Python (ucnb)", "language": "python"}
+    nbformat.write(attach, folder / "attach.ipynb")
+    with open_notebook(folder, NOTEBOOK, tmp_path / "shots") as nb:
+        nb.insert_below("keep_vm = False", "keep_vm = True")
+        root = _start_run(nb, outputs)
+        run_id = (root / "environment.txt").read_text().split("run_id=")[1].split()[0]
+        nb.run("node = lane.boot(run)", timeout_s=BOOT_S)
+        finished = nb.run("result = run.finish()", timeout_s=180)
+        assert "reach the kept lab with" in finished and "sealed proof root" in finished, finished
+        (lab_id,) = _labs_of(run_id)
+        nb.restart_kernel()   # a kept lab outlives its kernel
+        time.sleep(5)
+        assert _labs_of(run_id) == [lab_id]
+
+        new = nb.open_other("attach.ipynb")
+        new.run("import ucnb")
+        attach_cell = f'lab = ucnb.attach("{lab_id}")\nlab["node01"].run("uptime").stdout'
+        cell = new.insert_below("import ucnb", attach_cell)
+        uptime = new.wait_done(cell, new.start(cell), timeout_s=120)
+        assert "load average" in uptime, uptime
+        new.shot("07-attached-from-a-new-notebook", cell)
+        clean_cell = f'from ucnb.lab import registry\nregistry.clean(lab_id="{lab_id}")'
+        clean = new.insert_below("ucnb.attach", clean_cell)
+        removed = new.wait_done(clean, new.start(clean), timeout_s=120)
+        assert f"domain ucnb-{lab_id}-node01" in removed, removed
+    assert _labs_of(run_id) == []

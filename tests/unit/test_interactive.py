@@ -107,7 +107,11 @@ def test_an_interrupted_wait_is_a_gap_not_a_failure(tmp_path: Path) -> None:
     assert row.outcome == "interrupted" and re.fullmatch(r"interrupted by the user after [\d.]+s", row.detail)
     result = build_result(tmp_path, "lane", "lab", "run1")
     assert result["verdict"] == "passed" and result["verdict_label"] == "passed with gaps"
-    assert result["gaps"] == [{"name": "marker: never.seen", "node": "node01", "reason": row.detail}]
+    assert result["gaps"] == result["interrupted"] == [{"name": "marker: never.seen", "node": "node01",
+                                                         "reason": row.detail}]
+    from ucnb.evidence import banner
+
+    assert ("interrupted", f"marker: never.seen ({row.detail})") in banner.coverage_lines(result)
     failed = build_result(tmp_path, "lane", "lab", "run1", error={"type": "KeyboardInterrupt"}, exit_code=130)
     assert failed["failing_step"]["name"] == "marker: never.seen"   # under `ucnb run`: the run is interrupted
 

@@ -72,6 +72,8 @@ def coverage_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
             f"; {len(skipped)} skipped: {_reasons(skipped)}" if skipped else "")))
     elif others:
         lines.append(("also skipped", _reasons(others)))
+    if result.get("interrupted"):
+        lines.append(("interrupted", _reasons(result["interrupted"])))
     if delegated:
         lines.append(("product covered", f"{len(delegated)} lab steps, by its own commands "
                                          f"({result.get('profile')} profile)"))

@@ -169,8 +169,9 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
     # claims that no skipped step stands for already.
     gaps = [{"name": s["name"], "node": s["node"], "reason": s["reason"]} for s in skipped
             if not s["delegated"]]
-    gaps += [{"name": s["name"], "node": s["node"], "reason": s["detail"]} for s in tables["steps"]
-             if s["outcome"] == "interrupted"]   # steps and waits the user stopped (interactively)
+    interrupted = [{"name": s["name"], "node": s["node"], "reason": s["detail"]} for s in tables["steps"]
+                   if s["outcome"] == "interrupted"]   # steps and waits the user stopped (interactively)
+    gaps += interrupted
     gaps += [{"name": f"{what}: {item['item']}", "node": "", "reason": item["reason"]}
              for what, c in coverage.items() for item in c["skipped"] if not item["step"]]
     wall = env.get("wall_time_s")
@@ -188,6 +189,7 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
         "steps": counts,
         "skipped": skipped,
         "gaps": gaps,
+        "interrupted": interrupted,
         "coverage": coverage,
         "checks": {"total": len(tables["checks"]), "failed": len(failed_checks)},
         "failed_checks": failed_checks,
