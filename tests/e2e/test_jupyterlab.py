@@ -36,9 +36,13 @@ def _proof_root(outputs: Path) -> Path:
     return root
 
 
-def _start_run(nb: Notebook, outputs: Path) -> Path:
-    """Run the parameters and start cells; the run's proof root, where the screenshots go now."""
+def _start_run(nb: Notebook, outputs: Path, override: str = "") -> Path:
+    """Run the parameters cell (then a cell typed below it: `override`) and the start cell; the
+    run's proof root, where the screenshots go from now on."""
     nb.run("keep_vm = False")
+    if override:
+        index = nb.insert_below("keep_vm = False", override)
+        nb.wait_done(index, nb.start(index), timeout_s=60)
     nb.run("ucnb.start_run(globals())")
     root = _proof_root(outputs)
     nb.shots = root / "screenshots"
@@ -144,8 +148,7 @@ def test_a_kept_lab_survives_its_kernel_and_is_attached_from_a_new_notebook(
     attach.metadata["kernelspec"] = {"name": "ucnb", "display_name": "Python (ucnb)", "language": "python"}
     nbformat.write(attach, folder / "attach.ipynb")
     with open_notebook(folder, NOTEBOOK, tmp_path / "shots") as nb:
-        nb.insert_below("keep_vm = False", "keep_vm = True")
-        root = _start_run(nb, outputs)
+        root = _start_run(nb, outputs, override="keep_vm = True")
         run_id = (root / "environment.txt").read_text().split("run_id=")[1].split()[0]
         nb.run("node = lane.boot(run)", timeout_s=BOOT_S)
         finished = nb.run("result = run.finish()", timeout_s=180)

@@ -24,7 +24,7 @@ from ucnb.kernel import live
 if TYPE_CHECKING:
     from ucnb.kernel.run import Run
 
-_first_cell = 1   # the first cell of the current run's record: after a seal, the next run starts anew
+_last_sealed = 0   # the last cell an earlier run's record holds (its finish cell)
 
 
 def under_runner() -> bool:
@@ -37,6 +37,12 @@ def keep_outputs() -> None:
     shell = live._shell()
     if shell is not None and hasattr(shell.display_pub, "store_display_history"):
         shell.display_pub.store_display_history = True
+
+
+def first_cell() -> int:
+    """Where a run starting now begins its record: after the cells earlier runs sealed (so the
+    parameters cell run before `start_run` is in it); a run sealed again keeps its own start."""
+    return _last_sealed + 1
 
 
 def environment() -> dict[str, str]:
@@ -80,15 +86,15 @@ def seal(run: Run, result: dict[str, Any]) -> Path:
     """Seal `run`'s proof root from this kernel (after `finish` showed the verdict); returns the page."""
     import nbformat
 
-    global _first_cell
+    global _last_sealed
     shell = live._shell()
     root = run.proof_root
     values = {"lane_name": run.lane.name, **run.params.model_dump(mode="json")}
     (root / "parameters.yaml").write_text(yaml.safe_dump(values, sort_keys=False))
     notebook_path = root / f"{run.lane.name}.ipynb"
     if shell is not None:
-        nbformat.write(transcript(shell, run.lane.title, _first_cell), notebook_path)
-        _first_cell = shell.execution_count + 1
+        nbformat.write(transcript(shell, run.lane.title, run.first_cell), notebook_path)
+        _last_sealed = shell.execution_count
     else:   # a plain Python process: no cells, only the records
         nbformat.write(nbformat.v4.new_notebook(), notebook_path)
     evidence.seal(root, notebook_path, run.redactor, result)

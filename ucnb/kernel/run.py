@@ -69,6 +69,7 @@ class Run:
         threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
         tables.install_formatter()   # every DataFrame a cell shows goes through the one table helper
         _record_cell_errors(proof_root, self.redactor, on_error=self._on_cell_error)
+        self.first_cell = interactive.first_cell()   # of this run's record, when it is sealed here
         if not interactive.under_runner():
             interactive.keep_outputs()   # finish() seals the proof root from the kernel's record
         evidence.write_environment(proof_root, {**evidence.host_environment(), **interactive.environment(),
