@@ -49,7 +49,7 @@ class WaitProgress:
         elapsed = time.monotonic() - self._start
         if outcome is None:
             last = f"; last: {self.observation[:160]}" if self.observation else ""
-            return f"⏳ waiting for {self.what}: {elapsed:.0f} s of {self.timeout:g} s{last}"
+            return f"… waiting for {self.what}: {elapsed:.0f} s of {self.timeout:g} s{last}"
         return f"{'✓' if outcome == 'done' else '✗'} {self.what}: {outcome} after {elapsed:.1f} s"
 
     def _tick(self) -> None:
