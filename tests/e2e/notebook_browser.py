@@ -37,7 +37,7 @@ class Notebook:
     def open_other(self, name: str) -> Notebook:
         """Notebook `name` in a new browser tab (with its own kernel); this one stays open."""
         other = Notebook(self.page.context.new_page(), self.shots, self._base, self._token)
-        other.page.set_viewport_size({"width": 1400, "height": 1000})
+        other.page.set_default_timeout(60_000)
         other.open(name)
         return other
 
@@ -161,7 +161,8 @@ def open_notebook(folder: Path, name: str, shots: Path) -> Iterator[Notebook]:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                context = browser.new_context(viewport={"width": 1400, "height": 1000})
+                page = context.new_page()
                 page.set_default_timeout(60_000)
                 notebook = Notebook(page, shots, server.base_url, server.token)
                 notebook.open(name)
