@@ -1,5 +1,6 @@
-# The two commands a newcomer needs: `make quickstart` and `make test` (both run setup first).
-.PHONY: setup quickstart test lint bench clean
+# The two commands a newcomer needs: `make quickstart` and `make test` (both run setup first);
+# `make lab` opens the lane notebooks in JupyterLab to step through one.
+.PHONY: setup quickstart lab test lint bench clean
 
 setup:
 	@bash scripts/setup.sh
@@ -7,11 +8,17 @@ setup:
 quickstart: setup
 	.venv/bin/ucnb run single-node-quickstart
 
+# JupyterLab with the `ucnb` kernel on loopback; prints the URL and token (and, as root, how to
+# reach it through an SSH tunnel). E.g. `make lab JUPYTER_ARGS="--port 0"` for a free port.
+lab: setup
+	.venv/bin/ucnb jupyter $(JUPYTER_ARGS)
+
 lint: setup
 	.venv/bin/ruff check ucnb tests benchmarks
 	.venv/bin/mypy
 
-# The test layers, fastest first; make stops at the first layer that fails (pytest's exit 5, no
+# The test layers, fastest first (tests/e2e includes the browser tests: JupyterLab in headless
+# chromium, tests/e2e/test_jupyterlab.py); make stops at the first layer that fails (pytest's exit 5, no
 # tests collected, fails it too). setup installed every tool a unit test needs: none may skip.
 test: lint
 	UCNB_TEST_REQUIRE_TOOLS=1 .venv/bin/pytest -q tests/unit

@@ -43,7 +43,7 @@ def test_skips_are_listed_never_counted_as_passed(tmp_path: Path) -> None:
     rec.skip("health: iam", "no stand-in")
     result = evidence.build_result(tmp_path, "lane", "lab", "r1")
     assert result["verdict"] == "passed"
-    assert result["steps"] == {"passed": 1, "failed": 0, "skipped": 1, "running": 0}
+    assert result["steps"] == {"passed": 1, "failed": 0, "skipped": 1, "running": 0, "interrupted": 0}
     assert result["skipped"] == [{"name": "health: iam", "node": "", "reason": "no stand-in",
                                   "delegated": False}]
     assert result["verdict_label"] == "passed with gaps"   # a pass that skipped something says so

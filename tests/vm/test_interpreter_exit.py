@@ -31,3 +31,21 @@ def test_a_lab_is_removed_at_interpreter_exit(lab_image, accelerator) -> None:  
     assert done.returncode == 0, done.stderr
     lab_id = done.stdout.split()[-1]
     assert leftovers(set(), {lab_id}) == []
+
+
+def test_a_lab_whose_process_dies_without_exit_handlers_is_removed_by_its_watcher(
+        lab_image, accelerator) -> None:  # type: ignore[no-untyped-def]
+    """ipykernel calls `os._exit` when its parent dies, and a killed kernel runs nothing: the lab's
+    watcher process, which outlives its owner, removes the lab then."""
+    import time
+
+    script = SCRIPT.replace("sys.exit(0)   # no teardown: only the interpreter's exit handlers are left",
+                            "import os; os._exit(1)   # no exit handlers at all")
+    assert "os._exit(1)" in script
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1, done.stderr
+    lab_id = done.stdout.split()[-1]
+    deadline = time.monotonic() + 30
+    while (left := leftovers(set(), {lab_id})) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert left == []

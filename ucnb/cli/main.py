@@ -242,6 +242,22 @@ def report(
     raise typer.Exit(merged.exit_code if merged else 0)
 
 
+@app.command()
+def jupyter(
+    folder: Annotated[Path | None, typer.Argument(help="folder to serve (default: the notebooks)")] = None,
+    ip: Annotated[str, typer.Option(help="address to listen on (default: loopback only)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (0: a free one)")] = 8888,
+) -> None:
+    """JupyterLab with the `ucnb` kernel, to step through a lane cell by cell (`make lab`)."""
+    from ucnb import paths
+    from ucnb.runner import jupyterlab
+
+    try:
+        jupyterlab.serve(folder or paths.project_root() / "notebooks", ip, port, out.print)
+    except UcnbError as exc:
+        _fail(exc)
+
+
 # -- host -----------------------------------------------------------------------------------
 @host_app.command("up")
 def host_up() -> None:

@@ -65,13 +65,15 @@ def coverage_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
     skipped = [s for s in result.get("skipped", []) if not s.get("delegated")]
     delegated = [s for s in result.get("skipped", []) if s.get("delegated")]
     others = [s for s in skipped if s["name"] not in covered_steps]
-    ran = steps.get("passed", 0) + steps.get("failed", 0) + steps.get("running", 0)
+    ran = sum(steps.get(o, 0) for o in ("passed", "failed", "running", "interrupted"))
     if not lines:
         total = ran + len(skipped)
         lines.append(("coverage", "no step ran" if not total else f"{ran} of {total} steps ran" + (
             f"; {len(skipped)} skipped: {_reasons(skipped)}" if skipped else "")))
     elif others:
         lines.append(("also skipped", _reasons(others)))
+    if result.get("interrupted"):
+        lines.append(("interrupted", _reasons(result["interrupted"])))
     if delegated:
         lines.append(("product covered", f"{len(delegated)} lab steps, by its own commands "
                                          f"({result.get('profile')} profile)"))
@@ -112,6 +114,8 @@ def counts_text(result: dict[str, Any]) -> str:
             f"{s.get('skipped', 0)} skipped")
     if s.get("running"):
         text += f", {s['running']} did not finish"
+    if s.get("interrupted"):
+        text += f", {s['interrupted']} interrupted by the user"
     return text + f" · checks: {c.get('total', 0)}, {c.get('failed', 0)} failed"
 
 

@@ -64,7 +64,7 @@ def _case_element(case: Case) -> ET.Element:
         failure = ET.SubElement(element, "failure", message=case.message[:1000] or case.outcome,
                                 type=case.outcome)
         failure.text = case.message
-    elif case.outcome == "skipped":
+    elif case.outcome in ("skipped", "interrupted"):   # stopped by the user: neither pass nor failure
         ET.SubElement(element, "skipped", message=case.message[:1000] or "skipped")
     return element
 

@@ -155,7 +155,7 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
     # Steps proper: waits are inside them; a delegated step is one the product's commands covered.
     steps = [s for s in tables["steps"] if s.get("kind") in ("step", "delegated")]
     counts = {o: sum(1 for s in steps if s["outcome"] == o) for o in ("passed", "failed", "skipped",
-                                                                       "running")}
+                                                                       "running", "interrupted")}
     failed_checks = [c for c in tables["checks"] if not c["ok"]]
     failing = _failing_step(tables["steps"])
     if error or counts["failed"] or failed_checks:
@@ -175,6 +175,9 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
     # claims that no skipped step stands for already.
     gaps = [{"name": s["name"], "node": s["node"], "reason": s["reason"]} for s in skipped
             if not s["delegated"]]
+    interrupted = [{"name": s["name"], "node": s["node"], "reason": s["detail"]} for s in tables["steps"]
+                   if s["outcome"] == "interrupted"]   # steps and waits the user stopped (interactively)
+    gaps += interrupted
     gaps += [{"name": f"{what}: {item['item']}", "node": "", "reason": item["reason"]}
              for what, c in coverage.items() for item in c["skipped"] if not item["step"]]
     wall = env.get("wall_time_s")
@@ -192,6 +195,7 @@ def build_result(root: Path, lane: str, profile: str, run_id: str,
         "steps": counts,
         "skipped": skipped,
         "gaps": gaps,
+        "interrupted": interrupted,
         "coverage": coverage,
         "checks": {"total": len(tables["checks"]), "failed": len(failed_checks)},
         "failed_checks": failed_checks,
@@ -235,7 +239,7 @@ def _failing_step(steps: list[dict[str, Any]]) -> dict[str, Any] | None:
     failed = [s for s in steps if s["outcome"] == "failed"]
     if failed:
         return min(failed, key=lambda s: s.get("end") or s["start"])
-    running = [s for s in steps if s["outcome"] == "running"]
+    running = [s for s in steps if s["outcome"] in ("running", "interrupted")]
     return running[-1] if running else None
 
 

@@ -20,7 +20,8 @@ from matplotlib.patches import Patch
 
 from ucnb.kernel.record import Recorder
 
-COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#8c959f", "running": "#f9a825"}
+COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "skipped": "#8c959f", "running": "#f9a825",
+           "interrupted": "#ef6c00"}
 MARKER_COLOUR = "#1565c0"
 FAULT_COLOUR = "#ef9a9a"
 DPI = 110
@@ -114,6 +115,8 @@ def timeline_figure(steps: Sequence[dict[str, Any]], markers: Sequence[dict[str,
                Line2D([], [], marker="x", linestyle="none", color=COLOURS["skipped"], label="skipped"),
                Line2D([], [], marker="|", linestyle="none", markersize=10, color=MARKER_COLOUR,
                       label="serial marker")]
+    if any(s["outcome"] == "interrupted" for s in steps):
+        handles.append(Patch(color=COLOURS["interrupted"], label="interrupted by the user"))
     if faults:
         handles.append(Patch(color=FAULT_COLOUR, alpha=0.5, label="fault window"))
     # Between the title and the plot: next to what it explains, however tall the figure is.

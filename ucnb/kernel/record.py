@@ -119,11 +119,18 @@ class Recorder:
 
     @contextmanager
     def step(self, name: str, node: str = "", kind: str = "step") -> Iterator[StepRow]:
-        """Record a numbered, timed step; an exception marks it failed with its message."""
+        """Record a numbered, timed step; an exception marks it failed with its message, an
+        interrupt (the stop button, Ctrl-C) "interrupted": the lane did not fail it, the user
+        stopped it (a gap in the verdict; under `ucnb run` the run itself fails as interrupted)."""
         row = StepRow(len(self.rows["steps"]) + 1, name, node, time.time(), kind=kind)
         self._emit("steps", row)
         try:
             yield row
+        except KeyboardInterrupt:
+            row.end, row.outcome = time.time(), "interrupted"
+            row.detail = f"interrupted by the user after {row.end - row.start:.1f}s"
+            self._emit("steps", row, new=False)
+            raise
         except BaseException as exc:
             row.end, row.outcome = time.time(), "failed"
             row.detail = row.detail or f"{type(exc).__name__}: {exc}"

@@ -25,6 +25,7 @@ from ucnb.evidence import banner, index, tables
 from ucnb.evidence import proof as evidence
 from ucnb.evidence.page import RESULT_MIME
 from ucnb.evidence.redact import Redactor, SecretTooShort, from_environment, generated_secrets_file
+from ucnb.kernel import interactive
 from ucnb.kernel.record import Recorder, StepRow
 from ucnb.lab.lab import Lab, NodeConfig
 from ucnb.lab.registry import connect
@@ -70,7 +71,10 @@ class Run:
         threading.Thread(target=_preload_plotting, name="preload-plots", daemon=True).start()
         tables.install_formatter()   # every DataFrame a cell shows goes through the one table helper
         _record_cell_errors(proof_root, self.redactor, on_error=self._on_cell_error)
-        evidence.write_environment(proof_root, {**evidence.host_environment(),
+        self.first_cell = interactive.first_cell()   # of this run's record, when it is sealed here
+        if not interactive.under_runner():
+            interactive.keep_outputs()   # finish() seals the proof root from the kernel's record
+        evidence.write_environment(proof_root, {**evidence.host_environment(), **interactive.environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
                                                 "run_id": run_id,
                                                 # `ucnb run` replaces it with its own, earlier start
@@ -142,6 +146,7 @@ class Run:
         from ucnb.image.packages import guest_packages
         from ucnb.lab import warm as warm_mod
 
+        self._replace_labs()
         with self.step("build guest image"):
             image = build_image(self.profile, log=lambda m: print(m, flush=True))
         with self.step("choose accelerator") as row:
@@ -172,6 +177,15 @@ class Run:
         frame.attrs["caption"] = banner.accelerator_text({"accelerator": accelerator.mode})
         _display(frame)
         return lab
+
+    def _replace_labs(self) -> None:
+        """A boot cell run again replaces the lab it made before (kept labs stay): one run drives
+        one lab per `lab()` call of its lane, never a pile of earlier ones."""
+        for lab in [lab for lab in self.labs if not lab.keep]:
+            if not lab.torn_down:
+                print(f"replacing lab {lab.lab_id} (made by an earlier run of this cell)", flush=True)
+                lab.teardown()
+            self.labs.remove(lab)
 
     def boot(self, lab: Lab, timeout: float, mode: str = "cold") -> str:
         """Boot a lab cold, or (mode "restore") from its warm snapshot; returns how it came up
@@ -260,7 +274,11 @@ class Run:
     def _on_cell_error(self, exc: BaseException) -> None:
         """A cell failed (papermill stops here): keep what the end of the run would have kept —
         the guests' logs while they still run, and the timeline plot — for the seal's page.
-        Interactively, each failing cell refreshes them; after finish() there is nothing to add."""
+        Interactively, each failing cell refreshes them; after finish() there is nothing to add.
+        An interrupted cell (the stop button) only says where that leaves the lab: at once."""
+        if isinstance(exc, KeyboardInterrupt) and not interactive.under_runner():
+            _display(pd.DataFrame(self._after_interrupt()))
+            return
         if self._sealed_view or not self.recorder.rows["steps"]:
             return
         with contextlib.suppress(Exception):
@@ -269,6 +287,15 @@ class Run:
             from ucnb.kernel.plots import save
 
             save(self._timeline_figure(), self.proof_root / evidence.TIMELINE_PNG)
+
+    def _after_interrupt(self) -> list[dict[str, str]]:
+        """Each node of the run's live labs after an interrupt: the cell stopped, the lab did not."""
+        rows = [{"interrupted": "the cell stopped its wait or guest command",
+                 "lab": lab.lab_id, "node": name, "state": "running" if node.running() else "not running",
+                 "next": "run the next cell, or this one again"}
+                for lab in self.labs if not lab.torn_down for name, node in lab.nodes.items()]
+        return rows or [{"interrupted": "the cell stopped", "lab": "none running", "node": "",
+                         "state": "", "next": "run the next cell, or this one again"}]
 
     def finish(self) -> dict[str, Any]:
         """Show the timeline and the verdict and write the records, while the labs are torn down
@@ -305,11 +332,11 @@ class Run:
             ending.join()
         if errors:
             raise errors[0]
-        with contextlib.suppress(OSError):  # a run outside `ucnb run` has no sealing pass
-            self.redactor.tree(self.proof_root)
-            evidence.world_readable(self.proof_root)
         result = evidence.build_result(self.proof_root, self.lane.name, self.profile.name, self.run_id)
         _display_result(result)
+        if not interactive.under_runner():   # nobody else will seal it: as `ucnb run` would
+            page = interactive.seal(self, result)
+            _display(pd.DataFrame([{"sealed proof root": str(self.proof_root), "page": page.name}]))
         if result["verdict"] != "passed":
             raise LaneFailure(f"lane {self.lane.name} {result['verdict']}: "
                               f"{json.dumps(result['failing_step'] or result['failed_checks'])}")
@@ -336,9 +363,10 @@ def _record_cell_errors(proof_root: Path, redactor: Redactor,
                   "message": redactor.text(str(value))[-4000:]}
         with contextlib.suppress(OSError):
             (proof_root / evidence.ERROR_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        shown = shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
         if on_error is not None:
             on_error(value)
-        return shell.showtraceback((etype, value, tb), tb_offset=tb_offset)
+        return shown
 
     shell.set_custom_exc((BaseException,), handler)
 
@@ -368,4 +396,11 @@ def start_run(namespace: dict[str, Any]) -> Run:
     params = lane.validate(values)
     run_id = os.environ.get("UCNB_RUN_ID") or files.new_run_id()
     proof_root = Path(root_env) if root_env else evidence.new_proof_root(lane.name, run_id)
-    return Run(lane, params, run_id, proof_root)
+    global _current
+    if _current is not None:   # the start cell run again: the earlier run's labs go (kept ones stay)
+        _current._replace_labs()
+    _current = Run(lane, params, run_id, proof_root)
+    return _current
+
+
+_current: Run | None = None   # this kernel's latest run

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from ucnb.errors import LaneFailure, Transient, UcnbError
+from ucnb.kernel.live import WaitProgress
 from ucnb.kernel.record import Recorder
 
 T = TypeVar("T")
@@ -21,7 +22,8 @@ def wait_until(probe: Callable[[], T], *, timeout: float, what: str, node: str =
     timeout, LaneFailure names the node, the condition and the last observation. Every wait is a timeline row.
     """
     recorder = recorder or Recorder()
-    with recorder.step(f"wait: {what}", node, kind="wait") as row:
+    with recorder.step(f"wait: {what}", node, kind="wait") as row, \
+            WaitProgress(what, node, timeout) as progress:
         deadline = time.monotonic() + timeout
         observation = "nothing observed yet"
         tries = 0
@@ -39,6 +41,7 @@ def wait_until(probe: Callable[[], T], *, timeout: float, what: str, node: str =
                 raise
             except Exception as exc:  # a probe failing is an observation, not the end of the wait
                 observation = f"{type(exc).__name__}: {exc}"
+            progress.observe(observation)
             if time.monotonic() >= deadline:
                 where = f"{node}: " if node else ""
                 row.detail = f"timeout after {tries} tries; last: {observation}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
+import os
 import re
 import subprocess
 import threading
@@ -27,13 +28,14 @@ from ucnb import paths
 from ucnb.errors import HarnessError, InfrastructureError, LaneFailure, ParameterError
 from ucnb.host import netns
 from ucnb.host.accel import Accelerator
-from ucnb.host.procs import ProcessId
+from ucnb.host.procs import SUPERVISOR_ENV, ProcessId
 from ucnb.image import GuestImage
 from ucnb.image.keys import lab_keys
+from ucnb.kernel.live import WaitProgress
 from ucnb.kernel.record import Recorder
 from ucnb.kernel.wait import wait_until
 from ucnb.lab import domain as domain_mod
-from ucnb.lab import registry
+from ucnb.lab import registry, watcher
 from ucnb.lab.registry import LabState, connect, destroy, list_labs
 from ucnb.lab.serial import MarkerCursor, SeenMarker, SerialWatcher
 from ucnb.lab.ssh import CommandResult, GuestShell
@@ -208,7 +210,8 @@ class Node:
     # -- console and shell -----------------------------------------------------------------
     def wait_marker(self, expected: str, timeout: float = 60.0) -> SeenMarker:
         """Wait for the next console marker matching `expected` (a failure marker fails at once)."""
-        with self.lab.recorder.step(f"marker: {expected}", self.name, kind="wait") as row:
+        with self.lab.recorder.step(f"marker: {expected}", self.name, kind="wait") as row, \
+                WaitProgress(f"marker {expected}", self.name, timeout):
             seen = self.cursor.wait_for(expected, timeout)
             row.detail = seen.marker.name
             return seen
@@ -281,7 +284,10 @@ class Lab:
         self.nodes: dict[str, Node] = {}
         self.configs = {c.name: c for c in nodes}
         self.subnet = self._reserve(subnet, high_subnet)
-        atexit.register(self._atexit)
+        atexit.register(self._atexit)   # unregistered at teardown: a rerun cell keeps no old lab alive
+        # No runner will clean up after this process (a kernel under JupyterLab or plain
+        # papermill, which may end without atexit): a watcher process removes the lab then.
+        self._watcher = None if os.environ.get(SUPERVISOR_ENV) else watcher.spawn(self.lab_id)
         try:
             for index, config in enumerate(nodes, start=1):
                 self.nodes[config.name] = self._make_node(index, config)
@@ -457,6 +463,7 @@ class Lab:
         """Leave the lab running after this process ends (`ucnb lab clean` removes it)."""
         self.keep = True
         self._save_state()
+        self._release()
 
     def reach_commands(self) -> list[str]:
         """The exact commands that reach a kept lab."""
@@ -477,6 +484,17 @@ class Lab:
             node.watcher.stop()
         destroy(self.lab_id, self.conn, domains=[n.domain_name for n in self.nodes.values()],
                 networks=self.networks)
+        self._release()
+
+    @property
+    def torn_down(self) -> bool:
+        return self._torn_down
+
+    def _release(self) -> None:
+        """This process no longer answers for the lab (gone, or kept): no exit handler, no watcher."""
+        atexit.unregister(self._atexit)
+        watcher.stop(self._watcher)
+        self._watcher = None
 
     def _atexit(self) -> None:
         with contextlib.suppress(Exception):
@@ -499,6 +517,7 @@ class Lab:
         netns.enter()
         lab = cls.__new__(cls)
         lab.conn, lab.recorder, lab.keep, lab._torn_down = connect(), Recorder(), True, False
+        lab._watcher = None   # a kept lab: nothing removes it but `ucnb lab clean`
         lab.lab_id, lab.run_id, lab.subnet, lab.network = (state.lab_id, state.run_id, state.subnet,
                                                            state.network)
         lab.owner, lab.supervisor = state.owner, state.supervisor

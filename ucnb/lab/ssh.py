@@ -95,42 +95,13 @@ class GuestShell:
             transport = self._client.get_transport()
         assert transport is not None
         channel = transport.open_session(timeout=timeout)
-        channel.exec_command(command)
-        deadline = start + timeout
-        out, err = bytearray(), bytearray()
-        status: int | None = None
-        timed_out = False
-        if stdin is not None:
-            # A slow reader (sqlite3 executing a dump) keeps the window shut for a while: the whole
-            # deadline applies to sending, not the short per-read timeout below.
-            channel.settimeout(max(0.1, deadline - time.monotonic()))
-            try:
-                channel.sendall(stdin.encode())
-                channel.shutdown_write()
-            except TimeoutError:
-                timed_out = True   # reported as a command that timed out (no exit status)
-        channel.settimeout(0.2)
-        while not timed_out:
-            drained = False
-            while channel.recv_ready():
-                out += channel.recv(65536)
-                drained = True
-            while channel.recv_stderr_ready():
-                err += channel.recv_stderr(65536)
-                drained = True
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                status = channel.recv_exit_status()
-                break
-            if time.monotonic() > deadline:
-                break
-            if not drained:
-                try:
-                    chunk = channel.recv(65536)
-                    if chunk:
-                        out += chunk
-                except TimeoutError:
-                    pass
-        channel.close()
+        # An interrupt (the stop button, Ctrl-C) closes the channel at once: the guest's sshd
+        # ends the command, and the connection stays usable for the next one.
+        try:
+            channel.exec_command(command)
+            out, err, status = _exchange(channel, stdin, start + timeout)
+        finally:
+            channel.close()
         result = CommandResult(self.node, command, status, out.decode("utf-8", "replace"),
                                err.decode("utf-8", "replace"), time.monotonic() - start)
         if self._log:
@@ -140,3 +111,43 @@ class GuestShell:
         if check and not result.ok:
             raise LaneFailure(f"{self.node}: `{command}` failed ({result})")
         return result
+
+
+def _exchange(channel: paramiko.Channel, stdin: str | None, deadline: float
+              ) -> tuple[bytearray, bytearray, int | None]:
+    """Send `stdin`, then drain stdout and stderr together until the command exits or the
+    deadline passes (status None)."""
+    out, err = bytearray(), bytearray()
+    status: int | None = None
+    timed_out = False
+    if stdin is not None:
+        # A slow reader (sqlite3 executing a dump) keeps the window shut for a while: the whole
+        # deadline applies to sending, not the short per-read timeout below.
+        channel.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            channel.sendall(stdin.encode())
+            channel.shutdown_write()
+        except TimeoutError:
+            timed_out = True   # reported as a command that timed out (no exit status)
+    channel.settimeout(0.2)
+    while not timed_out:
+        drained = False
+        while channel.recv_ready():
+            out += channel.recv(65536)
+            drained = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(65536)
+            drained = True
+        if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            status = channel.recv_exit_status()
+            break
+        if time.monotonic() > deadline:
+            break
+        if not drained:
+            try:
+                chunk = channel.recv(65536)
+                if chunk:
+                    out += chunk
+            except TimeoutError:
+                pass
+    return out, err, status
