@@ -24,9 +24,12 @@ LAYERS = ("unit", "vm", "e2e")
 REMOTE_REFERENCE = re.compile(rb"https?://", re.I)
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its layer; a test outside the layer folders is an error, not a
-    test that silently belongs to no layer."""
+    test that silently belongs to no layer. Group the tests of each shared run (`shared_run`,
+    tests/lab_fixtures.py) for xdist, and start the `long` tests first, longest first, so a
+    parallel layer does not end on one long test started last."""
     for item in items:
         relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
         layer = relative.parts[0] if relative is not None and len(relative.parts) > 1 else None
@@ -34,6 +37,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: every test lives in a layer folder "
                                     f"({', '.join(f'tests/{name}' for name in LAYERS)})")
         item.add_marker(layer)
+        for group in _shared_runs(item):
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=_minutes, reverse=True)   # stable: the rest keep their order, modules stay whole
+
+
+def _minutes(item: pytest.Item) -> float:
+    """What `long(minutes)` says the test takes (0 unmarked)."""
+    mark = item.get_closest_marker("long")
+    return float(mark.args[0]) if mark is not None else 0.0
+
+
+def _shared_runs(item: pytest.Item) -> list[str]:
+    """The shared-run fixtures the test requests (directly or not), each named by where it is defined."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.items() if info is not None else ()
+    return sorted(f"{defs[-1].baseid or 'tests'}::{name}" for name, defs in definitions
+                  if getattr(defs[-1].func, "ucnb_shared_run", False))
 
 
 @pytest.fixture()
