@@ -34,11 +34,13 @@ def _every_test_checks_its_runs(request: pytest.FixtureRequest) -> None:
 
 @dataclass(frozen=True)
 class SharedRun:
-    """A lane run that several tests read: its command's outcome, proof root and `cli`."""
+    """A lane or suite run that several tests read: its command's outcome, proof root (or suite
+    root), JUnit file if asked for, and the `cli` it ran with."""
 
     cli: Cli
     done: subprocess.CompletedProcess[str]
     root: Path
+    junit: Path | None = None
 
     @property
     def lab_id(self) -> str:
@@ -72,3 +74,15 @@ def kept_quickstart(tmp_path_factory: pytest.TempPathFactory, lab_host: None) ->
         for lab in sorted(runs.discover().lab_ids):
             cli("lab", "clean", lab, timeout=120)
         runs.assert_nothing_left()
+
+
+@shared_run("session")
+def portable_suite(tmp_path_factory: pytest.TempPathFactory, lab_host: None) -> SharedRun:
+    """`ucnb suite portable --junit` (the guards, the quickstart, deployer-vm-smoke), once for
+    tests/e2e/test_suites.py and tests/e2e/test_deployer_vm.py."""
+    base = tmp_path_factory.mktemp("portable-suite")
+    cli, junit = Cli(base / "outputs"), base / "ci" / "portable.xml"
+    done = cli("suite", "portable", "--junit", str(junit), "--no-progress", timeout=900)
+    OwnRuns(base).assert_nothing_left()
+    lines = done.stdout.strip().splitlines()
+    return SharedRun(cli, done, Path(lines[-1]) if lines else base, junit)

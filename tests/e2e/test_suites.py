@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from junitparser import JUnitXml
@@ -15,15 +14,16 @@ from junitparser import JUnitXml
 from ucnb.evidence import index
 from ucnb.lab.registry import list_labs
 
-from ..conftest import Cli
 from .conftest import SharedRun
 
 
-def test_portable_suite_passes_for_real_with_parseable_junit(cli: Cli, outputs: Path, tmp_path: Path) -> None:
-    junit_file = tmp_path / "ci" / "portable.xml"
-    done = cli("suite", "portable", "--junit", str(junit_file), "--no-progress", timeout=900)
+@pytest.mark.runs_checked_by_module   # portable_suite checks its runs left nothing
+@pytest.mark.long(1)
+def test_portable_suite_passes_for_real_with_parseable_junit(portable_suite: SharedRun) -> None:
+    cli, done, root, junit_file = (portable_suite.cli, portable_suite.done, portable_suite.root,
+                                   portable_suite.junit)
+    outputs = cli.outputs
     assert done.returncode == 0, done.stdout + done.stderr
-    root = Path(done.stdout.strip().splitlines()[-1])
     assert root.parent == outputs / "suites" / "portable" and "suite portable: PASSED" in done.stdout
     summary = json.loads((root / "suite.json").read_text())
     assert summary["verdict"] == "passed"
@@ -32,6 +32,7 @@ def test_portable_suite_passes_for_real_with_parseable_junit(cli: Cli, outputs: 
     assert json.loads((proof_root / "result.json").read_text())["verdict"] == "passed"
     assert cli("verify", str(proof_root)).returncode == 0
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=root).returncode == 0
+    assert junit_file is not None
     xml = JUnitXml.fromfile(str(junit_file))
     by_name = {s.name: s for s in xml}
     assert {"guard: profiles", "guard: surface", "single-node-quickstart"} <= set(by_name)

@@ -8,13 +8,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from ucnb.files import update_kv
 
 from ..conftest import LAYERS, ROOT, TESTS, Cli
-from ..lab_fixtures import OwnRuns
+from ..lab_fixtures import OwnRuns, shared_run
 
 LAB_FIXTURES = {"lab_host", "lab_image", "accelerator", "own_runs"}
 
@@ -86,3 +88,41 @@ def test_make_test_runs_the_layers_the_readme_names_fastest_first() -> None:
     development = (ROOT / "README.md").read_text().split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
     assert all(f"pytest tests/{layer}" in development for layer in LAYERS)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+class _Item:
+    """Just enough of a collected test for the layer hook: its path, fixtures and markers."""
+
+    def __init__(self, name: str, fixtures: dict[str, Any], long: float | None = None) -> None:
+        self.nodeid, self.path = f"tests/e2e/test_x.py::{name}", TESTS / "e2e" / "test_x.py"
+        defs = {fixture: [SimpleNamespace(baseid="tests/e2e/test_x.py", func=func)]
+                for fixture, func in fixtures.items()}
+        self._fixtureinfo = SimpleNamespace(name2fixturedefs=defs)
+        self.marks = [pytest.mark.long(long).mark] if long is not None else []
+
+    def add_marker(self, mark: str | pytest.MarkDecorator) -> None:
+        self.marks.append(getattr(pytest.mark, mark).mark if isinstance(mark, str) else mark.mark)
+
+    def get_closest_marker(self, name: str) -> Any:
+        return next((m for m in self.marks if m.name == name), None)
+
+    def groups(self) -> list[str]:
+        return [m.args[0] for m in self.marks if m.name == "xdist_group"]
+
+
+def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first() -> None:
+    from .. import conftest
+
+    def run() -> None: ...
+    def other_run() -> None: ...
+    def tmp() -> None: ...
+    shared_run()(run)
+    shared_run("session")(other_run)
+    items = [_Item("a", {"run": run, "tmp": tmp}), _Item("b", {"tmp": tmp}, long=1),
+             _Item("c", {"run": run}), _Item("d", {"other_run": other_run}, long=3)]
+    conftest.pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
+    assert [i.nodeid[-1] for i in items] == ["d", "b", "a", "c"]  # longest first, the rest as collected
+    assert {i.nodeid[-1]: i.groups() for i in items} == {
+        "a": ["tests/e2e/test_x.py::run"], "c": ["tests/e2e/test_x.py::run"],
+        "d": ["tests/e2e/test_x.py::other_run"], "b": []}
+    assert all(i.get_closest_marker("e2e") for i in items)   # and the layer's marker, as before
