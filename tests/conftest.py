@@ -39,7 +39,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(layer)
         for group in _shared_runs(item):
             item.add_marker(pytest.mark.xdist_group(group))
+        if getattr(config.option, "loadgroup", False):   # an xdist worker, --dist loadgroup
+            _name_group(item)
     items.sort(key=_minutes, reverse=True)   # stable: the rest keep their order, modules stay whole
+
+
+def _name_group(item: pytest.Item) -> None:
+    """What xdist's loadgroup does, done where pytest 9 looks: xdist 3.8 renames a grouped test
+    `<nodeid>@<group>` (the scheduler's unit of work) through `item._nodeid`, which pytest 9 no
+    longer reads (its id is `item._id`), so every group was spread over the workers."""
+    from _pytest.nodeid import NodeId
+
+    groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                     for m in item.iter_markers("xdist_group")})
+    if groups and "@" not in item.nodeid:
+        item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")  # type: ignore[attr-defined]
 
 
 def _minutes(item: pytest.Item) -> float:
@@ -49,10 +63,11 @@ def _minutes(item: pytest.Item) -> float:
 
 
 def _shared_runs(item: pytest.Item) -> list[str]:
-    """The shared-run fixtures the test requests (directly or not), each named by where it is defined."""
+    """The shared-run fixtures the test requests (directly or not), each named `<where>.<name>`
+    (`test_bench_storage.runs`, `e2e.baremetal_default`)."""
     info = getattr(item, "_fixtureinfo", None)
     definitions = info.name2fixturedefs.items() if info is not None else ()
-    return sorted(f"{defs[-1].baseid or 'tests'}::{name}" for name, defs in definitions
+    return sorted(f"{Path(defs[-1].baseid or 'tests').stem}.{name}" for name, defs in definitions
                   if getattr(defs[-1].func, "ucnb_shared_run", False))
 
 

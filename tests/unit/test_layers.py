@@ -91,26 +91,36 @@ def test_make_test_runs_the_layers_the_readme_names_fastest_first() -> None:
 
 
 class _Item:
-    """Just enough of a collected test for the layer hook: its path, fixtures and markers."""
+    """Just enough of a collected test for the layer hook: its id, path, fixtures and markers."""
 
     def __init__(self, name: str, fixtures: dict[str, Any], long: float | None = None) -> None:
-        self.nodeid, self.path = f"tests/e2e/test_x.py::{name}", TESTS / "e2e" / "test_x.py"
+        from _pytest.nodeid import NodeId
+
+        self._id, self.path = NodeId.parse(f"tests/e2e/test_x.py::{name}"), TESTS / "e2e" / "test_x.py"
         defs = {fixture: [SimpleNamespace(baseid="tests/e2e/test_x.py", func=func)]
                 for fixture, func in fixtures.items()}
         self._fixtureinfo = SimpleNamespace(name2fixturedefs=defs)
         self.marks = [pytest.mark.long(long).mark] if long is not None else []
 
+    @property
+    def nodeid(self) -> str:
+        return str(self._id)
+
     def add_marker(self, mark: str | pytest.MarkDecorator) -> None:
         self.marks.append(getattr(pytest.mark, mark).mark if isinstance(mark, str) else mark.mark)
 
+    def iter_markers(self, name: str) -> list[Any]:
+        return [m for m in self.marks if m.name == name]
+
     def get_closest_marker(self, name: str) -> Any:
-        return next((m for m in self.marks if m.name == name), None)
+        return next(iter(self.iter_markers(name)), None)
 
     def groups(self) -> list[str]:
-        return [m.args[0] for m in self.marks if m.name == "xdist_group"]
+        return [m.args[0] for m in self.iter_markers("xdist_group")]
 
 
-def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first() -> None:
+@pytest.mark.parametrize("worker", [False, True], ids=["no xdist", "xdist loadgroup worker"])
+def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first(worker: bool) -> None:
     from .. import conftest
 
     def run() -> None: ...
@@ -120,9 +130,13 @@ def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first() -> None:
     shared_run("session")(other_run)
     items = [_Item("a", {"run": run, "tmp": tmp}), _Item("b", {"tmp": tmp}, long=1),
              _Item("c", {"run": run}), _Item("d", {"other_run": other_run}, long=3)]
-    conftest.pytest_collection_modifyitems(None, items)  # type: ignore[arg-type]
-    assert [i.nodeid[-1] for i in items] == ["d", "b", "a", "c"]  # longest first, the rest as collected
-    assert {i.nodeid[-1]: i.groups() for i in items} == {
-        "a": ["tests/e2e/test_x.py::run"], "c": ["tests/e2e/test_x.py::run"],
-        "d": ["tests/e2e/test_x.py::other_run"], "b": []}
+    config = SimpleNamespace(option=SimpleNamespace(loadgroup=True) if worker else SimpleNamespace())
+    conftest.pytest_collection_modifyitems(config, items)  # type: ignore[arg-type]
+    assert [i.nodeid.split("::")[1][0] for i in items] == ["d", "b", "a", "c"]  # longest first, then as found
+    assert {i.nodeid.split("::")[1][0]: i.groups() for i in items} == {
+        "a": ["test_x.run"], "c": ["test_x.run"], "d": ["test_x.other_run"], "b": []}
     assert all(i.get_closest_marker("e2e") for i in items)   # and the layer's marker, as before
+    # what xdist's scheduler reads: the group after `@` in the id (a worker's only), one unit per group
+    suffixes = {i.nodeid.split("::")[1][0]: i.nodeid.partition("@")[2] for i in items}
+    assert suffixes == ({"a": "test_x.run", "c": "test_x.run", "d": "test_x.other_run", "b": ""} if worker
+                        else dict.fromkeys("abcd", ""))
