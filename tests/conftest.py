@@ -27,9 +27,9 @@ REMOTE_REFERENCE = re.compile(rb"https?://", re.I)
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its layer; a test outside the layer folders is an error, not a
-    test that silently belongs to no layer. Group the tests of each shared run (`shared_run`,
-    tests/lab_fixtures.py) for xdist, and start the `long` tests first, longest first, so a
-    parallel layer does not end on one long test started last."""
+    test that silently belongs to no layer. For xdist: group the tests of each shared run
+    (`shared_run`, tests/lab_fixtures.py), and the `cluster` tests into one slot per core; start
+    the `long` tests first, longest first, so a parallel layer does not end on one started last."""
     for item in items:
         relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
         layer = relative.parts[0] if relative is not None and len(relative.parts) > 1 else None
@@ -39,9 +39,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(layer)
         for group in _shared_runs(item):
             item.add_marker(pytest.mark.xdist_group(group))
-        if getattr(config.option, "loadgroup", False):   # an xdist worker, --dist loadgroup
+    _share_cluster_slots([item for item in items if item.get_closest_marker("cluster")])
+    if getattr(config.option, "loadgroup", False):   # an xdist worker, --dist loadgroup
+        for item in items:
             _name_group(item)
     items.sort(key=_minutes, reverse=True)   # stable: the rest keep their order, modules stay whole
+
+
+def _share_cluster_slots(items: list[pytest.Item]) -> None:
+    """At most one `cluster` test per core at a time: each slot is an xdist group (one worker,
+    one test after another), filled longest first into the least loaded. Three six-node etcd
+    clusters booting at once on two cores missed their 60 s health waits; one at a time passed."""
+    load = [0.0] * max(1, os.cpu_count() or 1)
+    for item in sorted(items, key=_minutes, reverse=True):
+        slot = load.index(min(load))
+        load[slot] += _minutes(item) or 1.0
+        item.add_marker(pytest.mark.xdist_group(f"cluster-slot-{slot}"))
 
 
 def _name_group(item: pytest.Item) -> None:
