@@ -93,7 +93,8 @@ def test_make_test_runs_the_layers_the_readme_names_fastest_first() -> None:
 class _Item:
     """Just enough of a collected test for the layer hook: its id, path, fixtures and markers."""
 
-    def __init__(self, name: str, fixtures: dict[str, Any], long: float | None = None) -> None:
+    def __init__(self, name: str, fixtures: dict[str, Any], long: float | None = None,
+                 cluster: bool = False) -> None:
         from _pytest.nodeid import NodeId
 
         self._id, self.path = NodeId.parse(f"tests/e2e/test_x.py::{name}"), TESTS / "e2e" / "test_x.py"
@@ -101,6 +102,7 @@ class _Item:
                 for fixture, func in fixtures.items()}
         self._fixtureinfo = SimpleNamespace(name2fixturedefs=defs)
         self.marks = [pytest.mark.long(long).mark] if long is not None else []
+        self.marks += [pytest.mark.cluster.mark] if cluster else []
 
     @property
     def nodeid(self) -> str:
@@ -140,3 +142,16 @@ def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first(worker: bool
     suffixes = {i.nodeid.split("::")[1][0]: i.nodeid.partition("@")[2] for i in items}
     assert suffixes == ({"a": "test_x.run", "c": "test_x.run", "d": "test_x.other_run", "b": ""} if worker
                         else dict.fromkeys("abcd", ""))
+
+
+def test_cluster_tests_fill_one_slot_per_core_longest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from .. import conftest
+
+    monkeypatch.setattr(conftest.os, "cpu_count", lambda: 2)
+    items = [_Item(n, {}, long=m, cluster=True) for n, m in (("a", 1), ("b", 3), ("c", 1.5), ("d", 1.5))]
+    items.append(_Item("e", {}))
+    conftest.pytest_collection_modifyitems(SimpleNamespace(option=SimpleNamespace()), items)  # type: ignore[arg-type]
+    slots = {i.nodeid.split("::")[1]: i.groups() for i in items}
+    # b (3) alone in one slot; c and d (1.5 each) in the other, then a (1) with b: 4 and 3 minutes
+    assert slots == {"b": ["cluster-slot-0"], "c": ["cluster-slot-1"], "d": ["cluster-slot-1"],
+                     "a": ["cluster-slot-0"], "e": []}
