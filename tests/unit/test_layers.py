@@ -147,6 +147,7 @@ def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first(worker: bool
 def test_cluster_tests_fill_one_slot_per_two_cores_longest_first(monkeypatch: pytest.MonkeyPatch) -> None:
     from .. import conftest
 
+    monkeypatch.delenv("UCNB_TEST_CLUSTER_SLOTS", raising=False)
     monkeypatch.setattr(conftest.os, "cpu_count", lambda: 4)   # two slots
     items = [_Item(n, {}, long=m, cluster=True) for n, m in (("a", 1), ("b", 3), ("c", 1.5), ("d", 1.5))]
     items.append(_Item("e", {}))
