@@ -26,9 +26,12 @@ LAYERS = ("unit", "vm", "e2e")
 REMOTE_REFERENCE = re.compile(rb"https?://", re.I)
 
 
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its layer; a test outside the layer folders is an error, not a
-    test that silently belongs to no layer."""
+    test that silently belongs to no layer. For xdist: group the tests of each shared run
+    (`shared_run`, tests/lab_fixtures.py), and the `cluster` tests into one slot per core; start
+    the `long` tests first, longest first, so a parallel layer does not end on one started last."""
     for item in items:
         relative = item.path.relative_to(TESTS) if item.path.is_relative_to(TESTS) else None
         layer = relative.parts[0] if relative is not None and len(relative.parts) > 1 else None
@@ -36,6 +39,54 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             raise pytest.UsageError(f"{item.nodeid}: every test lives in a layer folder "
                                     f"({', '.join(f'tests/{name}' for name in LAYERS)})")
         item.add_marker(layer)
+        for group in _shared_runs(item):
+            item.add_marker(pytest.mark.xdist_group(group))
+    _share_cluster_slots([item for item in items if item.get_closest_marker("cluster")])
+    if getattr(config.option, "loadgroup", False):   # an xdist worker, --dist loadgroup
+        for item in items:
+            _name_group(item)
+    items.sort(key=_minutes, reverse=True)   # stable: the rest keep their order, modules stay whole
+
+
+def _share_cluster_slots(items: list[pytest.Item]) -> None:
+    """At most one `cluster` test per two cores at a time: each slot is an xdist group (one
+    worker, one test after another), filled longest first into the least loaded. On two cores
+    shared with other labs, two or three six-node etcd clusters at once missed their health waits
+    (60 s for a healthy member, 30 s for an agreed leader); one at a time passed. A quiet host
+    may take more: UCNB_TEST_CLUSTER_SLOTS."""
+    slots = int(os.environ.get("UCNB_TEST_CLUSTER_SLOTS") or 0) or max(1, (os.cpu_count() or 1) // 2)
+    load = [0.0] * slots
+    for item in sorted(items, key=_minutes, reverse=True):
+        slot = load.index(min(load))
+        load[slot] += _minutes(item) or 1.0
+        item.add_marker(pytest.mark.xdist_group(f"cluster-slot-{slot}"))
+
+
+def _name_group(item: pytest.Item) -> None:
+    """What xdist's loadgroup does, done where pytest 9 looks: xdist 3.8 renames a grouped test
+    `<nodeid>@<group>` (the scheduler's unit of work) through `item._nodeid`, which pytest 9 no
+    longer reads (its id is `item._id`), so every group was spread over the workers."""
+    from _pytest.nodeid import NodeId
+
+    groups = sorted({str(m.args[0] if m.args else m.kwargs.get("name", "default"))
+                     for m in item.iter_markers("xdist_group")})
+    if groups and "@" not in item.nodeid:
+        item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")  # type: ignore[attr-defined]
+
+
+def _minutes(item: pytest.Item) -> float:
+    """What `long(minutes)` says the test takes (0 unmarked)."""
+    mark = item.get_closest_marker("long")
+    return float(mark.args[0]) if mark is not None else 0.0
+
+
+def _shared_runs(item: pytest.Item) -> list[str]:
+    """The shared-run fixtures the test requests (directly or not), each named `<where>.<name>`
+    (`test_bench_storage.runs`, `e2e.baremetal_default`)."""
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.items() if info is not None else ()
+    return sorted(f"{Path(defs[-1].baseid or 'tests').stem}.{name}" for name, defs in definitions
+                  if getattr(defs[-1].func, "ucnb_shared_run", False))
 
 
 @pytest.fixture()

@@ -16,14 +16,33 @@ import re
 import signal
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import pytest
 
 GRACE_S = 10.0  # a process the run ended may still be exiting when the test returns
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# Tests that abandon a lab on purpose (kill -9 of its runner) or run `ucnb lab clean` with no lab
+# named (which removes abandoned labs): under xdist one after another on one worker, so one test's
+# clean never takes the lab another test abandoned and is still looking at.
+ABANDONS_LABS = pytest.mark.xdist_group("abandoned-labs")
+
+
+def shared_run(scope: Literal["module", "session"] = "module") -> Callable[[F], F]:
+    """A fixture making runs (or a lab) that several tests only read: one run, several tests, each
+    asserting its own part (so each still fails alone). The fixture checks that its runs left
+    nothing (`OwnRuns(<tmp>).assert_nothing_left()`) and its tests carry `runs_checked_by_module`.
+    Under xdist every test requesting it goes to one worker (an xdist group per fixture,
+    tests/conftest.py), so the run is made once."""
+    def wrap(func: F) -> F:
+        func.ucnb_shared_run = True  # type: ignore[attr-defined]
+        return pytest.fixture(scope=scope)(func)  # type: ignore[return-value]
+    return wrap
 
 
 @pytest.fixture(scope="session")
@@ -247,17 +266,3 @@ def assert_run_left_nothing(root: Path) -> None:
     env = read_kv(root / "environment.txt")
     left = leftovers({env["run_id"]}, {env["lab_id"]} if env.get("lab_id") else set())
     assert not left, f"run {env['run_id']} left: {left}"
-def ucnb_objects() -> dict[str, list[str]]:
-    """The domains, networks and lab folders of *this work root's* labs (a domain by ucnb's
-    metadata, a network by a lab's state): other work roots' labs on the host are not ours."""
-    from ucnb import paths
-    from ucnb.lab.registry import connect, list_labs, tagged_domains
-
-    conn = connect()
-    networks = {n.name() for n in conn.listAllNetworks()}
-    return {
-        "domains": sorted(t.domain.name() for t in tagged_domains(conn)),
-        "networks": sorted(n for s in list_labs() for n in s.networks if n in networks),
-        "labs": sorted(p.name for p in paths.labs_dir().iterdir() if p.is_dir()),
-    }
-

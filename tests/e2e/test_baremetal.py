@@ -1,4 +1,5 @@
-"""End to end: baremetal-iso through `ucnb run` (papermill): pass, refused phone-home, missing disk."""
+"""End to end: baremetal-iso through `ucnb run` (papermill): pass (the default run, shared with
+tests/e2e/test_baremetal_bootstrap.py), refused phone-home, missing disk."""
 
 from __future__ import annotations
 
@@ -6,12 +7,14 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ucnb.evidence.proof import read_environment
 
 from ..conftest import Cli, assert_no_secret
+from .conftest import BOOTSTRAP_CANARY, SharedRun
 
 LANE = "baremetal-iso"
-CANARY = "canary-token-5e1f9a7c2b"
 WRONG = "wrong-token-0d9c8b7a6f"
 
 
@@ -19,8 +22,9 @@ def _run(cli: Cli, *args: str, **env: str) -> tuple[subprocess.CompletedProcess[
     return cli.run(LANE, *args, **env), cli.latest(LANE)
 
 
-def test_both_nodes_install_reboot_and_report_active(cli: Cli) -> None:
-    done, root = _run(cli, ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY)
+@pytest.mark.runs_checked_by_module
+def test_both_nodes_install_reboot_and_report_active(baremetal_default: SharedRun) -> None:
+    done, root = baremetal_default.done, baremetal_default.root
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((root / "result.json").read_text())
     assert result["verdict"] == "passed"
@@ -36,19 +40,19 @@ def test_both_nodes_install_reboot_and_report_active(cli: Cli) -> None:
     env = (root / "environment.txt").read_text()
     assert "vm_accelerator_mode=" in env and "execution_model=papermill-notebook" in env
     assert (root / "plots/baremetal-timeline.png").exists()
-    assert_no_secret(root, CANARY)
+    assert_no_secret(root, BOOTSTRAP_CANARY)
 
 
 def test_wrong_token_fails_at_phone_home_and_leaks_nothing(cli: Cli) -> None:
     done, root = _run(cli, "-p", "installer_token_env=UCNB_TEST_WRONG_TOKEN",
-                      ULTRACLOUD_BOOTSTRAP_TOKEN=CANARY, UCNB_TEST_WRONG_TOKEN=WRONG)
+                      ULTRACLOUD_BOOTSTRAP_TOKEN=BOOTSTRAP_CANARY, UCNB_TEST_WRONG_TOKEN=WRONG)
     assert done.returncode == 1, done.stderr[-3000:]
     result = json.loads((root / "result.json").read_text())
     assert "pre-install.phone-home.failed.unauthorized" in result["error"]["message"]
     requests = [json.loads(line) for line in (root / "deployer/requests.jsonl").read_text().splitlines()]
     assert any(r["path"] == "/api/v1/phone-home" and r["status"] == 401 and r["auth"] == "invalid"
                for r in requests)
-    assert_no_secret(root, CANARY, WRONG)
+    assert_no_secret(root, BOOTSTRAP_CANARY, WRONG)
 
 
 def test_disk_selector_matching_no_disk_ends_the_lane_at_once(cli: Cli) -> None:

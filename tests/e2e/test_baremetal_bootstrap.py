@@ -1,9 +1,9 @@
 """End to end: baremetal-iso's bootstrap contract through `ucnb run` (papermill) and the CLI.
 
-TLS with the run's private CA, the binary cache and the two layouts (default run); a CA that did
-not sign the deployer failing at phone-home; identity overrides and the bundle path without a
-cache on a kept lab, which `hardware-smoke capture --ssh` then checks, and fails once the node
-agent is stopped."""
+TLS with the run's private CA, the binary cache and the two layouts (the default run, shared with
+tests/e2e/test_baremetal.py); a CA that did not sign the deployer failing at phone-home; identity
+overrides and the bundle path without a cache on a kept lab, which `hardware-smoke capture --ssh`
+then checks, and fails once the node agent is stopped."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from ucnb.evidence.proof import read_environment
 
 from ..conftest import ROOT, Cli
 from ..lab_fixtures import assert_run_left_nothing
+from .conftest import BOOTSTRAP_CANARY, SharedRun
 
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
 LANE = "baremetal-iso"
@@ -43,18 +44,18 @@ def _checks(root: Path) -> dict[str, dict[str, str]]:
         return {row["name"]: row for row in csv.DictReader(f)}
 
 
-def _assert_nothing_secret(root: Path) -> None:
+def _assert_nothing_secret(root: Path, canary: str = CANARY) -> None:
     for path in root.rglob("*"):
         if path.is_file():
             data = path.read_bytes()
-            assert CANARY.encode() not in data, f"the token leaked into {path}"
+            assert canary.encode() not in data, f"the token leaked into {path}"
             assert b"PRIVATE KEY" not in data, f"a private key reached the evidence: {path}"
 
 
-def test_tls_binary_cache_and_two_layouts(outputs: Path, lab_host: None) -> None:
-    done, root = _run(outputs)
+@pytest.mark.runs_checked_by_module
+def test_tls_binary_cache_and_two_layouts(baremetal_default: SharedRun) -> None:
+    done, root = baremetal_default.done, baremetal_default.root
     assert done.returncode == 0, done.stderr[-3000:]
-    assert_run_left_nothing(root)
     checks = _checks(root)
     assert not [c for c in checks.values() if c["ok"] != "True"], checks
     # TLS: the deployer's certificate was issued by the run's CA, and both installers verified with it.
@@ -82,7 +83,7 @@ def test_tls_binary_cache_and_two_layouts(outputs: Path, lab_host: None) -> None
     assert dos["label"] == "dos" and [p.get("bootable") for p in dos["partitions"]] == [True]
     notebook = (root / "baremetal-iso.ipynb").read_text()
     assert "LegacyBIOSBootable" in notebook and "UC-ESP" in notebook   # the tables are shown per node
-    _assert_nothing_secret(root)
+    _assert_nothing_secret(root, BOOTSTRAP_CANARY)
 
 
 def test_a_ca_that_did_not_sign_the_deployer_fails_at_phone_home(outputs: Path, lab_host: None) -> None:
@@ -99,6 +100,7 @@ def test_a_ca_that_did_not_sign_the_deployer_fails_at_phone_home(outputs: Path, 
     _assert_nothing_secret(root)
 
 
+@pytest.mark.long(1)
 def test_capture_over_ssh_on_a_kept_node_with_identity_overrides(outputs: Path, lab_host: None) -> None:
     done, root = _run(outputs, "-p", "keep_vm=true", "-p", "binary_cache=false",
                       "-p", "worker_node_id=worker-b7", "-p", "worker_hostname=worker-blue")

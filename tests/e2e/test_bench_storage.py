@@ -24,9 +24,9 @@ import pandas as pd
 import pytest
 
 from ..conftest import Cli
-from .conftest import OwnRuns
+from ..lab_fixtures import OwnRuns, shared_run
 
-pytestmark = pytest.mark.runs_checked_by_module
+pytestmark = [pytest.mark.runs_checked_by_module, pytest.mark.long(2)]   # three runs
 LANE = "fresh-bench-storage"
 FAST = ["-p", "jobs=[{rw: randread, bs: 4k, iodepth: 4}, {rw: randread, bs: 4k, iodepth: 16}]",
         "-p", "runtime_s=2", "-p", "ramp_s=0", "-p", "size=32M", "-p", "repetitions=2",
@@ -61,7 +61,7 @@ def baseline_run_ids(path: Path) -> list[str | None]:
     return [e["run_id"] for e in json.loads(path.read_text())["entries"].values()]
 
 
-@pytest.fixture(scope="module")
+@shared_run()
 def runs(tmp_path_factory: pytest.TempPathFactory, lab_host: None) -> Runs:
     """The first run: no baseline yet; it becomes the baseline."""
     runs = Runs(tmp_path_factory.mktemp("bench"))

@@ -8,6 +8,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from ucnb.lab.registry import LIBVIRT_URI
 
 from ..conftest import Cli, assert_reviewable_evidence
@@ -43,6 +45,8 @@ def _assert_history_checked_whole(cli: Cli, lane: str, result: dict) -> None:  #
     assert any(",ok,read,workload/" in line for line in history)
 
 
+@pytest.mark.long(1.5)
+@pytest.mark.cluster
 def test_fresh_smoke_passes_with_no_acknowledged_write_lost(cli: Cli) -> None:
     done, result = _run(cli, "fresh-smoke")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -63,6 +67,8 @@ def test_fresh_smoke_passes_with_no_acknowledged_write_lost(cli: Cli) -> None:
     _assert_history_checked_whole(cli, "fresh-smoke", result)
 
 
+@pytest.mark.long(1.5)
+@pytest.mark.cluster
 def test_membership_proof_passes_every_transition(cli: Cli) -> None:
     done, result = _run(cli, "chainfire-live-membership-proof")
     assert result["verdict"] == "passed"
@@ -80,6 +86,8 @@ def test_membership_proof_passes_every_transition(cli: Cli) -> None:
     _assert_history_checked_whole(cli, "chainfire-live-membership-proof", result)
 
 
+@pytest.mark.long(3)
+@pytest.mark.cluster
 def test_rollout_soak_holds_each_worker_down_and_checks_the_whole_history(cli: Cli) -> None:
     hold = 3
     done, result = _run(cli, "rollout-soak", "-p", f"hold_s={hold}", timeout=1800)
@@ -115,6 +123,8 @@ def test_rollout_soak_holds_each_worker_down_and_checks_the_whole_history(cli: C
     assert_reviewable_evidence(root)
 
 
+@pytest.mark.long(1)
+@pytest.mark.cluster
 def test_a_node_lost_outside_the_schedule_fails_the_lane_naming_it(cli: Cli, own_runs: OwnRuns) -> None:
     """Power off the client node once the control plane is formed: the next health check must
     name it, instead of the lane hanging."""

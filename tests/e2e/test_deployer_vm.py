@@ -1,4 +1,5 @@
-"""End to end: deployer-vm-smoke and deployer-vm-rollback through `ucnb run` (papermill)."""
+"""End to end: deployer-vm-smoke and deployer-vm-rollback through `ucnb run` (papermill); the
+passing smoke run is the portable suite's (the same lane and defaults, run once for both modules)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from ..conftest import Cli
+from .conftest import SharedRun
 
 
 def _run(cli: Cli, lane: str, *args: str) -> tuple[subprocess.CompletedProcess[str], Path]:
@@ -25,9 +29,14 @@ def _checks(root: Path) -> dict[str, dict[str, str]]:
         return {row["name"]: row for row in csv.DictReader(f)}
 
 
-def test_smoke_activates_the_prebuilt_target_system(cli: Cli) -> None:
-    done, root = _run(cli, "deployer-vm-smoke")
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.mark.runs_checked_by_module   # portable_suite checks its runs left nothing
+@pytest.mark.long(1)
+def test_smoke_activates_the_prebuilt_target_system(portable_suite: SharedRun) -> None:
+    """deployer-vm-smoke with its defaults, as the portable suite runs it (tests/e2e/test_suites.py)."""
+    entries = json.loads((portable_suite.root / "suite.json").read_text())["entries"]
+    (lane,) = [e for e in entries if e["kind"] == "lane" and e["name"] == "deployer-vm-smoke"]
+    assert lane["status"] == "passed" and lane["exit_code"] == 0, portable_suite.done.stdout[-3000:]
+    root = portable_suite.root / lane["proof_root"]
     last = _observed(root)[-1]
     assert (last["generation"], last["status"]) == (2, "active")
     checks = _checks(root)

@@ -9,6 +9,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from ..conftest import Cli
 
 LANE = "durability-proof"
@@ -31,6 +33,8 @@ def _figures(result: dict[str, Any]) -> dict[str, Any]:
     return {name: figure["value"] for name, figure in result["figures"].items()}
 
 
+@pytest.mark.long(1.5)
+@pytest.mark.cluster
 def test_durability_proof_passes_with_its_evidence(cli: Cli) -> None:
     done, root, result = _run(cli)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -94,6 +98,8 @@ def test_durability_proof_passes_with_its_evidence(cli: Cli) -> None:
     assert all("no CoronaFS" in r or "no LightningStor" in r for r in skipped.values())
 
 
+@pytest.mark.long(1)
+@pytest.mark.cluster
 def test_a_key_dropped_from_the_restore_fails_the_lane_naming_it(cli: Cli) -> None:
     done, _, result = _run(cli, "-p", "drop_key_on_restore=durability/key-0007", "-p", "key_count=20",
                            "-p", "sql_rows=20")

@@ -17,8 +17,9 @@ import libvirt
 import pytest
 
 from ..conftest import ROOT, Cli
-from ..lab_fixtures import kernel_processes, leftovers
+from ..lab_fixtures import ABANDONS_LABS, kernel_processes, leftovers
 
+pytestmark = ABANDONS_LABS
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
 
 

@@ -27,6 +27,7 @@ from ucnb.product import commands, contract
 
 from ..conftest import ROOT, Cli
 from ..contract_fixtures import copy_contract_flake
+from ..lab_fixtures import shared_run
 
 pytestmark = pytest.mark.runs_checked_by_module  # no labs: each run is checked for leftover processes
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
@@ -104,7 +105,7 @@ def nix_config(tmp_path_factory: pytest.TempPathFactory) -> str:
     return commands.offline_nix_config(tmp_path_factory.mktemp("nix-config"))
 
 
-@pytest.fixture(scope="module")
+@shared_run()
 def runs(tmp_path_factory: pytest.TempPathFactory, nix_config: str) -> Iterator[dict[str, Case]]:
     """Every lane passing, and every failure case, run concurrently; judged by the tests below."""
     base = tmp_path_factory.mktemp("ultracloud-runs")

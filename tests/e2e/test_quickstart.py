@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from ..conftest import ROOT, Cli, assert_no_secret, assert_reviewable_evidence
-from ..lab_fixtures import OwnRuns
+from ..lab_fixtures import ABANDONS_LABS, OwnRuns
+from .conftest import SharedRun
 
 LANE = "single-node-quickstart"
 CANARY = "canary-token-5e1f9a7c2b"
@@ -143,6 +145,7 @@ def test_ctrl_c_cleans_up_and_keeps_the_notebook(cli: Cli, own_runs: OwnRuns) ->
     assert json.loads((root / "result.json").read_text())["error"]["kind"] == "interrupted"
 
 
+@ABANDONS_LABS
 def test_kill_9_of_the_runner_then_lab_clean_leaves_nothing(cli: Cli, own_runs: OwnRuns) -> None:
     proc = _start_and_wait_for_domain(cli, own_runs)
     proc.kill()  # SIGKILL the runner alone: its kernel and VM are orphaned
@@ -154,17 +157,14 @@ def test_kill_9_of_the_runner_then_lab_clean_leaves_nothing(cli: Cli, own_runs: 
     # own_runs checks at teardown that the kernel, the VM and the lab folder are gone
 
 
-def test_keep_vm_leaves_a_reachable_lab_until_clean(cli: Cli, own_runs: OwnRuns) -> None:
-    done = cli.run(LANE, "-p", "keep_vm=true")
+@pytest.mark.runs_checked_by_module   # kept_quickstart cleans the lab and checks nothing is left
+def test_keep_vm_leaves_a_reachable_lab_until_clean(kept_quickstart: SharedRun) -> None:
+    cli, done, lab = kept_quickstart.cli, kept_quickstart.done, kept_quickstart.lab_id
     assert done.returncode == 0, done.stderr
-    lab = own_runs.lab_id()
-    try:
-        rows = cli("lab", "status").stdout.splitlines()
-        assert any(lab in row and "node01" in row and "running" in row for row in rows), rows
-        nb = (cli.latest(LANE) / f"{LANE}.ipynb").read_text()
-        assert "ucnb lab ssh" in nb and "ucnb lab clean" in nb
-        hostname = cli("lab", "ssh", "node01", "--lab", lab, "hostname", timeout=60)
-        assert hostname.stdout.strip() == "node01", hostname.stderr
-        assert own_runs.domains(), "a kept lab outlives its run"
-    finally:
-        cli("lab", "clean", lab, timeout=120)
+    rows = cli("lab", "status").stdout.splitlines()
+    assert any(lab in row and "node01" in row and "running" in row for row in rows), rows
+    nb = (kept_quickstart.root / f"{LANE}.ipynb").read_text()
+    assert "ucnb lab ssh" in nb and "ucnb lab clean" in nb
+    hostname = cli("lab", "ssh", "node01", "--lab", lab, "hostname", timeout=60)
+    assert hostname.stdout.strip() == "node01", hostname.stderr
+    assert OwnRuns(kept_quickstart.root).discover().domains(), "a kept lab outlives its run"

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 from ..conftest import ROOT, Cli
-from ..lab_fixtures import leftovers
+from ..lab_fixtures import ABANDONS_LABS, leftovers
 
+pytestmark = ABANDONS_LABS
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
 LANE = "single-node-quickstart"
 

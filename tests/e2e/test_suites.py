@@ -1,27 +1,29 @@
 """The portable suite for real (guards, the quickstart, every portable lane) with its JUnit and
-report, and a kept lab reattached from a new process."""
+report, and a kept lab (the quickstart's, shared with tests/e2e/test_quickstart.py) reattached from
+a new process."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
-from pathlib import Path
 
+import pytest
 from junitparser import JUnitXml
 
 from ucnb.evidence import index
 from ucnb.lab.registry import list_labs
 
-from ..conftest import Cli
-from ..lab_fixtures import OwnRuns
+from .conftest import SharedRun
 
 
-def test_portable_suite_passes_for_real_with_parseable_junit(cli: Cli, outputs: Path, tmp_path: Path) -> None:
-    junit_file = tmp_path / "ci" / "portable.xml"
-    done = cli("suite", "portable", "--junit", str(junit_file), "--no-progress", timeout=900)
+@pytest.mark.runs_checked_by_module   # portable_suite checks its runs left nothing
+@pytest.mark.long(1)
+def test_portable_suite_passes_for_real_with_parseable_junit(portable_suite: SharedRun) -> None:
+    cli, done, root, junit_file = (portable_suite.cli, portable_suite.done, portable_suite.root,
+                                   portable_suite.junit)
+    outputs = cli.outputs
     assert done.returncode == 0, done.stdout + done.stderr
-    root = Path(done.stdout.strip().splitlines()[-1])
     assert root.parent == outputs / "suites" / "portable" and "suite portable: PASSED" in done.stdout
     summary = json.loads((root / "suite.json").read_text())
     assert summary["verdict"] == "passed"
@@ -30,6 +32,7 @@ def test_portable_suite_passes_for_real_with_parseable_junit(cli: Cli, outputs: 
     assert json.loads((proof_root / "result.json").read_text())["verdict"] == "passed"
     assert cli("verify", str(proof_root)).returncode == 0
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=root).returncode == 0
+    assert junit_file is not None
     xml = JUnitXml.fromfile(str(junit_file))
     by_name = {s.name: s for s in xml}
     assert {"guard: profiles", "guard: surface", "single-node-quickstart"} <= set(by_name)
@@ -52,20 +55,17 @@ def test_portable_suite_passes_for_real_with_parseable_junit(cli: Cli, outputs: 
     assert png.startswith(b"\x89PNG") and len(png) > 20_000
 
 
-def test_a_kept_lab_is_reattached_from_a_new_process(cli: Cli, own_runs: OwnRuns) -> None:
-    done = cli.run("single-node-quickstart", "-p", "keep_vm=true")
+@pytest.mark.runs_checked_by_module   # kept_quickstart cleans the lab and checks nothing is left
+def test_a_kept_lab_is_reattached_from_a_new_process(kept_quickstart: SharedRun) -> None:
+    cli, done, lab_id = kept_quickstart.cli, kept_quickstart.done, kept_quickstart.lab_id
     assert done.returncode == 0, done.stderr
-    lab_id = own_runs.lab_id()
-    try:
-        shown = cli("lab", "attach", lab_id, "--probe", timeout=120)
-        assert shown.returncode == 0, shown.stderr
-        assert f"lab = ucnb.attach('{lab_id}')" in shown.stdout and "running" in shown.stdout
-        script = (f"import ucnb\nlab = ucnb.attach({lab_id!r})\nnode = lab['node01']\n"
-                  f"print(node.run('hostname', check=True).stdout.strip(), node.running(), "
-                  f"len(node.spec.nics), node.spec.memory_mib)\n")
-        attached = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                                  env=cli.env(), timeout=120)
-        assert attached.stdout.split() == ["node01", "True", "1", "256"], attached.stderr
-        assert lab_id in {s.lab_id for s in list_labs()}, "an attached lab outlives the process"
-    finally:
-        cli("lab", "clean", lab_id, timeout=120)
+    shown = cli("lab", "attach", lab_id, "--probe", timeout=120)
+    assert shown.returncode == 0, shown.stderr
+    assert f"lab = ucnb.attach('{lab_id}')" in shown.stdout and "running" in shown.stdout
+    script = (f"import ucnb\nlab = ucnb.attach({lab_id!r})\nnode = lab['node01']\n"
+              f"print(node.run('hostname', check=True).stdout.strip(), node.running(), "
+              f"len(node.spec.nics), node.spec.memory_mib)\n")
+    attached = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                              env=cli.env(), timeout=120)
+    assert attached.stdout.split() == ["node01", "True", "1", "256"], attached.stderr
+    assert lab_id in {s.lab_id for s in list_labs()}, "an attached lab outlives the process"

@@ -8,13 +8,15 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from ucnb.files import update_kv
 
 from ..conftest import LAYERS, ROOT, TESTS, Cli
-from ..lab_fixtures import OwnRuns
+from ..lab_fixtures import OwnRuns, shared_run
 
 LAB_FIXTURES = {"lab_host", "lab_image", "accelerator", "own_runs"}
 
@@ -86,3 +88,71 @@ def test_make_test_runs_the_layers_the_readme_names_fastest_first() -> None:
     development = (ROOT / "README.md").read_text().split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
     assert all(f"pytest tests/{layer}" in development for layer in LAYERS)
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+class _Item:
+    """Just enough of a collected test for the layer hook: its id, path, fixtures and markers."""
+
+    def __init__(self, name: str, fixtures: dict[str, Any], long: float | None = None,
+                 cluster: bool = False) -> None:
+        from _pytest.nodeid import NodeId
+
+        self._id, self.path = NodeId.parse(f"tests/e2e/test_x.py::{name}"), TESTS / "e2e" / "test_x.py"
+        defs = {fixture: [SimpleNamespace(baseid="tests/e2e/test_x.py", func=func)]
+                for fixture, func in fixtures.items()}
+        self._fixtureinfo = SimpleNamespace(name2fixturedefs=defs)
+        self.marks = [pytest.mark.long(long).mark] if long is not None else []
+        self.marks += [pytest.mark.cluster.mark] if cluster else []
+
+    @property
+    def nodeid(self) -> str:
+        return str(self._id)
+
+    def add_marker(self, mark: str | pytest.MarkDecorator) -> None:
+        self.marks.append(getattr(pytest.mark, mark).mark if isinstance(mark, str) else mark.mark)
+
+    def iter_markers(self, name: str) -> list[Any]:
+        return [m for m in self.marks if m.name == name]
+
+    def get_closest_marker(self, name: str) -> Any:
+        return next(iter(self.iter_markers(name)), None)
+
+    def groups(self) -> list[str]:
+        return [m.args[0] for m in self.iter_markers("xdist_group")]
+
+
+@pytest.mark.parametrize("worker", [False, True], ids=["no xdist", "xdist loadgroup worker"])
+def test_a_shared_run_is_one_xdist_group_and_long_tests_start_first(worker: bool) -> None:
+    from .. import conftest
+
+    def run() -> None: ...
+    def other_run() -> None: ...
+    def tmp() -> None: ...
+    shared_run()(run)
+    shared_run("session")(other_run)
+    items = [_Item("a", {"run": run, "tmp": tmp}), _Item("b", {"tmp": tmp}, long=1),
+             _Item("c", {"run": run}), _Item("d", {"other_run": other_run}, long=3)]
+    config = SimpleNamespace(option=SimpleNamespace(loadgroup=True) if worker else SimpleNamespace())
+    conftest.pytest_collection_modifyitems(config, items)  # type: ignore[arg-type]
+    assert [i.nodeid.split("::")[1][0] for i in items] == ["d", "b", "a", "c"]  # longest first, then as found
+    assert {i.nodeid.split("::")[1][0]: i.groups() for i in items} == {
+        "a": ["test_x.run"], "c": ["test_x.run"], "d": ["test_x.other_run"], "b": []}
+    assert all(i.get_closest_marker("e2e") for i in items)   # and the layer's marker, as before
+    # what xdist's scheduler reads: the group after `@` in the id (a worker's only), one unit per group
+    suffixes = {i.nodeid.split("::")[1][0]: i.nodeid.partition("@")[2] for i in items}
+    assert suffixes == ({"a": "test_x.run", "c": "test_x.run", "d": "test_x.other_run", "b": ""} if worker
+                        else dict.fromkeys("abcd", ""))
+
+
+def test_cluster_tests_fill_one_slot_per_two_cores_longest_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    from .. import conftest
+
+    monkeypatch.delenv("UCNB_TEST_CLUSTER_SLOTS", raising=False)
+    monkeypatch.setattr(conftest.os, "cpu_count", lambda: 4)   # two slots
+    items = [_Item(n, {}, long=m, cluster=True) for n, m in (("a", 1), ("b", 3), ("c", 1.5), ("d", 1.5))]
+    items.append(_Item("e", {}))
+    conftest.pytest_collection_modifyitems(SimpleNamespace(option=SimpleNamespace()), items)  # type: ignore[arg-type]
+    slots = {i.nodeid.split("::")[1]: i.groups() for i in items}
+    # b (3) alone in one slot; c and d (1.5 each) in the other, then a (1) with b: 4 and 3 minutes
+    assert slots == {"b": ["cluster-slot-0"], "c": ["cluster-slot-1"], "d": ["cluster-slot-1"],
+                     "a": ["cluster-slot-0"], "e": []}

@@ -12,10 +12,10 @@ from ucnb.errors import LaneFailure
 from ucnb.kernel.record import Recorder
 from ucnb.lab.lab import Lab, NodeConfig
 
-from ..lab_fixtures import OwnRuns
+from ..lab_fixtures import OwnRuns, shared_run
 
 
-@pytest.fixture(scope="module")
+@shared_run()
 def lab(lab_image: Any, accelerator: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     """Two booted guests shared by the module's tests; nothing of them left once it is done."""
     left = OwnRuns(tmp_path_factory.mktemp("lab"))
