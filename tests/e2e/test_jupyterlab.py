@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import nbformat
+import pytest
 
 from ..conftest import ROOT, assert_reviewable_evidence
 from ..lab_fixtures import OwnRuns
@@ -21,6 +22,7 @@ LANE = "single-node-quickstart"
 NOTEBOOK = f"{LANE}.ipynb"
 LONG_WAIT = 'node.wait_marker("never.seen", timeout=900)   # a deliberately long wait'
 BOOT_S = 400   # a shared TCG host: the guest image may be built first
+pytestmark = pytest.mark.long(2)   # a JupyterLab server, a browser and a guest per test
 
 
 def _notebooks(tmp_path: Path) -> Path:

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import libvirt
+import pytest
 from junitparser import JUnitXml
 
 from ucnb.files import read_kv
@@ -37,6 +38,7 @@ def _junit_cases(path: Path) -> list[tuple[str, list[tuple[str, bool, bool]]]]:
     return [(s.name, [(c.name, c.is_passed, c.is_skipped) for c in s]) for s in JUnitXml.fromfile(str(path))]
 
 
+@pytest.mark.long(3)   # the portable suite twice
 def test_two_jobs_give_the_serial_runs_entries_verdicts_junit_and_evidence_files(
         cli: Cli, tmp_path: Path) -> None:
     started = time.monotonic()
@@ -111,6 +113,7 @@ def test_ctrl_c_of_a_parallel_suite_ends_every_lane_with_130(cli: Cli, tmp_path:
     # own_runs (this layer's teardown) checks that neither lane left a domain, network or process.
 
 
+@pytest.mark.long(1.5)
 def test_a_suite_fanned_out_as_a_ci_matrix_merges_into_one_passing_verdict(cli: Cli, tmp_path: Path) -> None:
     shown = cli("suite", "portable", "--matrix", timeout=120)
     assert shown.returncode == 0, shown.stderr
