@@ -86,7 +86,9 @@ class Notebook:
         return str(self.cell(index).locator(".jp-OutputArea").inner_text())
 
     def select(self, index: int) -> None:
-        """Select a cell in command mode (clicking its prompt, not its editor)."""
+        """Select a cell in command mode (clicking its prompt, not its editor); a dialog
+        JupyterLab opened meanwhile is answered first (it would take the click)."""
+        self.answer_dialog(f"select-{index}")
         self.cell(index).locator(".jp-InputPrompt").click()
         self.page.keyboard.press("Escape")
 

@@ -56,7 +56,8 @@ def test_wrong_token_fails_at_phone_home_and_leaks_nothing(cli: Cli) -> None:
 
 
 def test_disk_selector_matching_no_disk_ends_the_lane_at_once(cli: Cli) -> None:
-    done, root = _run(cli, "-p", "worker_disk_serial=uc-other-disk")
+    # A long install timeout, so that "at once" is told from "at the timeout" on a loaded host too.
+    done, root = _run(cli, "-p", "worker_disk_serial=uc-other-disk", "-p", "install_timeout_s=900")
     assert done.returncode == 1, done.stderr[-3000:]
     result = json.loads((root / "result.json").read_text())
     message = result["error"]["message"]
@@ -64,7 +65,7 @@ def test_disk_selector_matching_no_disk_ends_the_lane_at_once(cli: Cli) -> None:
     assert "ULTRACLOUD_MARKER install.bundle-downloaded.worker" in message  # serial context
     assert result["failing_step"]["node"] == "worker"
     wall = float(read_environment(root)["wall_time_s"])
-    assert wall < 45, "a failure marker must end the lane at once, not at the install timeout"
+    assert wall < 300, "a failure marker must end the lane at once, not at the install timeout (900 s)"
 
 
 def test_e2e_command_refuses_tcg_unless_allowed_and_records_it(cli: Cli, tmp_path: Path) -> None:
