@@ -22,9 +22,10 @@ lint: setup
 # tests collected, fails it too). setup installed every tool a unit test needs: none may skip.
 # vm and e2e run TEST_JOBS tests side by side (pytest-xdist; each run has its own lab, subnet and
 # names), the tests of one shared run on one worker, long ones first (tests/conftest.py): one
-# worker per core (at cores+1 a 2-core TCG host ran at load 10 and timing checks failed).
+# worker per core (at cores+1 a 2-core TCG host ran at load 10 and timing checks failed); each
+# prints its 20 slowest tests.
 TEST_JOBS ?= $(shell nproc)
-PARALLEL = -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder
+PARALLEL = -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=20
 test: lint
 	UCNB_TEST_REQUIRE_TOOLS=1 .venv/bin/pytest -q tests/unit
 	.venv/bin/pytest -q tests/vm $(PARALLEL)

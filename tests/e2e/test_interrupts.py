@@ -78,7 +78,7 @@ def _condition(root: Path, when: float | str) -> bool:
 def _domain_running(run_id: str) -> bool:
     from ucnb.lab.registry import connect, tagged_domains
 
-    return any(t.run_id == run_id and t.domain.isActive() for t in tagged_domains(connect()))
+    return any(t.run_id == run_id and t.running for t in tagged_domains(connect()))
 
 
 def _interrupt_at(outputs: Path, cell: str | None, when: float | str, signum: int) -> dict[str, object]:

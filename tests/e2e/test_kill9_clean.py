@@ -56,7 +56,7 @@ def test_kill_9_during_baremetal_iso_then_clean_leaves_nothing(outputs: Path, la
         assert time.monotonic() < deadline, "the machines never started"
         roots = list((outputs / "baremetal-iso").glob("2*"))
         run_id = roots[0].name.rsplit("-", 1)[1] if roots else ""
-        active = [t for t in tagged_domains(connect()) if t.run_id == run_id and t.domain.isActive()]
+        active = [t for t in tagged_domains(connect()) if t.run_id == run_id and t.running]
         if run_id and len(active) == 2:
             lab_id = active[0].lab_id
             break

@@ -5,7 +5,6 @@ folder, all at once) merges into one passing report, JUnit and verdict."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,7 +12,6 @@ import subprocess
 import time
 from pathlib import Path
 
-import libvirt
 import pytest
 from junitparser import JUnitXml
 
@@ -73,15 +71,10 @@ def test_two_jobs_give_the_serial_runs_entries_verdicts_junit_and_evidence_files
 
 
 def _active_runs() -> set[str]:
-    """Run ids of the running lab domains (of anyone's: a domain may vanish while we look)."""
+    """Run ids of the running lab domains (of anyone's)."""
     from ucnb.lab.registry import connect, tagged_domains
 
-    active = set()
-    for tagged in tagged_domains(connect()):
-        with contextlib.suppress(libvirt.libvirtError):
-            if tagged.domain.isActive():
-                active.add(tagged.run_id)
-    return active
+    return {t.run_id for t in tagged_domains(connect()) if t.running}
 
 
 def test_ctrl_c_of_a_parallel_suite_ends_every_lane_with_130(cli: Cli, tmp_path: Path) -> None:

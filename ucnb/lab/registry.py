@@ -184,6 +184,15 @@ class TaggedDomain:
     owner: ProcessId | None
 
     @property
+    def running(self) -> bool:
+        """Whether it runs now; False once it is gone (another run's teardown may remove it
+        between the listing and this question)."""
+        try:
+            return bool(self.domain.isActive())
+        except libvirt.libvirtError:
+            return False
+
+    @property
     def networks(self) -> list[str]:
         """Its NICs' networks that are named for its own lab."""
         xml = ET.fromstring(self.domain.XMLDesc(0))
@@ -428,14 +437,14 @@ def stop(log: Callable[[str], None] = lambda _: None) -> list[str]:
 def status_rows() -> list[dict[str, Any]]:
     """One row per node of every lab, for `ucnb lab status`."""
     conn = connect()
-    active = {d.name(): d.isActive() for d in conn.listAllDomains()}
+    active = {t.domain.name() for t in tagged_domains(conn) if t.running}
     rows = []
     for state in list_labs():
         for name, info in state.nodes.items():
             dom = domain_mod.domain_name(state.lab_id, name)
             rows.append({"lab": state.lab_id, "run": state.run_id, "node": name,
                          "address": info["address"], "domain": dom,
-                         "state": "running" if active.get(dom) else "stopped",
+                         "state": "running" if dom in active else "stopped",
                          "kept": state.keep, "owner_pid": state.owner_pid,
                          "owner": "alive" if state.owner_alive() else "gone"})
     return rows
