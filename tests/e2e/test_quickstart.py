@@ -168,3 +168,11 @@ def test_keep_vm_leaves_a_reachable_lab_until_clean(kept_quickstart: SharedRun) 
     hostname = cli("lab", "ssh", "node01", "--lab", lab, "hostname", timeout=60)
     assert hostname.stdout.strip() == "node01", hostname.stderr
     assert OwnRuns(kept_quickstart.root).discover().domains(), "a kept lab outlives its run"
+
+
+def test_a_stopped_chainfire_fails_its_health_probe(cli: Cli) -> None:
+    """The negative control of the chainfire probe (etcd's /health): it notices etcd is down."""
+    done = cli.run(LANE, "-p", "stop_services=[chainfire]", "-p", "health_timeout_s=4")
+    assert done.returncode == 1, done.stderr
+    result = json.loads((cli.latest(LANE) / "result.json").read_text())
+    assert result["failing_step"]["name"] == "wait: chainfire healthy"
