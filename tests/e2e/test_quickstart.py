@@ -67,6 +67,7 @@ def test_lane_passes_with_complete_redacted_evidence(cli: Cli) -> None:
     assert result["verdict_label"] == "passed with gaps"
     assert result["figures"]["required components exercised"] == {"value": 2, "unit": "of 5"}
     assert result["harness"]["commit"] and "harness_commit=" in (root / "environment.txt").read_text()
+    assert "execution_model=papermill\n" in (root / "environment.txt").read_text()   # written by the runner
     text = _page_text(root)
     assert "/lab/etc/iam-bootstrap-token" in text  # the token was delivered (the table says where)
     assert text.index("PASSED WITH GAPS") < text.index("What this lane proves")

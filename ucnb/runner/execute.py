@@ -239,6 +239,9 @@ def execute_notebook(ex: Execution, env: dict[str, str], after_seal: contextlib.
             run_sync(km.start_kernel)(env=env, cwd=str(paths.project_root()),
                                       extra_arguments=KERNEL_ARGUMENTS)
             interruption.kernel_started(getattr(km.provisioner, "pid", None))
+            # The host's facts (git, qemu and libvirt versions: commands) written while the kernel
+            # starts, instead of by its first cell (`Run` leaves them to the runner).
+            evidence.write_environment(ex.root, evidence.host_environment(execution_model="papermill"))
             import papermill
 
             papermill.execute_notebook(
