@@ -30,7 +30,8 @@ def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -
 
 
 def test_the_kernel_preloads_the_kernel_side_and_keeps_no_history() -> None:
-    assert any(a.startswith("--IPKernelApp.exec_lines=import ucnb.kernel.run,") for a in execute.KERNEL_ARGUMENTS)
+    preload = "--IPKernelApp.exec_lines=import ucnb.kernel.run,"
+    assert any(a.startswith(preload) for a in execute.KERNEL_ARGUMENTS)
     assert "--HistoryManager.hist_file=:memory:" in execute.KERNEL_ARGUMENTS
 
 

@@ -49,8 +49,8 @@ UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux all
 # and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
 # first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
 # It ends without the interpreter's teardown (`ucnb.fastexit`): its exit is waited for.
-KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:",
-                    "--IPKernelApp.exec_lines=import ucnb.kernel.run, ucnb.fastexit; ucnb.fastexit.skip_teardown()"]
+KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines="
+                    "import ucnb.kernel.run, ucnb.fastexit; ucnb.fastexit.skip_teardown()"]
 
 
 @dataclass(frozen=True)
