@@ -24,14 +24,19 @@ def test_the_kernel_talks_over_ipc_sockets_in_its_own_folder(tmp_path: Path) -> 
     assert Path(km.ip).parent == tmp_path   # the sockets are files next to it, not ports
 
 
+def test_the_kernel_is_ipykernels_launched_through_ucnbs_ending(tmp_path: Path) -> None:
+    argv = execute.kernel_manager(tmp_path).kernel_spec.argv
+    assert argv[argv.index("-m") + 1] == "ucnb.kernel.launch" and "ipykernel_launcher" not in argv
+    assert "{connection_file}" in argv
+
+
 def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * (execute.UNIX_PATH_MAX - len(str(tmp_path))))
     assert execute.kernel_manager(deep).transport == "tcp"
 
 
 def test_the_kernel_preloads_the_kernel_side_and_keeps_no_history() -> None:
-    preload = "--IPKernelApp.exec_lines=import ucnb.kernel.run,"
-    assert any(a.startswith(preload) for a in execute.KERNEL_ARGUMENTS)
+    assert "--IPKernelApp.exec_lines=import ucnb.kernel.run" in execute.KERNEL_ARGUMENTS
     assert "--HistoryManager.hist_file=:memory:" in execute.KERNEL_ARGUMENTS
 
 

@@ -30,8 +30,7 @@ class _App(typer.Typer):
         try:
             return super().__call__(*args, **kwargs)
         except SystemExit as exc:
-            fastexit.skip_teardown(fastexit.exit_status(exc.code))
-            raise
+            fastexit.end(fastexit.status_of(exc))
 
 
 app = _App(help="UltraCloud proof notebooks: run release-validation lanes, keep the evidence.",

@@ -48,9 +48,9 @@ UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux all
 # libvirt, the lab layer) imported as the kernel starts, while this process imports papermill
 # and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
 # first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
-# It ends without the interpreter's teardown (`ucnb.fastexit`): its exit is waited for.
-KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines="
-                    "import ucnb.kernel.run, ucnb.fastexit; ucnb.fastexit.skip_teardown()"]
+KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines=import ucnb.kernel.run"]
+# ipykernel's launcher, ended without the interpreter's teardown (its exit is waited for).
+KERNEL_LAUNCHER = ("ipykernel_launcher", "ucnb.kernel.launch")
 
 
 @dataclass(frozen=True)
@@ -188,12 +188,19 @@ def kernel_manager(folder: Path) -> Any:
     """The lane's kernel manager: its connection file and sockets in `folder` (private, leased),
     over IPC rather than TCP, so nothing listens on the network and no other process can talk to
     the kernel (TCP only when the socket paths would be too long for a Unix socket)."""
+    from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
+
+    class Specs(KernelSpecManager):
+        def get_kernel_spec(self, kernel_name: str) -> Any:
+            spec = super().get_kernel_spec(kernel_name)
+            spec.argv = [KERNEL_LAUNCHER[1] if a == KERNEL_LAUNCHER[0] else a for a in spec.argv]
+            return spec
 
     connection = folder / "kernel.json"
     ipc = len(str(folder / "kernel-ipc-00")) < UNIX_PATH_MAX
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection),
-                            transport="ipc" if ipc else "tcp")
+                            transport="ipc" if ipc else "tcp", kernel_spec_manager=Specs())
     km.shutdown_wait_time = KERNEL_SHUTDOWN_S
     return km
 
