@@ -192,6 +192,8 @@ def kernel_manager(folder: Path) -> Any:
     from jupyter_client.manager import AsyncKernelManager
 
     class Specs(KernelSpecManager):
+        """The installed kernel specs, the ucnb kernel's launched by KERNEL_LAUNCHER's."""
+
         def get_kernel_spec(self, kernel_name: str) -> Any:
             spec = super().get_kernel_spec(kernel_name)
             spec.argv = [KERNEL_LAUNCHER[1] if a == KERNEL_LAUNCHER[0] else a for a in spec.argv]
