@@ -67,6 +67,7 @@ def test_lane_passes_with_complete_redacted_evidence(cli: Cli) -> None:
     assert result["verdict_label"] == "passed with gaps"
     assert result["figures"]["required components exercised"] == {"value": 2, "unit": "of 5"}
     assert result["harness"]["commit"] and "harness_commit=" in (root / "environment.txt").read_text()
+    assert "execution_model=papermill\n" in (root / "environment.txt").read_text()   # written by the runner
     text = _page_text(root)
     assert "/lab/etc/iam-bootstrap-token" in text  # the token was delivered (the table says where)
     assert text.index("PASSED WITH GAPS") < text.index("What this lane proves")
@@ -168,3 +169,11 @@ def test_keep_vm_leaves_a_reachable_lab_until_clean(kept_quickstart: SharedRun) 
     hostname = cli("lab", "ssh", "node01", "--lab", lab, "hostname", timeout=60)
     assert hostname.stdout.strip() == "node01", hostname.stderr
     assert OwnRuns(kept_quickstart.root).discover().domains(), "a kept lab outlives its run"
+
+
+def test_a_stopped_chainfire_fails_its_health_probe(cli: Cli) -> None:
+    """The negative control of the chainfire probe (etcd's /health): it notices etcd is down."""
+    done = cli.run(LANE, "-p", "stop_services=[chainfire]", "-p", "health_timeout_s=4")
+    assert done.returncode == 1, done.stderr
+    result = json.loads((cli.latest(LANE) / "result.json").read_text())
+    assert result["failing_step"]["name"] == "wait: chainfire healthy"

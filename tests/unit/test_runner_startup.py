@@ -24,6 +24,12 @@ def test_the_kernel_talks_over_ipc_sockets_in_its_own_folder(tmp_path: Path) -> 
     assert Path(km.ip).parent == tmp_path   # the sockets are files next to it, not ports
 
 
+def test_the_kernel_is_ipykernels_launched_through_ucnbs_ending(tmp_path: Path) -> None:
+    argv = execute.kernel_manager(tmp_path).kernel_spec.argv
+    assert argv[argv.index("-m") + 1] == "ucnb.kernel.launch" and "ipykernel_launcher" not in argv
+    assert "{connection_file}" in argv
+
+
 def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -> None:
     deep = tmp_path / ("d" * (execute.UNIX_PATH_MAX - len(str(tmp_path))))
     assert execute.kernel_manager(deep).transport == "tcp"
@@ -83,3 +89,19 @@ def test_the_runner_reads_notebooks_without_compiling_an_iri_grammar(tmp_path: P
 
     assert imported("import nbformat")   # the control: without ucnb.runner it is imported
     assert not imported("import ucnb.runner, nbformat, papermill")
+
+
+def test_the_host_facts_are_the_runners_to_write_under_it(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """`ucnb run` writes them while its kernel starts; the kernel's run writes them only run plainly."""
+    from ucnb import lanes
+    from ucnb.evidence import proof
+    from ucnb.kernel.run import Run
+
+    lane = lanes.get("single-node-quickstart")
+    monkeypatch.setattr(proof, "host_environment", lambda execution_model=None: {"qemu": "host facts"})
+    plain = Run(lane, lane.validate({}), "plainrun", tmp_path / "plain")
+    assert proof.read_environment(plain.proof_root)["qemu"] == "host facts"
+    monkeypatch.setenv("UCNB_RUNNER", "1")
+    ran = Run(lane, lane.validate({}), "runnerrun", tmp_path / "runner")
+    assert "qemu" not in proof.read_environment(ran.proof_root)
+    assert proof.read_environment(ran.proof_root)["run_id"] == "runnerrun"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from ucnb import fastexit
 from ucnb.cli import baremetal as cli_baremetal
 from ucnb.cli import hardware as cli_hardware
 from ucnb.cli.budget import budget_app
@@ -20,8 +21,20 @@ from ucnb.errors import ParameterError, UcnbError
 if TYPE_CHECKING:
     from ucnb.lanes import Lane, LaneParameters
 
-app = typer.Typer(help="UltraCloud proof notebooks: run release-validation lanes, keep the evidence.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+
+class _App(typer.Typer):
+    """The command line as a program: it ends without the interpreter's teardown (`ucnb.fastexit`).
+    Tests that invoke it in-process (CliRunner) go through click, not here, and keep theirs."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except SystemExit as exc:
+            fastexit.end(fastexit.status_of(exc))
+
+
+app = _App(help="UltraCloud proof notebooks: run release-validation lanes, keep the evidence.",
+           no_args_is_help=True, pretty_exceptions_enable=False)
 lab_app = typer.Typer(help="Inspect and clean labs (running or kept VMs).", no_args_is_help=True)
 host_app = typer.Typer(help="The lab host: network namespace, virtlogd, libvirtd.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")

@@ -74,7 +74,9 @@ class Run:
         self.first_cell = interactive.first_cell()   # of this run's record, when it is sealed here
         if not interactive.under_runner():
             interactive.keep_outputs()   # finish() seals the proof root from the kernel's record
-        evidence.write_environment(proof_root, {**evidence.host_environment(), **interactive.environment(),
+        # Under `ucnb run` the runner wrote the host's facts while this kernel started.
+        host = {} if interactive.under_runner() else evidence.host_environment()
+        evidence.write_environment(proof_root, {**host, **interactive.environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
                                                 "run_id": run_id,
                                                 # `ucnb run` replaces it with its own, earlier start

@@ -241,21 +241,24 @@ class Node:
         return GuestShell(self.name, self.address, keys.client_private, keys.host_public,
                           log=self.lab.log_command)
 
-    def set_clock(self) -> None:
-        """Set the guest's clock to the host's: a restored guest's stood still while it was saved.
-        busybox `date` takes whole seconds: the jump to this second now, and the step to the next
-        one in the background at its edge (so the guest is off by the trip's time, not up to 1 s)."""
+    @staticmethod
+    def clock_command() -> str:
+        """The command that sets the guest's clock to the host's (a restored guest's stood still
+        while it was saved). busybox `date` takes whole seconds: the jump to this second now, and
+        the step to the next one in the background at its edge (so the guest is off by the trip's
+        time, not up to 1 s). Made when sent: it holds the host's time."""
         now = time.time()
         second = int(now)
-        self.run(f"date -u -s @{second} >/dev/null; (sleep {second + 1 - now:.3f}; date -u -s @{second + 1}) "
-                 "</dev/null >/dev/null 2>&1 &", timeout=10, check=True)
+        return (f"date -u -s @{second} >/dev/null; (sleep {second + 1 - now:.3f}; date -u -s @{second + 1}) "
+                "</dev/null >/dev/null 2>&1 &")
 
-    def wait_ssh(self, timeout: float = 60.0) -> None:
-        """Wait until the guest answers a command over SSH."""
+    def wait_ssh(self, timeout: float = 60.0, command: Callable[[], str] = lambda: "true") -> None:
+        """Wait until the guest answers a command over SSH (`command()`, made at each try: e.g. a
+        restored guest's `clock_command`, so that its first answer has set its clock)."""
         def probe() -> CommandResult | bool:
             if not self.running():
                 raise LaneFailure(f"{self.name}: domain is not running (it died or was destroyed)")
-            return self.shell.run("true", timeout=5)
+            return self.shell.run(command(), timeout=5)
         wait_until(probe, timeout=timeout, what="SSH", node=self.name, interval=0.3,
                    recorder=self.lab.recorder)
 
@@ -453,8 +456,7 @@ class Lab:
         def resume(node: Node) -> None:
             with self.recorder.step("restore from snapshot", node.name):
                 warm.restore(self, snapshot, node.name)
-                node.wait_ssh(timeout)
-                node.set_clock()
+                node.wait_ssh(timeout, command=node.clock_command)   # its clock set by the first answer
 
         in_parallel(resume, list(self.nodes.values()))
         return restored

@@ -166,9 +166,10 @@ def deliver_bootstrap_token(run: Run, node: Node) -> pd.DataFrame:
     if token is None:
         return run.skip("bootstrap token", f"{params.bootstrap_token_env} is not set", NODE)
     with run.step("bootstrap token", NODE):
-        node.run("mkdir -p /lab/etc && umask 077 && cat > /lab/etc/iam-bootstrap-token", timeout=10,
-                 check=True, stdin=token)
-        observed = node.run("wc -c < /lab/etc/iam-bootstrap-token", timeout=10, check=True).stdout.strip()
+        # Written, then its size read back from the file, in one SSH round trip.
+        observed = node.run("mkdir -p /lab/etc && umask 077 && cat > /lab/etc/iam-bootstrap-token && "
+                            "wc -c < /lab/etc/iam-bootstrap-token", timeout=10, check=True,
+                            stdin=token).stdout.strip()
         if not run.recorder.check("bootstrap token delivered (bytes)", len(token), int(observed or 0),
                                   node=NODE):
             raise LaneFailure(f"{NODE}: bootstrap token file holds {observed} bytes, "

@@ -49,6 +49,8 @@ UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux all
 # and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
 # first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
 KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines=import ucnb.kernel.run"]
+# ipykernel's launcher, ended without the interpreter's teardown (its exit is waited for).
+KERNEL_LAUNCHER = ("ipykernel_launcher", "ucnb.kernel.launch")
 
 
 @dataclass(frozen=True)
@@ -186,12 +188,21 @@ def kernel_manager(folder: Path) -> Any:
     """The lane's kernel manager: its connection file and sockets in `folder` (private, leased),
     over IPC rather than TCP, so nothing listens on the network and no other process can talk to
     the kernel (TCP only when the socket paths would be too long for a Unix socket)."""
+    from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
+
+    class Specs(KernelSpecManager):
+        """The installed kernel specs, the ucnb kernel's launched by KERNEL_LAUNCHER's."""
+
+        def get_kernel_spec(self, kernel_name: str) -> Any:
+            spec = super().get_kernel_spec(kernel_name)
+            spec.argv = [KERNEL_LAUNCHER[1] if a == KERNEL_LAUNCHER[0] else a for a in spec.argv]
+            return spec
 
     connection = folder / "kernel.json"
     ipc = len(str(folder / "kernel-ipc-00")) < UNIX_PATH_MAX
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection),
-                            transport="ipc" if ipc else "tcp")
+                            transport="ipc" if ipc else "tcp", kernel_spec_manager=Specs())
     km.shutdown_wait_time = KERNEL_SHUTDOWN_S
     return km
 
@@ -237,6 +248,9 @@ def execute_notebook(ex: Execution, env: dict[str, str], after_seal: contextlib.
             run_sync(km.start_kernel)(env=env, cwd=str(paths.project_root()),
                                       extra_arguments=KERNEL_ARGUMENTS)
             interruption.kernel_started(getattr(km.provisioner, "pid", None))
+            # The host's facts (git, qemu and libvirt versions: commands) written while the kernel
+            # starts, instead of by its first cell (`Run` leaves them to the runner).
+            evidence.write_environment(ex.root, evidence.host_environment(execution_model="papermill"))
             import papermill
 
             papermill.execute_notebook(
