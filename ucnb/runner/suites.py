@@ -417,7 +417,9 @@ def run(suite_plan: SuitePlan, console: Console | None = None, progress: bool = 
     console.print(f"[bold]suite {suite_plan.name}[/] ({suite_plan.profile}) {suite_id} → {root}"
                   f" · {jobs.count} lane(s) at a time" + (f" · only {', '.join(suite_plan.only)}"
                                                           if suite_plan.only else ""))
-    environment = {**evidence.host_environment(), "suite": suite_plan.name, "suite_id": suite_id,
+    # Its lanes run under papermill (this process's environment is not a lane runner's).
+    environment = {**evidence.host_environment(execution_model="papermill"),
+                   "suite": suite_plan.name, "suite_id": suite_id,
                    "profile": suite_plan.profile, "require_kvm": str(kvm or suite_plan.require_kvm),
                    "suite_jobs": str(jobs.count), "suite_jobs_reason": jobs.reason,
                    "suite_only": ",".join(suite_plan.only) or "every step"}
