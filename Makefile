@@ -23,11 +23,12 @@ lint: setup
 # vm and e2e run TEST_JOBS tests side by side (pytest-xdist; each run has its own lab, subnet and
 # names), the tests of one shared run on one worker, long ones first (tests/conftest.py): one
 # worker per core (at cores+1 a 2-core TCG host ran at load 10 and timing checks failed); each
-# prints its 20 slowest tests.
+# prints its 20 slowest tests. unit runs TEST_JOBS side by side too (each test has its own work
+# root; a missing tool still fails it under UCNB_TEST_REQUIRE_TOOLS=1, in every worker).
 TEST_JOBS ?= $(shell nproc)
 PARALLEL = -n $(TEST_JOBS) --dist loadgroup --no-loadscope-reorder --durations=20
 test: lint
-	UCNB_TEST_REQUIRE_TOOLS=1 .venv/bin/pytest -q tests/unit
+	UCNB_TEST_REQUIRE_TOOLS=1 .venv/bin/pytest -q tests/unit -n $(TEST_JOBS)
 	.venv/bin/pytest -q tests/vm $(PARALLEL)
 	.venv/bin/pytest -q tests/e2e $(PARALLEL)
 

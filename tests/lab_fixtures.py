@@ -25,6 +25,16 @@ import pytest
 
 GRACE_S = 10.0  # a process the run ended may still be exiting when the test returns
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+def settled(find: Callable[[], list[T]], grace_s: float = GRACE_S) -> list[T]:
+    """What `find()` still finds once it finds nothing or `grace_s` has passed: what a run just
+    ended may still be removing (a process exiting) gets that long, and not a fixed wait."""
+    deadline = time.monotonic() + grace_s
+    while (found := find()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
 
 
 # Tests that abandon a lab on purpose (kill -9 of its runner) or run `ucnb lab clean` with no lab
@@ -176,10 +186,7 @@ class OwnRuns:
 
     def settled_leftovers(self) -> list[tuple[str, str]]:
         """`leftovers()`, given processes the run just ended a moment to exit."""
-        deadline = time.monotonic() + GRACE_S
-        while (left := self.leftovers()) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        return left
+        return settled(self.leftovers)
 
     def remove(self) -> None:
         """Remove what is left (after it was reported), so one leaking test does not spoil the next."""

@@ -9,6 +9,7 @@ modules only read are made once, here (`shared_run`).
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,12 +36,13 @@ def _every_test_checks_its_runs(request: pytest.FixtureRequest) -> None:
 @dataclass(frozen=True)
 class SharedRun:
     """A lane or suite run that several tests read: its command's outcome, proof root (or suite
-    root), JUnit file if asked for, and the `cli` it ran with."""
+    root), JUnit file if asked for, the `cli` it ran with, and its wall time."""
 
     cli: Cli
     done: subprocess.CompletedProcess[str]
     root: Path
     junit: Path | None = None
+    wall_s: float = 0.0
 
     @property
     def lab_id(self) -> str:
@@ -78,11 +80,14 @@ def kept_quickstart(tmp_path_factory: pytest.TempPathFactory, lab_host: None) ->
 
 @shared_run("session")
 def portable_suite(tmp_path_factory: pytest.TempPathFactory, lab_host: None) -> SharedRun:
-    """`ucnb suite portable --junit` (the guards, the quickstart, deployer-vm-smoke), once for
-    tests/e2e/test_suites.py and tests/e2e/test_deployer_vm.py."""
+    """`ucnb suite portable --jobs 2 --junit` (the guards, then the quickstart and deployer-vm-smoke
+    side by side), once for tests/e2e/test_suites.py, tests/e2e/test_deployer_vm.py and the
+    parallel half of tests/e2e/test_scaleout.py's serial/parallel comparison."""
     base = tmp_path_factory.mktemp("portable-suite")
     cli, junit = Cli(base / "outputs"), base / "ci" / "portable.xml"
-    done = cli("suite", "portable", "--junit", str(junit), "--no-progress", timeout=900)
+    started = time.monotonic()
+    done = cli("suite", "portable", "--jobs", "2", "--junit", str(junit), "--no-progress", timeout=900)
+    wall_s = time.monotonic() - started
     OwnRuns(base).assert_nothing_left()
     lines = done.stdout.strip().splitlines()
-    return SharedRun(cli, done, Path(lines[-1]) if lines else base, junit)
+    return SharedRun(cli, done, Path(lines[-1]) if lines else base, junit, wall_s)

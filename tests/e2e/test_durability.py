@@ -14,12 +14,16 @@ import pytest
 from ..conftest import Cli
 
 LANE = "durability-proof"
+# What these tests prove comes after the boot, and the cluster's cold boot is fresh-smoke's and the
+# membership proof's (tests/e2e/test_cluster.py): the first run here saves the just-booted cluster
+# (when no snapshot of it exists yet), the second, in the same cluster slot, restores it.
+WARM = ("-p", "boot_mode=restore")
 
 
 def _run(cli: Cli, *args: str) -> tuple[subprocess.CompletedProcess[str], Path, dict[str, Any]]:
     """The lane through `ucnb run` (the e2e layer's own_runs then checks the lab and the deployer
     process are gone)."""
-    done = cli.run(LANE, *args, timeout=900)
+    done = cli.run(LANE, *WARM, *args, timeout=900)
     root = cli.latest(LANE)
     return done, root, json.loads((root / "result.json").read_text())
 

@@ -15,7 +15,7 @@ import nbformat
 import pytest
 
 from ..conftest import ROOT, Cli
-from ..lab_fixtures import kernel_processes, leftovers
+from ..lab_fixtures import kernel_processes, leftovers, settled
 
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
 LANE = "single-node-quickstart"
@@ -120,8 +120,7 @@ def _check(outcome: dict[str, object], moment: str, signame: str) -> None:
     assert signame in result["error"]["message"]
     assert (root / "SHA256SUMS").exists() and (root / f"{LANE}.html").exists()
     run_id = result["run_id"]
-    time.sleep(1)
-    assert leftovers({run_id}) == [] and kernel_processes({run_id}) == []
+    assert settled(lambda: [*leftovers({run_id}), *map(str, kernel_processes({run_id}))], grace_s=1) == []
 
 
 @pytest.mark.parametrize("moment, cell, when", MOMENTS, ids=[m[0] for m in MOMENTS])

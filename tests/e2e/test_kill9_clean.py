@@ -17,7 +17,7 @@ import libvirt
 import pytest
 
 from ..conftest import ROOT, Cli
-from ..lab_fixtures import ABANDONS_LABS, kernel_processes, leftovers
+from ..lab_fixtures import ABANDONS_LABS, kernel_processes, leftovers, settled
 
 pytestmark = ABANDONS_LABS
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
@@ -69,8 +69,8 @@ def test_kill_9_during_baremetal_iso_then_clean_leaves_nothing(outputs: Path, la
     assert leftovers({run_id}, {lab_id}), "the run's lab should outlive its killed runner until cleaned"
     out = _clean()
     assert f"removed files {paths.labs_dir() / lab_id}" in out and f"removed secrets {secrets_file}" in out
-    time.sleep(1)
-    assert leftovers({run_id}, {lab_id}) == [] and kernel_processes({run_id}) == []
+    assert settled(lambda: [*leftovers({run_id}, {lab_id}), *map(str, kernel_processes({run_id}))],
+                   grace_s=1) == []
     assert not secrets_file.exists() and _run_leases(run_id) == []
     assert lab_id not in {s.lab_id for s in list_labs()}
 
@@ -138,8 +138,9 @@ def test_kill_9_during_hardware_smoke_run_then_clean_leaves_nothing(outputs: Pat
     assert sushy.alive(), "the emulator (its own session) should outlive its killed parent until cleaned"
     out = _clean()
     assert f"process {state['sushy']} (sushy)" in out and f"storage pool {state['pool']}" in out
-    time.sleep(1)
-    assert not sushy.alive() and state["pool"] not in _pools()
+    assert settled(lambda: [what for what, here in (("the emulator", sushy.alive()),
+                                                    ("its storage pool", state["pool"] in _pools())) if here],
+                   grace_s=1) == []
     with pytest.raises(libvirt.libvirtError):
         connect().lookupByUUIDString(state["uuid"])   # the BMC's machine: destroyed and undefined
     assert not any(Path(p).exists() for p in state["media"]), "the token-bearing ISO's folder remains"

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from ..conftest import ROOT, Cli
-from ..lab_fixtures import ABANDONS_LABS, leftovers
+from ..lab_fixtures import ABANDONS_LABS, leftovers, settled
 
 pytestmark = ABANDONS_LABS
 UCNB = Cli(ROOT).argv()  # the one definition of the command line (tests/conftest.py)
@@ -97,5 +97,4 @@ def test_two_quickstarts_side_by_side_pass_and_a_clean_meanwhile_leaves_them_alo
         _stop(procs)
     print(f"FIGURE side-by-side: quickstart alone {solo_s:.1f}s; together a {ends['a']:.1f}s, "
           f"b {ends['b']:.1f}s (wall, from the same start)")
-    time.sleep(1)
-    assert leftovers({str(r) for r in runs}, {a.lab_id, b.lab_id}) == []
+    assert settled(lambda: leftovers({str(r) for r in runs}, {a.lab_id, b.lab_id}), grace_s=1) == []
