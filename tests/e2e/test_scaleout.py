@@ -65,6 +65,8 @@ def test_two_jobs_give_the_serial_runs_entries_verdicts_junit_and_evidence_files
         if e["kind"] == "lane":
             assert read_kv(serial_root / e["proof_root"] / "environment.txt")["suite_ran_alongside"] == "none"
     assert subprocess.run(["sha256sum", "-c", "--quiet", "SHA256SUMS"], cwd=side_root).returncode == 0
+    for root in (serial_root, side_root):   # the suite's lanes ran under papermill, said at its root too
+        assert read_kv(root / "environment.txt")["execution_model"] == "papermill"
     print(f"FIGURE portable suite: --jobs 1 {serial_s:.1f}s, --jobs 2 {side_s:.1f}s (wall, one run each, "
           f"not at the same moment; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores)")
 
