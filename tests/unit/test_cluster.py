@@ -91,3 +91,46 @@ def test_cluster_nodes_come_from_the_cluster_file() -> None:
     assert configs["node06"].held == () and all(c.networks == 2 for c in configs.values())
     with pytest.raises(ParameterError, match="node09"):
         cluster_node_configs(profiles.load("lab"), ["node09"])
+
+
+def _membership(change_timeout_s: float = 5.0):  # type: ignore[no-untyped-def]
+    """A Membership with just what `retry` uses (a recorder, the change timeout)."""
+    from types import SimpleNamespace
+
+    from ucnb.kernel.record import Recorder
+    from ucnb.lanes.chainfire_live_membership_proof import Membership
+
+    m = Membership.__new__(Membership)
+    m.run = SimpleNamespace(recorder=Recorder())  # type: ignore[assignment]
+    m.params = SimpleNamespace(change_timeout_s=change_timeout_s)  # type: ignore[assignment]
+    m.refusals = []
+    return m
+
+
+def test_a_membership_change_that_timed_out_but_was_applied_is_not_retried_into_a_refusal() -> None:
+    applied: list[str] = []
+
+    def attempt() -> CommandResult:  # the first try times out on our side, yet etcd applies it
+        applied.append("add")
+        if len(applied) == 1:
+            return CommandResult("node01", "member add", None, "", "", 10.0)
+        return CommandResult("node01", "member add", 1, "", "Error: Peer URLs already exists", 1.0)
+
+    m = _membership()
+    assert m.retry("member add node04", attempt, done=lambda: bool(applied)) == 1
+    assert applied == ["add"] and m.refusals[0]["refused"] == 1
+
+
+def test_a_membership_change_is_retried_while_refused_and_not_in_effect() -> None:
+    tries: list[int] = []
+
+    def attempt() -> CommandResult:
+        tries.append(1)
+        ok = len(tries) == 3
+        return CommandResult("node01", "promote", 0 if ok else 1, "", "" if ok else "Error: not in sync", 0.1)
+
+    m = _membership()
+    assert m.retry("member promote node04", attempt, done=lambda: False) == 2 and len(tries) == 3
+    with pytest.raises(LaneFailure, match="timed out after 1s waiting for member remove"):
+        refused = CommandResult("n", "c", 1, "", "Error: no", 0.1)
+        _membership(1.0).retry("member remove node04", lambda: refused, done=lambda: False)

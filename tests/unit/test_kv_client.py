@@ -15,7 +15,7 @@ import pytest
 
 from ucnb import profiles
 from ucnb.cluster.history import classify
-from ucnb.cluster.kv import KV, value_of
+from ucnb.cluster.kv import KV, prefix_end, value_of
 from ucnb.lab.ssh import CommandResult
 
 # What each fake member does: print like busybox wget does, or hang (a member that took the call).
@@ -106,3 +106,53 @@ def test_a_reply_that_is_not_json_is_an_error() -> None:
     with pytest.raises(ValueError, match="not a get reply"):
         value_of(CommandResult("n", "c", 0, "<html>", "", 0.1))
     assert value_of(CommandResult("n", "c", 0, '{"header": {}}', "", 0.1)) is None
+
+
+# The cluster views through the gateway: n1 refuses, n3 answers as etcd 3.4's gateway does
+# (numbers as strings; `leader` left out while there is none), n2 answers something else.
+STATUS = r'''
+fake() {
+  echo "$1" >> "$CALLS"
+  case "$1" in
+    *10.0.0.11:*) echo "wget: can't connect to remote host (10.0.0.11): Connection refused" >&2; return 1 ;;
+    *10.0.0.12:*) echo "<html>not etcd</html>" ;;
+    *10.0.0.13:*/health) echo '{"health":"true"}' ;;
+    *10.0.0.13:*) echo '{"header":{"cluster_id":"7","member_id":"13","revision":"5","raft_term":"2"},'\
+'"leader":"13","raftIndex":"9","raftTerm":"2"}' ;;
+    *10.0.0.14:*) echo '{"header":{"member_id":"14"},"raftIndex":"1","isLearner":true}' ;;
+  esac
+}
+'''
+
+
+class StatusNode(ShellNode):
+    def run(self, command: str, timeout: float = 30.0) -> CommandResult:
+        done = subprocess.run(["sh", "-c", STATUS + command], capture_output=True, text=True, timeout=5,
+                              env={"CALLS": str(self.calls), "PATH": "/usr/bin:/bin"})
+        return CommandResult(self.name, command, done.returncode, done.stdout, done.stderr, 0.1)
+
+
+def test_status_asks_every_endpoint_at_once_and_keeps_those_that_answered(kv: KV, tmp_path: Path) -> None:
+    node = StatusNode(tmp_path)
+    statuses = kv.status(node, ["n1", "n2", "n3", "n4"])  # type: ignore[arg-type]
+    seen = [(s.endpoint, s.member_id, s.leader, s.raft_index, s.revision, s.is_learner) for s in statuses]
+    assert seen == [("http://10.0.0.13:2379", 13, 13, 9, 5, False),
+                    ("http://10.0.0.14:2379", 14, 0, 1, 0, True)]
+    assert node.called() == ["10.0.0.11", "10.0.0.12", "10.0.0.13", "10.0.0.14"]
+
+
+def test_health_is_a_get_of_the_members_own_health_endpoint(tmp_path: Path) -> None:
+    role = profiles.load("lab").role("kv")
+    assert role.health is not None and "--post-data" not in role.health   # etcd answers /health to GET only
+    kv = KV(role.model_copy(update={"health": "fake {url}"}), FakeLab())  # type: ignore[arg-type]
+    node = StatusNode(tmp_path)
+    assert kv.health(node, "n3").ok and not kv.health(node, "n1").ok  # type: ignore[arg-type]
+    assert node.calls.read_text().split() == ["http://10.0.0.13:2379/health", "http://10.0.0.11:2379/health"]
+
+
+def test_a_prefix_ranges_over_its_keys_as_etcd_clients_compute_it() -> None:
+    def end(prefix: str) -> bytes:
+        return base64.b64decode(prefix_end(prefix))
+    assert end("check/") == b"check0" and end("workload/") == b"workload0"
+    assert end("") == b"\0"           # with key "\0": every key
+    assert end("a\x7f") == b"a\x80"

@@ -27,6 +27,7 @@ else:  # `ucnb run` imports this module to validate parameters: pandas only once
     pd = lazy_module("pandas")
 
 CHECK_PREFIX = "check/"  # keys the lanes write and expect on every member, read in one range
+VIEW_TIMEOUT_S = 60.0    # how long a view of the cluster (its member list) is asked for again
 
 
 def cluster_node_configs(profile: Profile, names: list[str] | None = None) -> list[NodeConfig]:
@@ -54,15 +55,20 @@ class ControlPlane:
 
     # -- bootstrap -------------------------------------------------------------------------
     def bootstrap(self, timeout: float = 60.0) -> None:
-        """Write each voter's settings, start them together, wait until each is healthy."""
+        """Write each voter's settings, start them together, wait until each is healthy.
+
+        Each voter is configured and started on its own thread, so they start within one SSH call
+        of each other (one after the other, 1-8 s apart on a loaded host, the first waited
+        alone for a quorum), and waited for at once."""
         cluster = {n: self.kv.peer_url(n) for n in self.members}
-        for name in self.members:
-            self.kv.configure(self.lab[name], self.kv.config(name, cluster, "new", self.token))
         start = self.profile.service_manager.start.format(service=self.kv.role.service)
-        for name in self.members:
+
+        def start_one(name: str) -> None:
+            self.kv.configure(self.lab[name], self.kv.config(name, cluster, "new", self.token))
             self.lab[name].run(start, timeout=15, check=True)
-        for name in self.members:
-            self.wait_healthy(name, timeout)
+
+        self._each_member(start_one)
+        self._each_member(lambda name: self.wait_healthy(name, timeout))
 
     def restore(self, snapshot: str, token: str, timeout: float = 60.0) -> None:
         """Restore every member from `snapshot` (a file at that path on each) into a NEW cluster:
@@ -105,14 +111,22 @@ class ControlPlane:
             return self.lab[name]
         raise LaneFailure("no live member left to operate the cluster from")
 
-    def member_list(self, exclude: tuple[str, ...] = ()) -> list[Member]:
-        return self.kv.members(self.operator(exclude), self.live_members(exclude))
+    def member_list(self, exclude: tuple[str, ...] = (), timeout: float = VIEW_TIMEOUT_S) -> list[Member]:
+        """The member list, asked again while no live member answers (a starved guest misses a
+        call's deadline now and then, an election is under way)."""
+        return wait_until(lambda: self.kv.members(self.operator(exclude), self.live_members(exclude)),
+                          timeout=timeout, what="the member list", recorder=self.recorder)
+
+    def find(self, name: str) -> Member | None:
+        """The member `name` (by name, or by peer URL while it has not started), or None."""
+        url = self.kv.peer_url(name)
+        return next((m for m in self.member_list() if m.name == name or url in m.peer_urls), None)
 
     def member(self, name: str) -> Member:
-        for m in self.member_list():
-            if m.name == name or self.kv.peer_url(name) in m.peer_urls:
-                return m
-        raise LaneFailure(f"{name} is not a member")
+        found = self.find(name)
+        if found is None:
+            raise LaneFailure(f"{name} is not a member")
+        return found
 
     def leader(self, exclude: tuple[str, ...] = ()) -> str | None:
         return self.kv.leader(self.operator(exclude), self.live_members(exclude))
@@ -134,7 +148,7 @@ class ControlPlane:
         statuses = {s.member_id: s for s in self.kv.status(op, self.live_members())}
         leaders = {s.leader for s in statuses.values()}
         rows: list[dict[str, Any]] = []
-        for m in self.kv.members(op, self.live_members()):
+        for m in self.member_list():
             status = statuses.get(m.id)
             rows.append({"transition": transition, "id": m.hex_id, "name": m.name or "(not started)",
                          "role": "learner" if m.is_learner else "voter",
@@ -151,7 +165,7 @@ class ControlPlane:
         """
         endpoints = via or self.live_members()
         full = CHECK_PREFIX + key
-        wait_until(lambda: self.kv.put(self.operator(), endpoints, full, value), timeout=timeout,
+        wait_until(lambda: self.kv.put_value(self.operator(), endpoints, full, value), timeout=timeout,
                    what=f"write {key} through {','.join(endpoints)} acknowledged", interval=0.5,
                    recorder=self.recorder)
         self.expected[full] = value

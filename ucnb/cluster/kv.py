@@ -22,6 +22,9 @@ CLIENT_PORT, PEER_PORT = 2379, 2380
 DATA_DIR = "/lab/var/chainfire"   # a member's data (the guest's chainfire service keeps it there)
 # What a client prints when a request could not leave for a member (the light client's words).
 UNREACHABLE = ("Connection refused", "No route to host", "Network is unreachable")
+# The client's own start-up beyond its request deadline: etcdctl, a Go program started per call,
+# takes 1.6 s in an idle TCG guest and 7-10 s on two cores at load average 16-19.
+CLIENT_START_S = 20.0
 
 
 class KVUnavailable(Transient):
@@ -74,7 +77,7 @@ class KV:
         """Run the role's client on `via` against the named members' client URLs."""
         urls = ",".join(self.client_url(e) for e in endpoints)
         command = self.role.ctl.format(endpoints=urls, timeout=int(timeout))  # type: ignore[union-attr]
-        return via.run(f"{command} {args}", timeout=timeout + 5, stdin=stdin)
+        return via.run(f"{command} {args}", timeout=timeout + CLIENT_START_S, stdin=stdin)
 
     def request(self, via: Node | GuestShell, endpoints: list[str], path: str, body: dict[str, Any],
                 timeout: float = 5.0) -> CommandResult:
@@ -82,16 +85,20 @@ class KV:
         its light client on `via`. Endpoints are tried in order only while one cannot be reached
         (connection refused, no route: the request never left), never after anything else, so a
         write that may have been applied is not sent twice."""
-        if self.role.http is None:
-            raise ParameterError("the KV role has no light client (`http`) in this profile")
-        attempts = [self.role.http.format(timeout=int(timeout), body=shlex.quote(json.dumps(body)),
-                                          url=shlex.quote(self.client_url(e) + path)) for e in endpoints]
+        attempts = [self._post(e, path, body, timeout) for e in endpoints]
         unreachable = "|".join(f"*{shlex.quote(e)}*" for e in UNREACHABLE)
         script = ("for attempt in " + " ".join(shlex.quote(a) for a in attempts) + "; do "
                   'out=$(eval "$attempt" 2>&1) && { printf "%s\n" "$out"; exit 0; }; '
                   f'case "$out" in {unreachable}) continue ;; esac; break; done; '
                   'printf "%s\n" "$out" >&2; exit 1')
         return via.run(script, timeout=timeout * len(endpoints) + 5)
+
+    def _post(self, endpoint: str, path: str, body: dict[str, Any], timeout: float) -> str:
+        """The light client's command that POSTs `body` to `path` of one member."""
+        if self.role.http is None:
+            raise ParameterError("the KV role has no light client (`http`) in this profile")
+        return self.role.http.format(timeout=int(timeout), body=shlex.quote(json.dumps(body)),
+                                     url=shlex.quote(self.client_url(endpoint) + path))
 
     def put_value(self, via: Node | GuestShell, endpoints: list[str], key: str, value: str,
                   timeout: float = 5.0) -> CommandResult:
@@ -154,10 +161,12 @@ class KV:
                     revision: int | None = None) -> dict[str, str]:
         """Every key under `prefix` ("" for all) with its value; at `revision` when given (the
         store as it was then: etcd keeps old revisions until compacted)."""
-        consistency = "s" if serializable else "l"
-        at = f" --rev={int(revision)}" if revision is not None else ""
-        result = self.ctl(via, [endpoint], f"get {shlex.quote(prefix)} --prefix "
-                                           f"--consistency={consistency}{at} -w json", timeout=15)
+        body: dict[str, Any] = {"key": _b64e(prefix or "\0"), "range_end": prefix_end(prefix)}
+        if serializable:
+            body["serializable"] = True
+        if revision is not None:
+            body["revision"] = int(revision)
+        result = self.request(via, [endpoint], "/v3/kv/range", body, timeout=15)
         if not result.ok:
             raise KVUnavailable(f"{endpoint}: reading prefix {prefix} failed: {result}")
         return parse_kvs(result.stdout)
@@ -180,8 +189,9 @@ class KV:
             revisions.append(int(json.loads(result.stdout)["header"]["revision"]))
         return revisions
 
+    # The views below go through the light client: the lanes poll them all the time.
     def members(self, via: Node, endpoints: list[str]) -> list[Member]:
-        result = self.ctl(via, endpoints, "member list -w json")
+        result = self.request(via, endpoints, "/v3/cluster/member/list", {})
         if not result.ok:
             raise KVUnavailable(f"{via.name}: member list failed: {result}")
         return [Member(int(m["ID"]), m.get("name", ""), tuple(m.get("peerURLs", [])),
@@ -189,10 +199,24 @@ class KV:
                 for m in json.loads(result.stdout)["members"]]
 
     def status(self, via: Node, endpoints: list[str], cluster: bool = False) -> list[EndpointStatus]:
-        """Status of every reachable endpoint (unreachable ones are left out); `cluster` asks every
-        member the member list names (etcdctl --cluster) instead of `endpoints` alone."""
-        result = self.ctl(via, endpoints, "endpoint status" + (" --cluster" if cluster else "") + " -w json")
-        return parse_endpoint_status(result.stdout)
+        """Status of every endpoint that answers (the others are left out), all asked in one
+        command; `cluster` asks every member the member list names (as etcdctl --cluster does)
+        instead of `endpoints` alone."""
+        if cluster:
+            listed = self.members(via, endpoints)
+            endpoints = [self._name_of(m.client_urls[0]) for m in listed if m.client_urls]
+        timeout = 5.0
+        asks = [f"printf '%s ' {shlex.quote(self.client_url(e))}; "
+                f"{self._post(e, '/v3/maintenance/status', {}, timeout)}; echo" for e in endpoints]
+        result = via.run("; ".join(asks), timeout=timeout * len(endpoints) + 5)
+        rows = []
+        for line in result.stdout.splitlines():
+            url, _, reply = line.partition(" ")
+            try:
+                rows.append({"Endpoint": url, "Status": json.loads(reply)})
+            except json.JSONDecodeError:
+                continue
+        return parse_endpoint_status(json.dumps(rows))
 
     def hashkv(self, via: Node, endpoints: list[str], cluster: bool = False,
                revision: int | None = None) -> dict[str, int]:
@@ -232,8 +256,13 @@ class KV:
     def remove(self, via: Node, endpoints: list[str], member: Member) -> CommandResult:
         return self.ctl(via, endpoints, f"member remove {member.hex_id}")
 
-    def health(self, via: Node, endpoint: str) -> CommandResult:
-        return self.ctl(via, [endpoint], "endpoint health", timeout=5)
+    def health(self, via: Node, endpoint: str, timeout: float = 5.0) -> CommandResult:
+        """The member's own health endpoint: ok while it has a leader and a quorum read through it
+        succeeds, what `etcdctl endpoint health` checks, in one small HTTP call."""
+        if self.role.health is None:
+            raise ParameterError("the KV role has no health endpoint (`health`) in this profile")
+        url = shlex.quote(self.client_url(endpoint) + "/health")
+        return via.run(self.role.health.format(timeout=int(timeout), url=url), timeout=timeout + 5)
 
     # -- backup and restore ----------------------------------------------------------------
     def snapshot_save(self, via: Node, endpoint: str, path: str) -> CommandResult:
@@ -285,17 +314,29 @@ def parse_kvs(text: str) -> dict[str, str]:
 
 
 def parse_endpoint_status(text: str) -> list[EndpointStatus]:
-    """`endpoint status -w json` output (a member that did not answer is absent; junk is none)."""
+    """`endpoint status -w json` output, or the gateway's replies in that shape (numbers as
+    strings, zero values left out); a member that did not answer is absent, junk is none."""
     try:
         rows: list[dict[str, Any]] = json.loads(text or "[]")
     except json.JSONDecodeError:
         rows = []
-    return [EndpointStatus(r["Endpoint"], int(r["Status"]["header"]["member_id"]),
-                           int(r["Status"]["leader"]), int(r["Status"]["raftIndex"]),
-                           int(r["Status"]["raftTerm"]), bool(r["Status"].get("isLearner", False)),
-                           int(r["Status"]["header"].get("revision", 0)),
-                           int(r["Status"]["header"].get("cluster_id", 0)))
-            for r in rows]
+    return [EndpointStatus(r["Endpoint"], int(s["header"]["member_id"]), int(s.get("leader", 0)),
+                           int(s.get("raftIndex", 0)), int(s.get("raftTerm", 0)),
+                           bool(s.get("isLearner", False)), int(s["header"].get("revision", 0)),
+                           int(s["header"].get("cluster_id", 0)))
+            for r in rows if "header" in (s := r["Status"])]
+
+
+def prefix_end(prefix: str) -> str:
+    """The range end (base64) that makes a range of every key under `prefix`, as etcd's clients
+    compute it: the prefix with its last byte below 0xff incremented; "\0" (to the end) for ""."""
+    raw = bytearray(prefix.encode())
+    while raw and raw[-1] == 0xFF:
+        raw.pop()
+    if not raw:
+        return base64.b64encode(b"\0").decode()
+    raw[-1] += 1
+    return base64.b64encode(bytes(raw)).decode()
 
 
 def parse_hashkv(text: str) -> dict[str, int]:

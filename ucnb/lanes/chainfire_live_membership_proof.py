@@ -72,15 +72,21 @@ class Membership:
         self.reads.append(self.cp.read_check(transition, timeout=self.params.change_timeout_s))
         return table
 
-    def retry(self, what: str, attempt: Callable[[], CommandResult]) -> int:
-        """Retry a membership change the cluster refuses while it settles; returns the refusals."""
+    def retry(self, what: str, attempt: Callable[[], CommandResult], done: Callable[[], bool]) -> int:
+        """Retry a membership change the cluster refuses while it settles; returns the refusals.
+
+        A try that timed out may still have been applied (etcd then refuses every later try:
+        "Peer URLs already exists"), so after a failed try the next first asks whether the
+        change is in effect (`done`)."""
         refusals: list[str] = []
 
-        def probe() -> CommandResult:
+        def probe() -> bool:
+            if refusals and done():
+                return True
             result = attempt()
             if not result.ok:
                 refusals.append(str(result).splitlines()[-1][:120])
-            return result
+            return result.ok
         wait_until(probe, timeout=self.params.change_timeout_s, what=what, interval=0.5,
                    recorder=self.run.recorder)
         self.refusals.append({"change": what, "refused": len(refusals),
@@ -107,8 +113,8 @@ class Membership:
         """Remove a member (asked of the others), stop it and wipe it; returns the others."""
         member = self.cp.member(name)
         others = [m for m in self.cp.members if m != name]
-        self.retry(f"member remove {name}",
-                   lambda: self.kv.remove(self.cp.operator((name,)), others, member))
+        self.retry(f"member remove {name}", lambda: self.kv.remove(self.cp.operator((name,)), others, member),
+                   done=lambda: all(m.id != member.id for m in self.cp.member_list((name,))))
         self.cp.members.remove(name)
         self.stop_member(name, wipe=True)
         return others
@@ -137,7 +143,8 @@ def add_learner(run: Run, m: Membership) -> pd.DataFrame:
     """member add --learner; an early promote and a move-leader to it are refused; it catches up."""
     t, op = m.params.temporary, m.cp.operator()
     with run.step(f"add learner {t}", t):
-        m.retry(f"member add {t} as learner", lambda: m.kv.add_learner(op, m.cp.members, t))
+        m.retry(f"member add {t} as learner", lambda: m.kv.add_learner(op, m.cp.members, t),
+                done=lambda: m.cp.find(t) is not None)
         learner = m.cp.member(t)
         early = m.kv.promote(op, m.cp.members, learner)  # its process is not even started
         run.recorder.check("promoting a learner not in sync is refused", "refused",
@@ -161,7 +168,8 @@ def promote(run: Run, m: Membership) -> pd.DataFrame:
     t = m.params.temporary
     with run.step(f"promote {t} to voter", t):
         learner = m.cp.member(t)
-        m.retry(f"member promote {t}", lambda: m.kv.promote(m.cp.operator(), m.cp.members, learner))
+        m.retry(f"member promote {t}", lambda: m.kv.promote(m.cp.operator(), m.cp.members, learner),
+                done=lambda: not m.cp.member(t).is_learner)
         if m.cp.member(t).is_learner:
             raise LaneFailure(f"{t}: still a learner after a successful promote")
         return m.after(f"{t} promoted to voter")
@@ -173,7 +181,10 @@ def move_leader(run: Run, m: Membership) -> pd.DataFrame:
     target = next(n for n in [m.params.temporary, *m.cp.members] if n != leader)
     with run.step(f"move leadership {leader} -> {target}", target):
         member = m.cp.member(target)
-        m.retry(f"move-leader to {target}", lambda: m.kv.move_leader(m.cp.operator(), leader, member))
+        # Asked of the leader of the moment: an election on a starved host may have moved it.
+        m.retry(f"move-leader to {target}",
+                lambda: m.kv.move_leader(m.cp.operator(), m.cp.leader() or leader, member),
+                done=lambda: m.cp.leader() == target)
         now = m.cp.wait_leader(timeout=m.params.change_timeout_s)
         if not run.recorder.check("leader after transfer", target, now):
             raise LaneFailure(f"leadership moved to {now}, not {target}")
@@ -208,7 +219,8 @@ def remove_leader(run: Run, m: Membership) -> pd.DataFrame:
 def re_add(run: Run, m: Membership) -> pd.DataFrame:
     name = m.removed
     with run.step(f"re-add {name}", name):
-        m.retry(f"member add {name}", lambda: m.kv.add_voter(m.cp.operator(), m.cp.members, name))
+        m.retry(f"member add {name}", lambda: m.kv.add_voter(m.cp.operator(), m.cp.members, name),
+                done=lambda: m.cp.find(name) is not None)
         m.start_member(name, wipe=True)  # a removed member returns with a new id
         m.cp.members.append(name)
         m.cp.wait_healthy(name, timeout=m.params.change_timeout_s)

@@ -62,6 +62,7 @@ class Role(BaseModel):
     # A light client for the role's JSON API: POST {body} to {url} within {timeout} seconds,
     # the reply on stdout (a workload's many small calls; no client binary to start each time).
     http: str | None = None
+    health: str | None = None        # GET {url} (a member's health endpoint) within {timeout} seconds
     config_file: str | None = None
     missing: str | None = None
 
