@@ -98,7 +98,7 @@ def test_the_host_facts_are_the_runners_to_write_under_it(tmp_path: Path, monkey
     from ucnb.kernel.run import Run
 
     lane = lanes.get("single-node-quickstart")
-    monkeypatch.setattr(proof, "host_environment", lambda execution_model=None: {"qemu": "host facts"})
+    monkeypatch.setattr(proof, "host_environment", lambda execution_model: {"qemu": "host facts"})
     plain = Run(lane, lane.validate({}), "plainrun", tmp_path / "plain")
     assert proof.read_environment(plain.proof_root)["qemu"] == "host facts"
     monkeypatch.setenv("UCNB_RUNNER", "1")

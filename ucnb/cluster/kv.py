@@ -216,7 +216,7 @@ class KV:
                 rows.append({"Endpoint": url, "Status": json.loads(reply)})
             except json.JSONDecodeError:
                 continue
-        return parse_endpoint_status(json.dumps(rows))
+        return endpoint_statuses(rows)
 
     def hashkv(self, via: Node, endpoints: list[str], cluster: bool = False,
                revision: int | None = None) -> dict[str, int]:
@@ -314,12 +314,17 @@ def parse_kvs(text: str) -> dict[str, str]:
 
 
 def parse_endpoint_status(text: str) -> list[EndpointStatus]:
-    """`endpoint status -w json` output, or the gateway's replies in that shape (numbers as
-    strings, zero values left out); a member that did not answer is absent, junk is none."""
+    """`endpoint status -w json` output (a member that did not answer is absent; junk is none)."""
     try:
         rows: list[dict[str, Any]] = json.loads(text or "[]")
     except json.JSONDecodeError:
         rows = []
+    return endpoint_statuses(rows)
+
+
+def endpoint_statuses(rows: list[dict[str, Any]]) -> list[EndpointStatus]:
+    """Rows of `{"Endpoint": url, "Status": reply}`, etcdctl's or the gateway's replies in that
+    shape (numbers as strings, zero values left out); a reply without a header is none."""
     return [EndpointStatus(r["Endpoint"], int(s["header"]["member_id"]), int(s.get("leader", 0)),
                            int(s.get("raftIndex", 0)), int(s.get("raftTerm", 0)),
                            bool(s.get("isLearner", False)), int(s["header"].get("revision", 0)),

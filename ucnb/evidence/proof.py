@@ -76,9 +76,9 @@ def harness_revision(root: Path | None = None) -> dict[str, str]:
                               f"untracked" if changed else "clean")}
 
 
-def host_environment(execution_model: str | None = None) -> dict[str, str]:
+def host_environment(execution_model: str) -> dict[str, str]:
     """What a reviewer needs to trust the host side of a run (`execution_model`: who runs the
-    notebook, by default told from this process's environment)."""
+    notebook: "papermill" under `ucnb run`, "notebook-kernel" for a kernel on its own)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from ucnb.overrides import resolve
@@ -97,8 +97,7 @@ def host_environment(execution_model: str | None = None) -> dict[str, str]:
         "qemu": qemu.result(),
         "libvirt": libvirt.result(),
         "papermill": metadata.version("papermill"),
-        "execution_model": execution_model or ("papermill" if os.environ.get("UCNB_RUNNER")
-                                               else "notebook-kernel"),
+        "execution_model": execution_model,
     }
     for line in resolve().environment_lines():
         key, _, value = line.partition("=")

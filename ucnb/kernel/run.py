@@ -75,7 +75,7 @@ class Run:
         if not interactive.under_runner():
             interactive.keep_outputs()   # finish() seals the proof root from the kernel's record
         # Under `ucnb run` the runner wrote the host's facts while this kernel started.
-        host = {} if interactive.under_runner() else evidence.host_environment()
+        host = {} if interactive.under_runner() else evidence.host_environment("notebook-kernel")
         evidence.write_environment(proof_root, {**host, **interactive.environment(),
                                                 "lane": lane.name, "profile": self.profile.name,
                                                 "run_id": run_id,
