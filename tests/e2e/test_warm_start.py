@@ -8,12 +8,18 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
+
 from ucnb.files import read_kv
 from ucnb.lab import warm
 
 from ..conftest import Cli
 
 LANE = "single-node-quickstart"
+# Both tests lease the quickstart's warm slots: under xdist one after another on one worker, so the
+# first test's second run finds the slot it saved free (side by side, the other took it: CI-like
+# run, 2026-12-02, booted cold into slot 1).
+pytestmark = pytest.mark.xdist_group("warm-quickstart")
 
 
 def _boot(root: Path) -> dict[str, str]:
