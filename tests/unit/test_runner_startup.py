@@ -35,9 +35,30 @@ def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -
     assert execute.kernel_manager(deep).transport == "tcp"
 
 
-def test_the_kernel_preloads_the_kernel_side_and_keeps_no_history() -> None:
-    assert "--IPKernelApp.exec_lines=import ucnb.kernel.run" in execute.KERNEL_ARGUMENTS
-    assert "--HistoryManager.hist_file=:memory:" in execute.KERNEL_ARGUMENTS
+def test_the_kernel_imports_ucnb_in_the_background_and_runs_without_a_debugger(tmp_path: Path) -> None:
+    from jupyter_core.utils import run_sync
+
+    assert execute.KERNEL_ARGUMENTS == ["--HistoryManager.hist_file=:memory:"]   # no exec_lines
+    km = execute.kernel_manager(tmp_path)
+    run_sync(km.start_kernel)(extra_arguments=execute.KERNEL_ARGUMENTS, cwd=str(ROOT))
+    client = km.client()
+    client.start_channels()
+    try:
+        run_sync(client.wait_for_ready)(timeout=60)
+        client.kernel_info()
+        assert "debugger" not in run_sync(client.get_shell_msg)(timeout=30)["content"]["supported_features"]
+        seen: list[str] = []
+        code = ("import sys, time\n"
+                "deadline = time.monotonic() + 30\n"
+                "while not {'ucnb.kernel.run', 'paramiko'} <= set(sys.modules) and time.monotonic() < deadline:\n"
+                "    time.sleep(0.02)\n"
+                "print(sorted({'ucnb.kernel.run', 'paramiko'} & set(sys.modules)), 'ucnb' in dir())")
+        run_sync(client.execute_interactive)(code, timeout=60, output_hook=lambda m: seen.append(
+            m["content"].get("text", "")))
+        assert "".join(seen).split() == ["['paramiko',", "'ucnb.kernel.run']", "False"]   # nothing in the namespace
+    finally:
+        client.stop_channels()
+        run_sync(km.shutdown_kernel)(now=True)
 
 
 def test_stages_add_up_and_the_process_age_is_measured() -> None:

@@ -44,12 +44,10 @@ if TYPE_CHECKING:
 KERNEL_NAME = "ucnb"
 KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
 UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux allows 107 bytes)
-# The kernel's command line: no history file (as nbclient does), and the kernel side of ucnb (pandas,
-# libvirt, the lab layer) imported as the kernel starts, while this process imports papermill
-# and reads the notebook, rather than in the first cell afterwards. Nothing else changes: the
-# first cell imports the same modules, and a kernel started elsewhere (JupyterLab) just pays then.
-KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:", "--IPKernelApp.exec_lines=import ucnb.kernel.run"]
-# ipykernel's launcher, ended without the interpreter's teardown (its exit is waited for).
+# The kernel's command line: no history file (as nbclient does). ucnb's kernel side is imported by
+# the kernel's launcher (KERNEL_LAUNCHER) while this process connects and sends the first cells.
+KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
+# ipykernel's launcher, replaced by ucnb's: imports in a thread, no debugger, no interpreter teardown.
 KERNEL_LAUNCHER = ("ipykernel_launcher", "ucnb.kernel.launch")
 
 
