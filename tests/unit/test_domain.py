@@ -31,7 +31,8 @@ def test_domain_xml_kvm() -> None:
     assert root.find("cpu").get("mode") == "host-passthrough"  # type: ignore[union-attr]
 
 
-def test_network_is_isolated() -> None:
-    root = ET.fromstring(domain.network_xml("ucnb-x", "ucnb7", "10.77.7.1"))
-    assert root.find("forward") is None and root.find("ip/dhcp") is None
-    assert root.find("dns").get("enable") == "no"  # type: ignore[union-attr]
+def test_a_network_is_our_bridge_with_nothing_of_libvirts_on_it() -> None:
+    root = ET.fromstring(domain.network_xml("ucnb-x", "ucnb7n0"))
+    assert root.find("forward").get("mode") == "bridge"  # type: ignore[union-attr]
+    assert root.find("bridge").get("name") == "ucnb7n0"  # type: ignore[union-attr]
+    assert root.find("ip") is None and root.find("dns") is None   # no address, DHCP or DNS of libvirt's

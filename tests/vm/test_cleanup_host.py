@@ -17,6 +17,7 @@ from typing import Any
 import libvirt
 import pytest
 
+from ucnb.host import netns
 from ucnb.host.procs import ProcessId
 from ucnb.lab import domain as domain_mod
 from ucnb.lab import leases, registry
@@ -53,7 +54,7 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_host: None) -> Ite
     work = tmp_path / "work"
     monkeypatch.setenv("ULTRACLOUD_WORK_ROOT", str(work))
     conn = registry.connect()
-    made: dict[str, list[str]] = {"domains": [], "networks": []}
+    made: dict[str, list[str]] = {"domains": [], "networks": [], "bridges": []}
     yield {"work": work, "conn": conn, "made": made}
     for name in made["domains"]:
         with contextlib.suppress(libvirt.libvirtError):
@@ -61,6 +62,8 @@ def host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lab_host: None) -> Ite
     for name in made["networks"]:
         with contextlib.suppress(libvirt.libvirtError):
             conn.networkLookupByName(name).destroy()
+    for name in made["bridges"]:
+        netns.remove_bridge(name)
 
 
 def _clean(work: Path, *args: str) -> list[str]:
@@ -99,9 +102,14 @@ def test_planted_state_and_foreign_objects_are_refused_and_dead_runs_cleaned(hos
     try:
         with registry.host_lock():
             subnet = max(set(range(200, 250)) - registry.used_subnets(conn))
-            conn.networkCreateXML(domain_mod.network_xml(f"ucnb-{dead}", f"ucnb{subnet}n0",
-                                                         f"10.77.{subnet}.1"))
+            netns.add_bridge(f"ucnb{subnet}n0", f"10.77.{subnet}.1/24")   # as a lab makes its network
+            made["bridges"].append(f"ucnb{subnet}n0")
+            conn.networkCreateXML(domain_mod.network_xml(f"ucnb-{dead}", f"ucnb{subnet}n0"))
             made["networks"].append(f"ucnb-{dead}")
+            orphan_bridge = max(set(range(200, 250)) - registry.used_subnets(conn))
+            # A bridge whose network was never made (its lab killed in between).
+            netns.add_bridge(f"ucnb{orphan_bridge}n1", f"10.78.{orphan_bridge}.1/24")
+            made["bridges"].append(f"ucnb{orphan_bridge}n1")
             _state(work, dead, dead_process(), subnet)
         _state(work, reused, ProcessId(now.pid, now.start - 1, now.boot), 201)
         _state(work, live, ProcessId.current(), 202)
@@ -137,6 +145,9 @@ def test_planted_state_and_foreign_objects_are_refused_and_dead_runs_cleaned(hos
         assert f"removed network ucnb-{dead}" in out and not (labs / dead).exists()
         with pytest.raises(libvirt.libvirtError):
             conn.networkLookupByName(f"ucnb-{dead}")
+        assert f"ucnb{subnet}n0" not in netns.bridges()   # its bridge with it
+        assert f"removed bridge ucnb{orphan_bridge}n1" in out
+        assert f"ucnb{orphan_bridge}n1" not in netns.bridges()
         # A run in progress and a kept lab are left alone (and said so).
         assert (labs / live).exists() and f"left lab {live} alone" in text
         assert (labs / kept).exists() and (labs / stopped).exists()
@@ -172,10 +183,14 @@ def test_a_subnet_another_work_root_uses_is_never_allocated(host: dict[str, Any]
     with registry.host_lock():
         free = sorted(set(range(200, 250)) - registry.used_subnets(conn))
         bridge_only, address_only = free[-1], free[-2]
-        for name, bridge, gateway in ((f"ucnb-othr{tag}", f"ucnb{bridge_only}n0", "10.99.0.1"),
-                                      (f"ucnb-othr{tag}-1", f"uc{tag}x", f"10.78.{address_only}.1")):
-            conn.networkCreateXML(domain_mod.network_xml(name, bridge, gateway))
-            made["networks"].append(name)
+        netns.add_bridge(f"ucnb{bridge_only}n0", "10.99.0.1/24")   # another work root's lab
+        made["bridges"].append(f"ucnb{bridge_only}n0")
+        conn.networkCreateXML(domain_mod.network_xml(f"ucnb-othr{tag}", f"ucnb{bridge_only}n0"))
+        # Another user's own libvirt network on a lab address (no bridge of ours).
+        conn.networkCreateXML(f"<network><name>ucnb-othr{tag}-1</name><bridge name='uc{tag}x'/>"
+                              f"<dns enable='no'/><ip address='10.78.{address_only}.1' prefix='24'/>"
+                              "</network>")
+        made["networks"] += [f"ucnb-othr{tag}", f"ucnb-othr{tag}-1"]
         used = registry.used_subnets(conn)
     assert {bridge_only, address_only} <= used
     assert registry.names_taken(conn, f"othr{tag}") and not registry.names_taken(conn, f"free{tag}")

@@ -10,7 +10,7 @@ import pytest
 
 from ucnb.errors import LaneFailure
 from ucnb.kernel.record import Recorder
-from ucnb.lab.lab import Lab, NodeConfig
+from ucnb.lab.lab import NETWORK_PREFIXES, Lab, NodeConfig
 
 from ..lab_fixtures import OwnRuns, shared_run
 
@@ -57,6 +57,27 @@ def test_disks_have_stable_selectors(lab: Lab) -> None:
 
 def test_guests_reach_each_other_on_the_lab_network(lab: Lab) -> None:
     assert lab["node02"].run(f"ping -c 1 -W 2 {lab['node01'].address}", timeout=10).ok
+
+
+def test_a_guest_of_another_lab_is_out_of_reach(lab: Lab, lab_image: Any, accelerator: Any,
+                                                own_runs: OwnRuns) -> None:
+    """Labs side by side share the namespace, not a wire: with routes to each other through
+    their gateways, a guest reaches the namespace's own address on the other lab's bridge, but
+    not the other lab's guest (the namespace forwards nothing between bridges)."""
+    here = lab["node01"]
+    with Lab([NodeConfig("node01")], lab_image, accelerator) as other:
+        own_runs.add(other)
+        other.boot()
+        there = other["node01"]
+        net_here, net_there = (f"{NETWORK_PREFIXES[0]}.{x.subnet}" for x in (lab, other))
+        assert there.run(f"ip route add {net_here}.0/24 via {net_there}.1", timeout=10).ok
+        route_back = f"{net_there}.0/24 via {net_here}.1"
+        assert here.run(f"ip route add {route_back}", timeout=10).ok
+        try:
+            assert there.run(f"ping -c 1 -W 2 {net_here}.1", timeout=10).ok   # the route works
+            assert not there.run(f"ping -c 2 -W 2 {here.address}", timeout=15).ok
+        finally:
+            here.run(f"ip route del {route_back}", timeout=10)
 
 
 def test_link_down_cuts_the_node_off_and_up_heals(lab: Lab) -> None:

@@ -328,10 +328,10 @@ class Lab:
                 self.subnet = wanted or free[-1 if high else 0]
                 self._save_state()   # the reservation, before anything exists on the host
                 for i, name in enumerate(self.networks):
-                    gateway = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1"
-                    xml = domain_mod.network_xml(name, f"ucnb{self.subnet}n{i}", gateway)
+                    gateway, bridge = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1", f"ucnb{self.subnet}n{i}"
+                    netns.add_bridge(bridge, f"{gateway}/24")
                     try:
-                        self.conn.networkCreateXML(xml)
+                        self.conn.networkCreateXML(domain_mod.network_xml(name, bridge))
                     except libvirt.libvirtError as exc:
                         raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
             except BaseException:
@@ -539,17 +539,6 @@ class Lab:
         mode = next((n.spec.accelerator for n in lab.nodes.values()), "tcg")
         lab.accelerator = Accelerator(mode, f"as lab {state.lab_id} was booted")
         return lab
-
-
-def _subnets_in_libvirt(conn: libvirt.virConnect) -> set[int]:
-    """Subnets of every live lab network (bridge `ucnb<subnet>n<i>`), whoever made it."""
-    found = set()
-    for network in conn.listAllNetworks():
-        with contextlib.suppress(libvirt.libvirtError):
-            match = re.fullmatch(r"ucnb(\d+)n\d+", network.bridgeName())
-            if match:
-                found.add(int(match.group(1)))
-    return found
 
 
 def _spec_from_domain(xml: str, name: str, serial_log: Path, address: str) -> domain_mod.NodeSpec:
