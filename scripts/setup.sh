@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   qemu-system-x86 qemu-utils                       # the hypervisor (KVM or TCG)
   libvirt-daemon-system libvirt-daemon-driver-qemu libvirt-clients libvirt-dev pkg-config
-  dnsmasq-base iproute2                            # libvirt networks, the lab namespace
+  dnsmasq-base iproute2 procps                     # libvirt, the lab namespace, its bridges and sysctl
   busybox-static dropbear-bin cpio gzip kmod e2fsprogs dmsetup  # the guest image
   etcd-server etcd-client sqlite3                  # real software standing in for product services
   openssh-client                                   # `ucnb lab ssh`
