@@ -199,6 +199,29 @@ def test_the_bare_metal_lab_repr_holds_no_token() -> None:
     assert TOKEN40 not in repr(bare) and TOKEN40[::-1] not in repr(bare)
 
 
+def test_only_lab_bridges_are_ever_made_or_removed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bridges are ours by name (`ucnb<subnet>n<i>`): any other name is refused before `ip` runs,
+    and a listing keeps only ours."""
+    calls: list[list[str]] = []
+    listing = ('[{"ifname": "ucnb7n0"}, {"ifname": "docker0"}, {"ifname": "ucnb12n1"}, '
+               '{"ifname": "ucnb7n0x"}, {"ifname": "br-ucnb1n0"}]')
+
+    def run(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, listing if "-j" in argv else "", "")
+
+    monkeypatch.setattr(netns.subprocess, "run", run)
+    monkeypatch.setattr(netns, "exists", lambda: True)
+    for name in ("docker0", "virbr0", "ucnb7n0x", "eth0"):
+        with pytest.raises(ValueError, match="not a lab bridge"):
+            netns.add_bridge(name, "10.77.7.1/24")
+        netns.remove_bridge(name)
+    assert calls == []
+    assert netns.bridges() == ["ucnb12n1", "ucnb7n0"]
+    netns.remove_bridge("ucnb7n0")
+    assert calls[-1] == ["ip", "-n", netns.NAME, "link", "del", "ucnb7n0"]
+
+
 # -- one guard for every connection ---------------------------------------------------------------
 def test_every_client_of_a_lab_address_is_refused_outside_the_namespace(monkeypatch: pytest.MonkeyPatch
                                                                         ) -> None:
