@@ -6,10 +6,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import libvirt
 import pytest
 
-from ucnb.errors import LaneFailure
+from ucnb.errors import InfrastructureError, LaneFailure
+from ucnb.host import netns
 from ucnb.kernel.record import Recorder
+from ucnb.lab import registry
 from ucnb.lab.lab import NETWORK_PREFIXES, Lab, NodeConfig
 
 from ..lab_fixtures import OwnRuns, shared_run
@@ -78,6 +81,25 @@ def test_a_guest_of_another_lab_is_out_of_reach(lab: Lab, lab_image: Any, accele
             assert not there.run(f"ping -c 2 -W 2 {here.address}", timeout=15).ok
         finally:
             here.run(f"ip route del {route_back}", timeout=10)
+
+
+def test_a_network_libvirt_refuses_leaves_no_bridge(lab_image: Any, accelerator: Any,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """No lab comes of it (so no own_runs): the lab's reservation is undone, its bridge too."""
+    made: list[str] = []
+    add = netns.add_bridge
+    monkeypatch.setattr(netns, "add_bridge", lambda name, address: (made.append(name), add(name, address)))
+
+    def refuse(self: libvirt.virConnect, xml: str) -> None:
+        raise libvirt.libvirtError("refused by the test")
+
+    monkeypatch.setattr(libvirt.virConnect, "networkCreateXML", refuse)
+    with pytest.raises(InfrastructureError, match="cannot create lab network"):
+        Lab([NodeConfig("node01")], lab_image, accelerator)
+    assert len(made) == 1
+    with registry.host_lock():   # no lab is between making its bridge and its network
+        on_networks = {n.bridgeName() for n in registry.connect().listAllNetworks()}
+        assert made[0] not in netns.bridges() or made[0] in on_networks   # gone (or another lab's since)
 
 
 def test_link_down_cuts_the_node_off_and_up_heals(lab: Lab) -> None:

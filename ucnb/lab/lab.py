@@ -309,6 +309,7 @@ class Lab:
         lowest, so the two seldom meet."""
         from ucnb.lab import warm
 
+        made: list[str] = []   # the bridges made here
         with registry.host_lock():
             if registry.names_taken(self.conn, self.lab_id):
                 raise LabUnavailable(f"lab id {self.lab_id} is in use on this host")
@@ -330,12 +331,15 @@ class Lab:
                 for i, name in enumerate(self.networks):
                     gateway, bridge = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1", f"ucnb{self.subnet}n{i}"
                     netns.add_bridge(bridge, f"{gateway}/24")
+                    made.append(bridge)
                     try:
                         self.conn.networkCreateXML(domain_mod.network_xml(name, bridge))
                     except libvirt.libvirtError as exc:
                         raise InfrastructureError(f"cannot create lab network {gateway}/24: {exc}") from exc
             except BaseException:
                 destroy(self.lab_id, self.conn, networks=self.networks)
+                for bridge in made:   # one whose network was never made (destroy sees none)
+                    netns.remove_bridge(bridge)
                 raise
         return self.subnet
 

@@ -39,9 +39,9 @@ from ucnb.lab import leases
 
 LIBVIRT_URI = os.environ.get("UCNB_LIBVIRT_URI", "qemu:///system")
 LAB_ID_PATTERN = re.compile(r"^[a-z0-9]{1,32}$")
+QEMU_PID_DIR = Path("/run/libvirt/qemu")   # qemu:///system's pid file of each running guest
 # One lock for every lab on the host, whatever its work root: subnets, bridges and domain names
 # are host-wide.
-QEMU_PID_DIR = Path("/run/libvirt/qemu")   # qemu:///system's pid file of each running guest
 HOST_LOCK = Path(os.environ.get("UCNB_LOCK_DIR", "/run/lock")) / "ucnb-labs.lock"
 T = TypeVar("T")
 
