@@ -146,8 +146,9 @@ def bare_boot(image, accel, conn) -> tuple[float, float]:  # type: ignore[no-unt
     keys = lab_keys()
     with tempfile.TemporaryDirectory(dir=paths.work_root()) as tmp:
         net = f"ucnb-bench{os.getpid()}"
-        netns.add_bridge("ucnb250n0", "10.77.250.1/24")
-        conn.networkCreateXML(domain.network_xml(net, "ucnb250n0"))
+        bridge = netns.bridge_name(250, 0)   # outside the labs' subnets (1-249)
+        netns.add_bridge(bridge, "10.77.250.1/24")
+        conn.networkCreateXML(domain.network_xml(net, bridge))
         disk = Path(tmp) / "disk.qcow2"
         subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b", str(image.system_disk),
                         str(disk)], check=True)
@@ -180,7 +181,7 @@ def bare_boot(image, accel, conn) -> tuple[float, float]:  # type: ignore[no-unt
         finally:
             dom.destroy()
             conn.networkLookupByName(net).destroy()
-            netns.remove_bridge("ucnb250n0")
+            netns.remove_bridge(bridge)
 
 
 def harness_boot(image, accel) -> tuple[float, float]:  # type: ignore[no-untyped-def]

@@ -71,6 +71,16 @@ def create() -> None:
 BRIDGE = re.compile(r"ucnb(\d+)n(\d+)")   # the bridge of lab subnet N's network i: ucnb<N>n<i>
 
 
+def bridge_name(subnet: int, network: int) -> str:
+    return f"ucnb{subnet}n{network}"
+
+
+def bridge_subnet(name: str) -> int | None:
+    """The lab subnet a bridge name is for, or None when it is not a lab bridge's."""
+    match = BRIDGE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
 def add_bridge(name: str, address: str) -> None:
     """Bridge `name` (a BRIDGE name) up, with the namespace's own `address` (CIDR) on it."""
     if not BRIDGE.fullmatch(name):

@@ -329,7 +329,8 @@ class Lab:
                 self.subnet = wanted or free[-1 if high else 0]
                 self._save_state()   # the reservation, before anything exists on the host
                 for i, name in enumerate(self.networks):
-                    gateway, bridge = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1", f"ucnb{self.subnet}n{i}"
+                    gateway = f"{NETWORK_PREFIXES[i]}.{self.subnet}.1"
+                    bridge = netns.bridge_name(self.subnet, i)
                     netns.add_bridge(bridge, f"{gateway}/24")
                     made.append(bridge)
                     try:

@@ -499,20 +499,17 @@ def used_subnets(conn: libvirt.virConnect) -> set[int]:
     from ucnb.host.netns import LAB_PREFIXES
 
     used = {s.subnet for s in list_labs()}
-    used |= {int(netns.BRIDGE.fullmatch(b).group(1)) for b in netns.bridges()}  # type: ignore[union-attr]
+    bridges = list(netns.bridges())
     for net in conn.listAllNetworks():
         with contextlib.suppress(libvirt.libvirtError, ET.ParseError):
             xml = ET.fromstring(net.XMLDesc(0))
-            names = [b.get("name") or "" for b in xml.iterfind("bridge")]
-            bridge = re.fullmatch(r"ucnb(\d+)n\d+", names[0] if names else "")
-            if bridge:
-                used.add(int(bridge.group(1)))
+            bridges += [b.get("name") or "" for b in xml.iterfind("bridge")][:1]
             for ip in xml.iterfind("ip"):
                 address = ip.get("address") or ""
                 for prefix in LAB_PREFIXES:
                     if address.startswith(prefix + "."):
                         used.add(int(address.split(".")[2]))
-    return used
+    return used | {n for n in map(netns.bridge_subnet, bridges) if n is not None}
 
 
 def names_taken(conn: libvirt.virConnect, lab_id: str) -> bool:
