@@ -72,7 +72,7 @@ def lane(name: str, mode: str, keep: Path | None) -> tuple[float, float, str]:
     with tempfile.TemporaryDirectory() as scratch:
         outputs = str(keep or scratch)
         start = time.monotonic()
-        done = subprocess.run([sys.executable, "-m", "ucnb.cli.main", "run", name, "--no-progress",
+        done = subprocess.run([sys.executable, "-m", "ucnb", "run", name, "--no-progress",
                                "-p", f"boot_mode={mode}", *LANES[name][1]],
                               capture_output=True, text=True, env={**os.environ, "UCNB_OUTPUTS": outputs})
         wall = time.monotonic() - start

@@ -39,7 +39,7 @@ def qemu_processes() -> int:
 def suite_run(suite: str, jobs: int, outputs: Path) -> dict[str, object]:
     load, qemus = os.getloadavg()[0], qemu_processes()
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "ucnb.cli.main", "suite", suite, "--jobs", str(jobs),
+    done = subprocess.run([sys.executable, "-m", "ucnb", "suite", suite, "--jobs", str(jobs),
                            "--no-progress"], capture_output=True, text=True, cwd=ROOT,
                           env={**os.environ, "UCNB_OUTPUTS": str(outputs)})
     wall = time.monotonic() - start

@@ -156,7 +156,7 @@ class Cli:
     outputs: Path
 
     def argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "ucnb.cli.main", *args]
+        return [sys.executable, "-m", "ucnb", *args]
 
     def env(self, **extra: str) -> dict[str, str]:
         path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))

@@ -3,15 +3,19 @@ line, the parameters cell read without papermill, and the imports kept off the r
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from ucnb.evidence import index
-from ucnb.runner import execute
+from ucnb.runner import execute, prestart
 from ucnb.runner.stages import Stages, since_process_start
 
 from ..conftest import ROOT
@@ -35,32 +39,107 @@ def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -
     assert execute.kernel_manager(deep).transport == "tcp"
 
 
-def test_the_kernel_imports_ucnb_in_the_background_and_runs_without_a_debugger(tmp_path: Path) -> None:
+def _start(km: Any, **launch: Any) -> Any:
+    from jupyter_core.utils import run_sync
+
+    run_sync(km.start_kernel)(extra_arguments=execute.KERNEL_ARGUMENTS, cwd=str(ROOT), **launch)
+    client = km.client()
+    client.start_channels()
+    run_sync(client.wait_for_ready)(timeout=60)
+    return client
+
+
+def _run(client: Any, code: str) -> str:
+    from jupyter_core.utils import run_sync
+
+    seen: list[str] = []
+    run_sync(client.execute_interactive)(code, timeout=60, output_hook=lambda m: seen.append(
+        m["content"].get("text", "")))
+    return "".join(seen)
+
+
+@pytest.mark.parametrize("spare", [False, True], ids=["launched", "spare handed over"])
+def test_the_kernel_imports_ucnb_in_the_background_and_runs_without_a_debugger(
+        tmp_path: Path, spare: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from jupyter_core.utils import run_sync
 
     assert execute.KERNEL_ARGUMENTS == ["--HistoryManager.hist_file=:memory:"]   # no exec_lines
+    if spare:
+        prestart.spawn(ROOT)
+        time.sleep(1)   # it imports before the run is known
+    spare_pid = prestart._spare[0].process.pid if spare else None
     km = execute.kernel_manager(tmp_path)
-    run_sync(km.start_kernel)(extra_arguments=execute.KERNEL_ARGUMENTS, cwd=str(ROOT))
-    client = km.client()
-    client.start_channels()
+    # A variable only the launch has: the spare's environment is the launch's, not its spawn's.
+    client = _start(km, env={**os.environ, "UCNB_TEST_LAUNCH": "'quoted' & \\ ünïcode"})
     try:
-        run_sync(client.wait_for_ready)(timeout=60)
+        assert prestart._spare == [] and (km.provisioner.pid == spare_pid or not spare)
         client.kernel_info()
         assert "debugger" not in run_sync(client.get_shell_msg)(timeout=30)["content"]["supported_features"]
-        seen: list[str] = []
-        code = ("import sys, time\n"
+        code = ("import os, sys, time\n"
                 "deadline = time.monotonic() + 30\n"
                 "wanted = {'ucnb.kernel.run', 'paramiko'}\n"
                 "while not wanted <= set(sys.modules) and time.monotonic() < deadline:\n"
                 "    time.sleep(0.02)\n"
-                "print(sorted(wanted & set(sys.modules)), 'ucnb' in dir())")
-        run_sync(client.execute_interactive)(code, timeout=60, output_hook=lambda m: seen.append(
-            m["content"].get("text", "")))
+                "print(sorted(wanted & set(sys.modules)), 'ucnb' in dir(), os.getcwd(), os.getppid())\n"
+                "print(os.environ['UCNB_TEST_LAUNCH'])")
+        first, second = _run(client, code).splitlines()
         # Both imported without a cell asking, and nothing of them put in the notebook's namespace.
-        assert "".join(seen).split() == ["['paramiko',", "'ucnb.kernel.run']", "False"]
+        assert first.split() == ["['paramiko',", "'ucnb.kernel.run']", "False", str(ROOT), str(os.getpid())]
+        assert second == "'quoted' & \\ ünïcode"
     finally:
         client.stop_channels()
         run_sync(km.shutdown_kernel)(now=True)
+
+
+def test_a_spare_is_ended_when_not_taken_or_when_a_variable_read_at_import_changed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    prestart.spawn(ROOT)
+    process = prestart._spare[0].process
+    prestart.discard()
+    assert process.poll() is not None and prestart._spare == []
+
+    prestart.spawn(ROOT)
+    process = prestart._spare[0].process
+    km = execute.kernel_manager(tmp_path)
+    env = {**os.environ, "UCNB_NETNS": "another"}   # the spare imported ucnb.host.netns with "ucnb"
+    client = _start(km, env=env)
+    try:
+        assert process.poll() is not None and km.provisioner.pid != process.pid
+        assert _run(client, "import ucnb.host.netns as n; print(n.NAME)").strip() == "another"
+    finally:
+        from jupyter_core.utils import run_sync
+
+        client.stop_channels()
+        run_sync(km.shutdown_kernel)(now=True)
+
+
+def test_every_variable_read_at_import_is_named_for_the_spare() -> None:
+    """A module-level read of an environment variable in ucnb: the spare kernel imported it before
+    its launch's environment arrived, so prestart must compare that variable (READ_AT_IMPORT)."""
+    found: set[str] = set()
+    for path in sorted((ROOT / "ucnb").rglob("*.py")):
+        for node in _import_time_nodes(ast.parse(path.read_text())):
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.Call) and ast.unparse(sub.func) in ("os.environ.get", "os.getenv"):
+                    assert isinstance(sub.args[0], ast.Constant), f"{path}: {ast.unparse(sub)}"
+                    found.add(sub.args[0].value)
+                elif isinstance(sub, ast.Subscript) and ast.unparse(sub.value) == "os.environ":
+                    raise AssertionError(f"{path}: {ast.unparse(sub)} at import")
+    assert found and found <= set(prestart.READ_AT_IMPORT), found - set(prestart.READ_AT_IMPORT)
+
+
+def _import_time_nodes(tree: ast.Module) -> list[ast.AST]:
+    """The statements a module runs when imported (class bodies too; not functions' bodies,
+    not `if __name__ == "__main__"`)."""
+    nodes: list[ast.AST] = []
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+            nodes += [*stmt.decorator_list, *stmt.args.defaults, *stmt.args.kw_defaults]
+        elif isinstance(stmt, ast.ClassDef):
+            nodes += [s for s in stmt.body if not isinstance(s, ast.FunctionDef | ast.AsyncFunctionDef)]
+        elif not (isinstance(stmt, ast.If) and "__name__" in ast.unparse(stmt.test)):
+            nodes.append(stmt)
+    return [n for n in nodes if n is not None]
 
 
 def test_stages_add_up_and_the_process_age_is_measured() -> None:

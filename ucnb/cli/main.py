@@ -407,7 +407,3 @@ def lab_clean(
         _fail(exc)
     if not removed:
         out.print("nothing to clean")
-
-
-if __name__ == "__main__":
-    app()

@@ -14,6 +14,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,21 +35,19 @@ from ucnb.evidence.redact import (
     generated_secrets_file,
 )
 from ucnb.host.procs import SUPERVISOR_ENV, ProcessId
-from ucnb.runner import interrupt
+from ucnb.runner import interrupt, prestart
 from ucnb.runner import params as params_mod
+from ucnb.runner.prestart import KERNEL_NAME
 from ucnb.runner.stages import Stages, since_process_start
 
 if TYPE_CHECKING:
     from ucnb.runner.progress import Board
 
-KERNEL_NAME = "ucnb"
 KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
 UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux allows 107 bytes)
 # The kernel's command line: no history file (as nbclient does). ucnb's kernel side is imported by
-# the kernel's launcher (KERNEL_LAUNCHER) while this process connects and sends the first cells.
+# the kernel's launcher (`ucnb.kernel.launch`) while this process connects and sends the first cells.
 KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
-# ipykernel's launcher, replaced by ucnb's: imports in a thread, no debugger, no interpreter teardown.
-KERNEL_LAUNCHER = ("ipykernel_launcher", "ucnb.kernel.launch")
 
 
 @dataclass(frozen=True)
@@ -185,16 +184,18 @@ def cell_timeout_s(lane: lanes.Lane, values: dict[str, Any]) -> float:
 def kernel_manager(folder: Path) -> Any:
     """The lane's kernel manager: its connection file and sockets in `folder` (private, leased),
     over IPC rather than TCP, so nothing listens on the network and no other process can talk to
-    the kernel (TCP only when the socket paths would be too long for a Unix socket)."""
+    the kernel (TCP only when the socket paths would be too long for a Unix socket). It launches
+    ucnb's kernel launcher (`ucnb.kernel.launch`), handing the launch to the spare kernel this
+    process started early when there is one (`ucnb.runner.prestart`)."""
     from jupyter_client.kernelspec import KernelSpecManager
     from jupyter_client.manager import AsyncKernelManager
 
     class Specs(KernelSpecManager):
-        """The installed kernel specs, the ucnb kernel's launched by KERNEL_LAUNCHER's."""
+        """The installed kernel specs, the ucnb kernel's launched by ucnb's launcher."""
 
         def get_kernel_spec(self, kernel_name: str) -> Any:
             spec = super().get_kernel_spec(kernel_name)
-            spec.argv = [KERNEL_LAUNCHER[1] if a == KERNEL_LAUNCHER[0] else a for a in spec.argv]
+            spec.argv = prestart.with_ucnb_launcher(spec.argv)
             return spec
 
     connection = folder / "kernel.json"
@@ -202,6 +203,9 @@ def kernel_manager(folder: Path) -> Any:
     km = AsyncKernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection),
                             transport="ipc" if ipc else "tcp", kernel_spec_manager=Specs())
     km.shutdown_wait_time = KERNEL_SHUTDOWN_S
+    km.kernel_id = str(uuid.uuid4())
+    km.provisioner = prestart.provisioner_class()(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec,
+                                                  parent=km)
     return km
 
 
