@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+import libvirt
 
 from ucnb.lab import domain
 
@@ -36,3 +39,35 @@ def test_a_network_is_our_bridge_with_nothing_of_libvirts_on_it() -> None:
     assert root.find("forward").get("mode") == "bridge"  # type: ignore[union-attr]
     assert root.find("bridge").get("name") == "ucnb7n0"  # type: ignore[union-attr]
     assert root.find("ip") is None and root.find("dns") is None   # no address, DHCP or DNS of libvirt's
+
+
+class _Domain:
+    """A listed domain: its definition, or gone (another run's teardown removed it after the listing)."""
+
+    def __init__(self, xml: str | None) -> None:
+        self.xml = xml
+
+    def XMLDesc(self, _flags: int) -> str:
+        if self.xml is None:
+            raise libvirt.libvirtError("Domain not found: no domain with matching uuid")
+        return self.xml
+
+
+def test_tagged_domains_reads_each_definition_once_and_skips_one_gone_meanwhile() -> None:
+    from ucnb import paths
+    from ucnb.lab.registry import tagged_domains
+
+    def defined(lab: str, labs: str, networks: tuple[str, ...]) -> _Domain:
+        spec = _spec("tcg")
+        nics = tuple(domain.NicSpec(n, f"52:54:00:01:00:0{i}", "") for i, n in enumerate(networks))
+        spec = dataclasses.replace(spec, nics=nics, metadata={"lab": lab, "run": "r1", "labs": labs,
+                                                              "owner": "4242:17:boot-1"})
+        return _Domain(domain.domain_xml(lab, spec))
+
+    ours = str(paths.labs_dir())
+    listed = [defined("a1", ours, ("ucnb-a1", "ucnb-a1-1", "ucnb-b2", "default")), _Domain(None),
+              defined("b2", "/elsewhere/labs", ("ucnb-b2",)), _Domain("<domain><name>x</name></domain>")]
+    conn = type("Conn", (), {"listAllDomains": lambda _self: listed})()
+    [tagged] = tagged_domains(conn)   # type: ignore[arg-type]
+    assert (tagged.lab_id, tagged.run_id, tagged.networks) == ("a1", "r1", ("ucnb-a1", "ucnb-a1-1"))
+    assert tagged.owner is not None and tagged.owner.pid == 4242

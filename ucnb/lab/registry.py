@@ -179,45 +179,51 @@ def list_labs() -> list[LabState]:
 # -- libvirt objects ucnb recognises as its own --------------------------------------------------
 @dataclass(frozen=True)
 class TaggedDomain:
-    """A domain carrying ucnb's metadata for this labs folder."""
+    """A domain carrying ucnb's metadata for this labs folder, as its definition read at listing
+    time said (one read: another run's teardown may remove it at any moment after)."""
 
     domain: libvirt.virDomain
     lab_id: str
     run_id: str
     owner: ProcessId | None
+    networks: tuple[str, ...]   # its NICs' networks that are named for its own lab
 
     @property
     def running(self) -> bool:
-        """Whether it runs now; False once it is gone (another run's teardown may remove it
-        between the listing and this question)."""
+        """Whether it runs now; False once it is gone."""
         try:
             return bool(self.domain.isActive())
         except libvirt.libvirtError:
             return False
 
-    @property
-    def networks(self) -> list[str]:
-        """Its NICs' networks that are named for its own lab."""
-        xml = ET.fromstring(self.domain.XMLDesc(0))
-        names = {(s.get("network") or "") for s in xml.iterfind("devices/interface/source")}
-        return sorted(n for n in names if n == f"ucnb-{self.lab_id}"
-                      or re.fullmatch(rf"ucnb-{self.lab_id}-\d", n))
+
+_NS = {"ucnb": domain_mod.METADATA_NS}
+
+
+def _lab_networks(xml: ET.Element, lab_id: str) -> tuple[str, ...]:
+    names = {(s.get("network") or "") for s in xml.iterfind("devices/interface/source")}
+    return tuple(sorted(n for n in names if n == f"ucnb-{lab_id}" or re.fullmatch(rf"ucnb-{lab_id}-\d", n)))
 
 
 def tagged_domains(conn: libvirt.virConnect) -> list[TaggedDomain]:
-    """Every domain whose ucnb metadata names this labs folder (other work roots' are not ours)."""
+    """Every domain whose ucnb metadata names this labs folder (other work roots' are not ours);
+    one that vanishes while being listed is not listed."""
     ours = str(paths.labs_dir())
     found = []
     for dom in conn.listAllDomains():
         try:
-            meta = ET.fromstring(dom.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domain_mod.METADATA_NS))
+            xml = ET.fromstring(dom.XMLDesc(0))
         except (libvirt.libvirtError, ET.ParseError):
+            continue   # gone since the listing
+        meta = xml.find("metadata/ucnb:lab", _NS)
+        if meta is None:
             continue   # not a ucnb domain
-        lab_id = meta.findtext("lab") or ""
-        if meta.findtext("labs") != ours or not valid_lab_id(lab_id):
+        fields = {child.tag.rsplit("}", 1)[-1]: child.text or "" for child in meta}
+        lab_id = fields.get("lab", "")
+        if fields.get("labs") != ours or not valid_lab_id(lab_id):
             continue
-        owner = ProcessId.parse(meta.findtext("owner") or "")
-        found.append(TaggedDomain(dom, lab_id, meta.findtext("run") or "", owner))
+        owner = ProcessId.parse(fields.get("owner", ""))
+        found.append(TaggedDomain(dom, lab_id, fields.get("run", ""), owner, _lab_networks(xml, lab_id)))
     return found
 
 
