@@ -75,4 +75,9 @@ if [ ! -x .venv/bin/python ] || [ "$(cat .venv/.ucnb-setup 2>/dev/null)" != "$st
   echo "$stamp" > .venv/.ucnb-setup
 fi
 
+# ucnb's own bytecode, as pip writes it for the packages it installs: the editable install leaves
+# the tree's modules to be compiled again at every import where PYTHONDONTWRITEBYTECODE is set,
+# about 0.05 s of every `ucnb` start here. Files already compiled and unchanged are skipped.
+.venv/bin/python -m compileall -q ucnb
+
 .venv/bin/ucnb host up >/dev/null

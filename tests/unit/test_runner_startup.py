@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -15,34 +16,34 @@ from typing import Any
 import pytest
 
 from ucnb.evidence import index
-from ucnb.runner import execute, prestart
+from ucnb.runner import execute, kernel, prestart
 from ucnb.runner.stages import Stages, since_process_start
 
 from ..conftest import ROOT
 
 
 def test_the_kernel_talks_over_ipc_sockets_in_its_own_folder(tmp_path: Path) -> None:
-    km = execute.kernel_manager(tmp_path)
+    km = kernel.kernel_manager(tmp_path)
     assert km.transport == "ipc"
     assert km.connection_file == str(tmp_path / "kernel.json")
     assert Path(km.ip).parent == tmp_path   # the sockets are files next to it, not ports
 
 
 def test_the_kernel_is_ipykernels_launched_through_ucnbs_ending(tmp_path: Path) -> None:
-    argv = execute.kernel_manager(tmp_path).kernel_spec.argv
+    argv = kernel.kernel_manager(tmp_path).kernel_spec.argv
     assert argv[argv.index("-m") + 1] == "ucnb.kernel.launch" and "ipykernel_launcher" not in argv
     assert "{connection_file}" in argv
 
 
 def test_a_folder_too_deep_for_a_unix_socket_falls_back_to_tcp(tmp_path: Path) -> None:
-    deep = tmp_path / ("d" * (execute.UNIX_PATH_MAX - len(str(tmp_path))))
-    assert execute.kernel_manager(deep).transport == "tcp"
+    deep = tmp_path / ("d" * (kernel.UNIX_PATH_MAX - len(str(tmp_path))))
+    assert kernel.kernel_manager(deep).transport == "tcp"
 
 
 def _start(km: Any, **launch: Any) -> Any:
     from jupyter_core.utils import run_sync
 
-    run_sync(km.start_kernel)(extra_arguments=execute.KERNEL_ARGUMENTS, cwd=str(ROOT), **launch)
+    run_sync(km.start_kernel)(extra_arguments=kernel.KERNEL_ARGUMENTS, cwd=str(ROOT), **launch)
     client = km.client()
     client.start_channels()
     run_sync(client.wait_for_ready)(timeout=60)
@@ -63,12 +64,12 @@ def test_the_kernel_imports_ucnb_in_the_background_and_runs_without_a_debugger(
         tmp_path: Path, spare: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     from jupyter_core.utils import run_sync
 
-    assert execute.KERNEL_ARGUMENTS == ["--HistoryManager.hist_file=:memory:"]   # no exec_lines
+    assert kernel.KERNEL_ARGUMENTS == ["--HistoryManager.hist_file=:memory:"]   # no exec_lines
     if spare:
         prestart.spawn(ROOT)
         time.sleep(1)   # it imports before the run is known
     spare_pid = prestart._spare[0].process.pid if spare else None
-    km = execute.kernel_manager(tmp_path)
+    km = kernel.kernel_manager(tmp_path)
     # A variable only the launch has: the spare's environment is the launch's, not its spawn's.
     client = _start(km, env={**os.environ, "UCNB_TEST_LAUNCH": "'quoted' & \\ ünïcode"})
     try:
@@ -100,7 +101,7 @@ def test_a_spare_is_ended_when_not_taken_or_when_a_variable_read_at_import_chang
 
     prestart.spawn(ROOT)
     process = prestart._spare[0].process
-    km = execute.kernel_manager(tmp_path)
+    km = kernel.kernel_manager(tmp_path)
     env = {**os.environ, "UCNB_NETNS": "another"}   # the spare imported ucnb.host.netns with "ucnb"
     client = _start(km, env=env)
     try:
@@ -109,6 +110,22 @@ def test_a_spare_is_ended_when_not_taken_or_when_a_variable_read_at_import_chang
     finally:
         from jupyter_core.utils import run_sync
 
+        client.stop_channels()
+        run_sync(km.shutdown_kernel)(now=True)
+
+
+def test_the_client_is_ready_once_both_channels_answer_and_says_so_when_the_kernel_died(
+        tmp_path: Path) -> None:
+    from jupyter_core.utils import run_sync
+
+    km = kernel.kernel_manager(tmp_path)
+    client = _start(km)   # ready: a kernel_info reply, then IOPub
+    try:
+        assert _run(client, "print(6 * 7)").strip() == "42"
+        os.kill(km.provisioner.pid, signal.SIGKILL)
+        with pytest.raises(RuntimeError, match="died"):
+            run_sync(client.wait_for_ready)(timeout=30)
+    finally:
         client.stop_channels()
         run_sync(km.shutdown_kernel)(now=True)
 

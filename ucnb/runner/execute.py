@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,19 +34,13 @@ from ucnb.evidence.redact import (
     generated_secrets_file,
 )
 from ucnb.host.procs import SUPERVISOR_ENV, ProcessId
-from ucnb.runner import interrupt, prestart
+from ucnb.runner import interrupt
 from ucnb.runner import params as params_mod
 from ucnb.runner.prestart import KERNEL_NAME
 from ucnb.runner.stages import Stages, since_process_start
 
 if TYPE_CHECKING:
     from ucnb.runner.progress import Board
-
-KERNEL_SHUTDOWN_S = 10.0   # a graceful kernel exit (its labs torn down by itself), then a kill
-UNIX_PATH_MAX = 104        # a Unix socket's path, with room to spare (Linux allows 107 bytes)
-# The kernel's command line: no history file (as nbclient does). ucnb's kernel side is imported by
-# the kernel's launcher (`ucnb.kernel.launch`) while this process connects and sends the first cells.
-KERNEL_ARGUMENTS = ["--HistoryManager.hist_file=:memory:"]
 
 
 @dataclass(frozen=True)
@@ -181,34 +174,6 @@ def cell_timeout_s(lane: lanes.Lane, values: dict[str, Any]) -> float:
     return lane.cell_timeout_s + sum(c.timeout_s or 0 for c in capped)
 
 
-def kernel_manager(folder: Path) -> Any:
-    """The lane's kernel manager: its connection file and sockets in `folder` (private, leased),
-    over IPC rather than TCP, so nothing listens on the network and no other process can talk to
-    the kernel (TCP only when the socket paths would be too long for a Unix socket). It launches
-    ucnb's kernel launcher (`ucnb.kernel.launch`), handing the launch to the spare kernel this
-    process started early when there is one (`ucnb.runner.prestart`)."""
-    from jupyter_client.kernelspec import KernelSpecManager
-    from jupyter_client.manager import AsyncKernelManager
-
-    class Specs(KernelSpecManager):
-        """The installed kernel specs, the ucnb kernel's launched by ucnb's launcher."""
-
-        def get_kernel_spec(self, kernel_name: str) -> Any:
-            spec = super().get_kernel_spec(kernel_name)
-            spec.argv = prestart.with_ucnb_launcher(spec.argv)
-            return spec
-
-    connection = folder / "kernel.json"
-    ipc = len(str(folder / "kernel-ipc-00")) < UNIX_PATH_MAX
-    km = AsyncKernelManager(kernel_name=KERNEL_NAME, connection_file=str(connection),
-                            transport="ipc" if ipc else "tcp", kernel_spec_manager=Specs())
-    km.shutdown_wait_time = KERNEL_SHUTDOWN_S
-    km.kernel_id = str(uuid.uuid4())
-    km.provisioner = prestart.provisioner_class()(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec,
-                                                  parent=km)
-    return km
-
-
 def execute_notebook(ex: Execution, env: dict[str, str], after_seal: contextlib.ExitStack) -> None:
     """Stage 3: papermill runs the notebook in a kernel started with `env`; whatever ends it
     (an error in a cell, a cell timeout, a dead kernel, Ctrl-C or SIGTERM) is classified into
@@ -223,6 +188,7 @@ def execute_notebook(ex: Execution, env: dict[str, str], after_seal: contextlib.
     from jupyter_core.utils import run_sync
 
     from ucnb.lab import leases
+    from ucnb.runner.kernel import KERNEL_ARGUMENTS, KERNEL_SHUTDOWN_S, kernel_manager
 
     interruption = ex.interruption
     failure: list[BaseException] = []
