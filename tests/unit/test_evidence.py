@@ -50,6 +50,15 @@ def test_skips_are_listed_never_counted_as_passed(tmp_path: Path) -> None:
     assert result["gaps"] == [{"name": "health: iam", "node": "", "reason": "no stand-in"}]
 
 
+def test_the_recorder_says_when_the_run_first_waits() -> None:
+    recorder = Recorder()
+    with recorder.step("make the lab"), recorder.step("boot node01", "node01"):
+        pass
+    assert not recorder.waiting.is_set()   # the plotting stack is not imported beside the set-up
+    with recorder.step("wait: SSH", "node01", kind="wait"):
+        assert recorder.waiting.is_set()
+
+
 def test_failed_check_fails_the_verdict(tmp_path: Path) -> None:
     rec = _recorder(tmp_path)
     with rec.step("manifest"):

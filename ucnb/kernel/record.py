@@ -106,6 +106,7 @@ class Recorder:
         self.started = time.time()
         self.rows: dict[str, list[Any]] = {name: [] for name in TABLES}
         self._lock = threading.Lock()
+        self.waiting = threading.Event()   # set when the run first waits (on a guest, a marker)
 
     # -- writing ---------------------------------------------------------------------------
     def _emit(self, table: str, row: Any, new: bool = True) -> None:
@@ -124,6 +125,8 @@ class Recorder:
         stopped it (a gap in the verdict; under `ucnb run` the run itself fails as interrupted)."""
         row = StepRow(len(self.rows["steps"]) + 1, name, node, time.time(), kind=kind)
         self._emit("steps", row)
+        if kind == "wait":
+            self.waiting.set()
         try:
             yield row
         except KeyboardInterrupt:
