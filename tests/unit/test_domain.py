@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import libvirt
+import pytest
 
 from ucnb.lab import domain
 
@@ -71,3 +73,35 @@ def test_tagged_domains_reads_each_definition_once_and_skips_one_gone_meanwhile(
     [tagged] = tagged_domains(conn)   # type: ignore[arg-type]
     assert (tagged.lab_id, tagged.run_id, tagged.networks) == ("a1", "r1", ("ucnb-a1", "ucnb-a1-1"))
     assert tagged.owner is not None and tagged.owner.pid == 4242
+
+
+def test_a_lab_whose_guest_this_process_could_not_kill_loses_its_networks_only_after_its_domains(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from ucnb.lab import registry
+
+    done: list[str] = []
+
+    class Removable:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def destroy(self) -> None:
+            if self.name.endswith("node01"):
+                time.sleep(0.2)   # libvirt stopping a domain; a network goes at once
+            done.append(f"destroy {self.name}")
+
+        def undefine(self) -> None:
+            done.append(f"undefine {self.name}")
+
+        def bridgeName(self) -> str:
+            return "not-a-lab-bridge"
+
+    conn = type("Conn", (), {"listAllDomains": lambda _self: [],
+                             "lookupByName": lambda _self, name: Removable(name),
+                             "networkLookupByName": lambda _self, name: Removable(name)})()
+    for killed, networks_after_domains in ((False, True), (True, False)):
+        done.clear()
+        monkeypatch.setattr(registry, "_kill_guest", lambda _name, killed=killed: killed)
+        registry.destroy("lab1", conn, domains=["ucnb-lab1-node01"], networks=["ucnb-lab1"])  # type: ignore[arg-type]
+        assert set(done) == {"destroy ucnb-lab1-node01", "undefine ucnb-lab1-node01", "destroy ucnb-lab1"}
+        assert (done[-1] == "destroy ucnb-lab1") is networks_after_domains, done

@@ -25,6 +25,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -44,6 +45,7 @@ QEMU_PID_DIR = Path("/run/libvirt/qemu")   # qemu:///system's pid file of each r
 # are host-wide.
 HOST_LOCK = Path(os.environ.get("UCNB_LOCK_DIR", "/run/lock")) / "ucnb-labs.lock"
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def connect() -> libvirt.virConnect:
@@ -227,37 +229,40 @@ def tagged_domains(conn: libvirt.virConnect) -> list[TaggedDomain]:
     return found
 
 
-def _parallel(action: Callable[[T], None], items: list[T]) -> None:
-    """Run `action` on every item in parallel; sequentially at interpreter exit, when no new
-    thread may start (a lab torn down by an atexit handler)."""
+def _parallel(action: Callable[[T], R], items: list[T]) -> list[R]:
+    """Run `action` on every item in parallel, returning its results in order; sequentially at
+    interpreter exit, when no new thread may start (a lab torn down by an atexit handler)."""
     if not items:
-        return
+        return []
     try:
         with ThreadPoolExecutor(max_workers=len(items)) as pool:
-            list(pool.map(action, items))
+            return list(pool.map(action, items))
     except RuntimeError:   # "cannot schedule new futures after interpreter shutdown"
-        for item in items:
-            action(item)
+        return [action(item) for item in items]
 
 
-def _kill_guest(name: str, reaped_within_s: float = 1.0) -> None:
+def _kill_guest(name: str, reaped_within_s: float = 1.0) -> bool:
     """SIGKILL the QEMU of domain `name` and wait until it is reaped, so that libvirt's destroy
     finds it gone: after its own SIGTERM libvirt polls the process every 200 ms, which made
     every teardown 0.2 s longer than QEMU takes to exit. Only a process whose command line is
-    that domain's guest; without its pid file (another libvirt URI) destroy does it all."""
+    that domain's guest; without its pid file (another libvirt URI) destroy does it all.
+    True when this killed it and it is gone."""
     try:
         pid = int((QEMU_PID_DIR / f"{name}.pid").read_text())
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
-        return
+        return False
     if f"guest={name}".encode() not in {arg.split(b",")[0] for arg in argv}:
-        return
+        return False
     deadline = time.monotonic() + reaped_within_s
-    with contextlib.suppress(ProcessLookupError):
+    try:
         os.kill(pid, signal.SIGKILL)
         while time.monotonic() < deadline:   # a zombie still answers until its parent reaps it
             os.kill(pid, 0)
             time.sleep(0.005)
+    except ProcessLookupError:
+        return True
+    return False
 
 
 def destroy(lab_id: str, conn: libvirt.virConnect | None = None, state: LabState | None = None,
@@ -283,7 +288,6 @@ def destroy(lab_id: str, conn: libvirt.virConnect | None = None, state: LabState
             dom = conn.lookupByName(name)
         except libvirt.libvirtError:
             return
-        _kill_guest(name)
         with contextlib.suppress(libvirt.libvirtError):
             dom.destroy()
         with contextlib.suppress(libvirt.libvirtError):
@@ -301,8 +305,15 @@ def destroy(lab_id: str, conn: libvirt.virConnect | None = None, state: LabState
         netns.remove_bridge(bridge)   # ours (a lab bridge name) once no network is on it
         removed.append(f"network {name}")
 
-    _parallel(remove_domain, sorted(wanted_domains))
-    _parallel(remove_network, sorted(wanted_networks))   # once no domain is plugged into them
+    domains, nets = sorted(wanted_domains), sorted(wanted_networks)
+    if all(_parallel(_kill_guest, domains)):
+        # No guest is left on the networks: remove them while libvirt finishes with the domains
+        # (after a kill it mostly sleeps 200 ms first: it finds the QEMU a zombie, then polls).
+        _parallel(lambda remove: remove(), [*(partial(remove_domain, d) for d in domains),
+                                            *(partial(remove_network, n) for n in nets)])
+    else:
+        _parallel(remove_domain, domains)
+        _parallel(remove_network, nets)   # once no domain is plugged into them
     directory = paths.labs_dir() / lab_id
     if directory.exists():
         shutil.rmtree(directory, ignore_errors=True)
