@@ -71,8 +71,8 @@ class Client(AsyncKernelClient):
 
 
 class Manager(AsyncKernelManager):
-    """jupyter_client's asynchronous manager with `Client` for clients, polling its kernel's exit
-    every POLL_S."""
+    """jupyter_client's asynchronous manager, polling its kernel's exit every POLL_S
+    (`kernel_manager` gives it `Client` for its clients)."""
 
     async def _async_finish_shutdown(self, waittime: float | None = None, pollinterval: float = POLL_S,
                                      restart: bool = False) -> None:
